@@ -1,0 +1,94 @@
+//! Self-observation shared between the core and sinks: per-collector run health and
+//! per-sink drop counts, kept for the Prometheus sink and the health endpoint.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+/// Health of one collector instance.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CollectorHealth {
+    pub last_duration: Duration,
+    pub last_success: bool,
+    pub last_run: Option<SystemTime>,
+    pub runs: u64,
+    pub errors: u64,
+    /// Per-domain collection errors (a domain reported with partial data).
+    pub domain_errors: u64,
+}
+
+/// Counters of one sink instance.
+#[derive(Debug, Default)]
+pub struct SinkHealth {
+    dropped: AtomicU64,
+}
+
+impl SinkHealth {
+    pub fn add_dropped(&self, n: u64) {
+        self.dropped.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// The registry of health figures for the whole agent.
+#[derive(Debug, Default)]
+pub struct Health {
+    collectors: RwLock<BTreeMap<String, CollectorHealth>>,
+    sinks: RwLock<BTreeMap<String, Arc<SinkHealth>>>,
+}
+
+impl Health {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Records one collector run.
+    pub fn record_run(&self, collector: &str, took: Duration, success: bool, domain_errors: u64) {
+        let mut map = self.collectors.write().unwrap_or_else(|e| e.into_inner());
+        let entry = map.entry(collector.to_string()).or_default();
+        entry.last_duration = took;
+        entry.last_success = success;
+        entry.last_run = Some(SystemTime::now());
+        entry.runs += 1;
+        entry.domain_errors += domain_errors;
+        if !success {
+            entry.errors += 1;
+        }
+    }
+
+    pub fn collectors(&self) -> BTreeMap<String, CollectorHealth> {
+        self.collectors.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn sink(&self, id: &str) -> Arc<SinkHealth> {
+        let mut map = self.sinks.write().unwrap_or_else(|e| e.into_inner());
+        map.entry(id.to_string()).or_default().clone()
+    }
+
+    pub fn sinks(&self) -> BTreeMap<String, u64> {
+        let map = self.sinks.read().unwrap_or_else(|e| e.into_inner());
+        map.iter().map(|(k, v)| (k.clone(), v.dropped())).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_runs_and_errors() {
+        let h = Health::new();
+        h.record_run("cpu", Duration::from_millis(3), true, 0);
+        h.record_run("cpu", Duration::from_millis(5), false, 2);
+        let c = &h.collectors()["cpu"];
+        assert_eq!((c.runs, c.errors, c.domain_errors), (2, 1, 2));
+        assert!(!c.last_success);
+        assert_eq!(c.last_duration, Duration::from_millis(5));
+        h.sink("rest").add_dropped(4);
+        assert_eq!(h.sinks()["rest"], 4);
+    }
+}

@@ -1,0 +1,197 @@
+//! The [`Hypervisor`] trait: the only way plugins reach libvirt. The real implementation
+//! lives in `vadvisor-libvirt`; [`crate::FakeHypervisor`] serves tests.
+//!
+//! Statistics use libvirt's bulk-stats vocabulary whatever path produced them: a flat map
+//! of typed parameters keyed like `cpu.time`, `vcpu.0.state`, `block.1.rd.bytes`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::model::{DomainRef, DomainState};
+
+/// libvirt's `virDomainStatsTypes` bit set.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct StatsGroups(pub u32);
+
+impl StatsGroups {
+    pub const NONE: Self = Self(0);
+    pub const STATE: Self = Self(1);
+    pub const CPU_TOTAL: Self = Self(2);
+    pub const BALLOON: Self = Self(4);
+    pub const VCPU: Self = Self(8);
+    pub const INTERFACE: Self = Self(16);
+    pub const BLOCK: Self = Self(32);
+    pub const PERF: Self = Self(64);
+
+    /// Every group with its key prefix, for iteration.
+    pub const ALL: [(Self, &'static str); 7] = [
+        (Self::STATE, "state"),
+        (Self::CPU_TOTAL, "cpu"),
+        (Self::BALLOON, "balloon"),
+        (Self::VCPU, "vcpu"),
+        (Self::INTERFACE, "net"),
+        (Self::BLOCK, "block"),
+        (Self::PERF, "perf"),
+    ];
+
+    pub const fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl std::ops::BitOr for StatsGroups {
+    type Output = Self;
+    fn bitor(self, rhs: Self) -> Self {
+        self.union(rhs)
+    }
+}
+
+/// A libvirt typed parameter value, owned.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TypedValue {
+    Int(i32),
+    UInt(u32),
+    LLong(i64),
+    ULLong(u64),
+    Double(f64),
+    Boolean(bool),
+    String(String),
+}
+
+impl TypedValue {
+    /// The value as a number; strings are not numbers.
+    pub fn as_f64(&self) -> Option<f64> {
+        match *self {
+            TypedValue::Int(v) => Some(v.into()),
+            TypedValue::UInt(v) => Some(v.into()),
+            TypedValue::LLong(v) => Some(v as f64),
+            TypedValue::ULLong(v) => Some(v as f64),
+            TypedValue::Double(v) => Some(v),
+            TypedValue::Boolean(v) => Some(if v { 1.0 } else { 0.0 }),
+            TypedValue::String(_) => None,
+        }
+    }
+
+    /// The value as an unsigned integer, when it is a non-negative integer.
+    pub fn as_u64(&self) -> Option<u64> {
+        match *self {
+            TypedValue::Int(v) => u64::try_from(v).ok(),
+            TypedValue::UInt(v) => Some(v.into()),
+            TypedValue::LLong(v) => u64::try_from(v).ok(),
+            TypedValue::ULLong(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            TypedValue::String(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// The statistics of one domain from one collection.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DomainStats {
+    pub domain: DomainRef,
+    pub params: BTreeMap<String, TypedValue>,
+    /// Problems met while gathering this domain's statistics (the rest is still valid).
+    pub errors: Vec<String>,
+}
+
+impl DomainStats {
+    pub fn new(domain: DomainRef) -> Self {
+        Self { domain, params: BTreeMap::new(), errors: Vec::new() }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&TypedValue> {
+        self.params.get(key)
+    }
+
+    pub fn f64(&self, key: &str) -> Option<f64> {
+        self.get(key).and_then(TypedValue::as_f64)
+    }
+
+    pub fn u64(&self, key: &str) -> Option<u64> {
+        self.get(key).and_then(TypedValue::as_u64)
+    }
+
+    pub fn str(&self, key: &str) -> Option<&str> {
+        self.get(key).and_then(TypedValue::as_str)
+    }
+
+    /// Domain state from the `state.state` / `state.reason` parameters.
+    pub fn state(&self) -> Option<DomainState> {
+        let state = self.u64("state.state")?;
+        let reason = self.u64("state.reason").unwrap_or(0);
+        Some(DomainState::new(state as u32, reason as u32))
+    }
+
+    /// Whether any parameter of a group (by key prefix, e.g. `block`) is present.
+    pub fn has_group(&self, prefix: &str) -> bool {
+        let dotted = format!("{prefix}.");
+        self.params.range(dotted.clone()..).next().is_some_and(|(k, _)| k.starts_with(&dotted))
+    }
+
+    /// The distinct numeric indices `N` of keys `<prefix>.N.*`, sorted; tolerates gaps.
+    pub fn indices(&self, prefix: &str) -> Vec<u32> {
+        let dotted = format!("{prefix}.");
+        let mut out: Vec<u32> = self
+            .params
+            .range(dotted.clone()..)
+            .take_while(|(k, _)| k.starts_with(&dotted))
+            .filter_map(|(k, _)| k[dotted.len()..].split('.').next()?.parse().ok())
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
+/// Connection health as the backend sees it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ConnectionStatus {
+    pub connected: bool,
+    /// Successful connections after the first one.
+    pub reconnects: u64,
+    /// libvirt API calls made so far.
+    pub calls: u64,
+    /// The last connection error, when not connected.
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum HypervisorError {
+    #[error("not connected to libvirt: {0}")]
+    Disconnected(String),
+    #[error("libvirt call `{call}` did not answer within {timeout:?}")]
+    Timeout { call: &'static str, timeout: Duration },
+    #[error("libvirt call `{call}` failed: {message}")]
+    Call { call: &'static str, message: String },
+    #[error("no such domain: {0}")]
+    NoDomain(String),
+}
+
+/// Access to the virtualisation host. Every method is safe to call from async code: the
+/// implementation keeps blocking work off the runtime and bounds each call by a deadline.
+#[async_trait]
+pub trait Hypervisor: Send + Sync + 'static {
+    /// Statistics of every domain for the requested groups in one round trip where the
+    /// host supports it; groups the bulk call leaves empty are filled per domain.
+    /// `StatsGroups::STATE` is always included.
+    async fn domain_stats(&self, groups: StatsGroups) -> Result<Vec<DomainStats>, HypervisorError>;
+
+    /// Current connection status (cheap, no libvirt call).
+    fn status(&self) -> ConnectionStatus;
+}

@@ -1,0 +1,37 @@
+//! # vadvisor-api — the plugin contract
+//!
+//! Everything a collector or sink plugin needs, and nothing else: the data model
+//! ([`model`]), metric declarations ([`metric`]), the [`Collector`], [`EventSource`] and
+//! [`Sink`] traits, the [`Registry`] of plugin factories with typed options, the
+//! [`Hypervisor`] trait that hides libvirt, and [`FakeHypervisor`], an in-memory
+//! implementation for tests. A third-party plugin depends on this crate alone.
+
+pub mod collector;
+pub mod fake;
+pub mod health;
+pub mod hypervisor;
+pub mod metric;
+pub mod model;
+pub mod options;
+pub mod registry;
+pub mod sink;
+
+pub use async_trait::async_trait;
+pub use axum;
+pub use collector::{CollectContext, CollectError, Collected, Collector, EventSource, SourceContext};
+pub use fake::FakeHypervisor;
+pub use health::{CollectorHealth, Health, SinkHealth};
+pub use hypervisor::{
+    ConnectionStatus, DomainStats, Hypervisor, HypervisorError, StatsGroups, TypedValue,
+};
+pub use metric::{JsonPath, MetricDesc, MetricKind, Unit};
+pub use model::{
+    Batch, DomainRef, DomainSamples, DomainState, LifecycleEvent, Record, Sample,
+};
+pub use options::{OptionError, PluginOptions};
+pub use registry::{
+    CollectorBuildContext, CollectorFactory, CollectorPlugin, Registry, SinkBuildContext,
+    SinkFactory,
+};
+pub use sink::{Bus, HttpRoutes, LiveCollect, RecordStream, Sink, SinkInput};
+pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,153 @@
+//! The data model that flows from collectors to sinks: domains, samples, batches,
+//! lifecycle events and the [`Record`] envelope carried by the bus.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::metric::MetricDesc;
+
+/// Identity of a libvirt domain. Cheap to clone.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DomainRef {
+    /// Lower-case dashed UUID as libvirt prints it.
+    pub uuid: Arc<str>,
+    /// Domain name.
+    pub name: Arc<str>,
+}
+
+impl DomainRef {
+    pub fn new(uuid: impl Into<Arc<str>>, name: impl Into<Arc<str>>) -> Self {
+        Self { uuid: uuid.into(), name: name.into() }
+    }
+}
+
+/// libvirt's `virDomainState` with its reason code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DomainState {
+    pub state: u32,
+    pub reason: u32,
+}
+
+impl DomainState {
+    /// vAdvisor's names of `virDomainState`, indexed by code.
+    pub const NAMES: [&'static str; 8] = [
+        "Unknown", "Running", "Blocked", "Paused", "Shutdown", "Shutoff", "Crashed", "PMSuspended",
+    ];
+
+    pub const RUNNING: u32 = 1;
+
+    pub fn new(state: u32, reason: u32) -> Self {
+        Self { state, reason }
+    }
+
+    /// The state as vAdvisor names it (`Running`, `Paused`, …); unknown codes are `Unknown`.
+    pub fn name(&self) -> &'static str {
+        Self::NAMES.get(self.state as usize).copied().unwrap_or("Unknown")
+    }
+
+    /// The reason as libvirt documents it for this state (`virDomain<State>Reason`).
+    pub fn reason_name(&self) -> &'static str {
+        let table: &[&str] = match self.state {
+            0 => &["unknown"],
+            1 => &[
+                "unknown", "booted", "migrated", "restored", "from snapshot", "unpaused",
+                "migration canceled", "save canceled", "wakeup", "crashed", "post-copy",
+                "post-copy failed",
+            ],
+            2 => &["unknown"],
+            3 => &[
+                "unknown", "user", "migration", "save", "dump", "ioerror", "watchdog",
+                "from snapshot", "shutting down", "snapshot", "crashed", "starting up",
+                "post-copy", "post-copy failed", "api error",
+            ],
+            4 => &["unknown", "user"],
+            5 => &[
+                "unknown", "shutdown", "destroyed", "crashed", "migrated", "saved", "failed",
+                "from snapshot", "daemon",
+            ],
+            6 => &["unknown", "panicked"],
+            7 => &["unknown"],
+            _ => &[],
+        };
+        table.get(self.reason as usize).copied().unwrap_or("unknown")
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.state == Self::RUNNING
+    }
+}
+
+/// One value of one declared metric. `metric` indexes the collector's declaration list;
+/// `labels` holds the values of that metric's label names, in declaration order; `value`
+/// is in the metric's declared [`crate::Unit`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    pub metric: u16,
+    pub labels: Vec<Arc<str>>,
+    pub value: f64,
+}
+
+impl Sample {
+    /// A sample of a metric without labels.
+    pub fn new(metric: u16, value: f64) -> Self {
+        Self { metric, labels: Vec::new(), value }
+    }
+
+    /// A sample of a labelled metric.
+    pub fn labelled(metric: u16, labels: Vec<Arc<str>>, value: f64) -> Self {
+        Self { metric, labels, value }
+    }
+}
+
+/// Everything one collector run produced for one domain.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DomainSamples {
+    pub domain: DomainRef,
+    /// Domain state and reason; the scheduler fills it from the tick's stats when the
+    /// collector leaves it empty.
+    pub state: Option<DomainState>,
+    pub samples: Vec<Sample>,
+    /// Errors met while collecting this domain (it is still reported with what it has).
+    pub errors: Vec<String>,
+}
+
+impl DomainSamples {
+    pub fn new(domain: DomainRef) -> Self {
+        Self { domain, state: None, samples: Vec::new(), errors: Vec::new() }
+    }
+}
+
+/// The output of one run of one collector instance.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    /// Instance id from the config (`cpu`, `cpu/fast`).
+    pub collector: Arc<str>,
+    /// The collector's metric declarations; `Sample::metric` indexes them.
+    pub metrics: Arc<[MetricDesc]>,
+    /// When the tick that produced this batch started. Batches of collectors that ran in
+    /// the same tick carry the same instant.
+    pub at: SystemTime,
+    pub domains: Vec<DomainSamples>,
+    /// Host-level samples (not tied to a domain).
+    pub host: Vec<Sample>,
+}
+
+/// A domain lifecycle event (libvirt `VIR_DOMAIN_EVENT_ID_LIFECYCLE`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LifecycleEvent {
+    pub at: SystemTime,
+    pub domain: DomainRef,
+    /// libvirt event code (`virDomainEventType`).
+    pub event: u32,
+    /// libvirt detail code (meaning depends on `event`).
+    pub detail: u32,
+    /// True when the event was synthesised by comparing states after a reconnect.
+    pub reconciled: bool,
+}
+
+/// What travels on the bus from collectors to sinks.
+#[derive(Clone, Debug)]
+pub enum Record {
+    Batch(Arc<Batch>),
+    Event(Arc<LifecycleEvent>),
+}

@@ -1,0 +1,439 @@
+//! The connection supervisor: [`LibvirtHypervisor`] owns one read-only libvirt
+//! connection and keeps it alive.
+//!
+//! - Process-wide, once: libvirt's stderr error printing is silenced, the default event
+//!   loop is registered and run on a `libvirt-events` thread (keepalive and the close
+//!   callback need it), with a 1 s timer so the loop wakes regularly.
+//! - A supervisor task opens the connection off the async runtime (`spawn_blocking`),
+//!   sets keepalive (tolerating drivers without it), registers the close callback, and
+//!   reconnects with exponential backoff (`reconnect_min`..`reconnect_max`) whenever the
+//!   open fails, the close callback fires, a periodic `is_alive` check fails, or a stats
+//!   call reports a connection-class error. After a loss the first attempt is immediate.
+//! - While disconnected, a stats call may trigger an early attempt, at most one per
+//!   `reconnect_min`, so collection resumes promptly once libvirtd answers again without
+//!   waiting out a long backoff.
+//! - Logging happens once per state change: `info!` on connect, `warn!` on loss or on the
+//!   first failed attempt, `debug!` for every further attempt.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Once};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{watch, Notify, Semaphore};
+use tracing::{debug, info, warn};
+use vadvisor_api::ConnectionStatus;
+use virt::connect::Connect;
+use virt::sys;
+
+use crate::ffi;
+use crate::settings::LibvirtSettings;
+
+/// How often a healthy connection is checked with `virConnectIsAlive` (a local check).
+const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
+static LIBVIRT_INIT: Once = Once::new();
+
+/// Process-wide libvirt setup; idempotent.
+fn init_libvirt() {
+    LIBVIRT_INIT.call_once(|| {
+        virt::error::clear_error_callback();
+        if let Err(e) = virt::event::event_register_default_impl() {
+            warn!(error = %e.message(), "cannot register libvirt's default event loop; keepalive and close detection are disabled");
+            return;
+        }
+        if let Err(e) = ffi::add_wakeup_timer(1000) {
+            debug!(error = %e.message(), "cannot add the libvirt event-loop wake-up timer");
+        }
+        let spawned = std::thread::Builder::new().name("libvirt-events".to_string()).spawn(|| loop {
+            if let Err(e) = virt::event::event_run_default_impl() {
+                debug!(error = %e.message(), "libvirt event loop iteration failed");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        if let Err(e) = spawned {
+            warn!(error = %e, "cannot start the libvirt event-loop thread");
+        }
+    });
+}
+
+/// Whether a libvirt error means the connection itself is unusable.
+pub(crate) fn is_connection_error(code: u32, message: &str) -> bool {
+    match code {
+        sys::VIR_ERR_SYSTEM_ERROR
+        | sys::VIR_ERR_RPC
+        | sys::VIR_ERR_NO_CONNECT
+        | sys::VIR_ERR_INVALID_CONN => true,
+        sys::VIR_ERR_INTERNAL_ERROR | sys::VIR_ERR_OPERATION_INVALID => {
+            let m = message.to_ascii_lowercase();
+            [
+                "end of file",
+                "client socket is closed",
+                "connection closed",
+                "broken pipe",
+                "connection reset",
+                "not connected",
+                "keepalive",
+            ]
+            .iter()
+            .any(|needle| m.contains(needle))
+        }
+        _ => false,
+    }
+}
+
+/// A short, human-readable text for a close-callback reason.
+fn close_reason_text(reason: i32) -> String {
+    match u32::try_from(reason) {
+        Ok(sys::VIR_CONNECT_CLOSE_REASON_ERROR) => "connection closed: I/O error".into(),
+        Ok(sys::VIR_CONNECT_CLOSE_REASON_EOF) => "connection closed: end of file from libvirtd".into(),
+        Ok(sys::VIR_CONNECT_CLOSE_REASON_KEEPALIVE) => "connection closed: keepalive timeout".into(),
+        Ok(sys::VIR_CONNECT_CLOSE_REASON_CLIENT) => "connection closed by the client".into(),
+        _ => format!("connection closed (reason {reason})"),
+    }
+}
+
+/// One open connection. Dropping it unregisters the close callback and closes the
+/// connection, which may do I/O: drop it on a blocking thread only.
+pub(crate) struct Live {
+    /// Declared first so it is dropped (unregistered) first.
+    close: Option<ffi::CloseCallback>,
+    pub(crate) conn: Connect,
+    pub(crate) generation: u64,
+}
+
+#[derive(Default)]
+struct State {
+    connected: bool,
+    ever_connected: bool,
+    reconnects: u64,
+    last_error: Option<String>,
+    /// The current outage has already been logged at `warn!`.
+    outage_logged: bool,
+}
+
+/// State shared by the supervisor task, stats calls and the handle.
+pub(crate) struct Supervisor {
+    pub(crate) settings: LibvirtSettings,
+    live: Mutex<Option<Arc<Live>>>,
+    state: Mutex<State>,
+    calls: AtomicU64,
+    attempts: AtomicU64,
+    generation: AtomicU64,
+    last_attempt: Mutex<Option<Instant>>,
+    /// Wakes the supervisor: connection lost, close callback fired, early retry, shutdown.
+    wake: Arc<Notify>,
+    connected_tx: watch::Sender<bool>,
+    stopping: AtomicBool,
+    pub(crate) permits: Arc<Semaphore>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Supervisor {
+    fn new(settings: LibvirtSettings) -> Self {
+        let permits = Arc::new(Semaphore::new(settings.max_concurrent_calls.max(1)));
+        Self {
+            settings,
+            live: Mutex::new(None),
+            state: Mutex::new(State::default()),
+            calls: AtomicU64::new(0),
+            attempts: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
+            last_attempt: Mutex::new(None),
+            wake: Arc::new(Notify::new()),
+            connected_tx: watch::channel(false).0,
+            stopping: AtomicBool::new(false),
+            permits,
+        }
+    }
+
+    /// Counts `n` libvirt API calls.
+    pub(crate) fn count_calls(&self, n: u64) {
+        self.calls.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The open connection, if any.
+    pub(crate) fn current(&self) -> Option<Arc<Live>> {
+        lock(&self.live).clone()
+    }
+
+    pub(crate) fn status(&self) -> ConnectionStatus {
+        let st = lock(&self.state);
+        ConnectionStatus {
+            connected: st.connected,
+            reconnects: st.reconnects,
+            calls: self.calls.load(Ordering::Relaxed),
+            last_error: if st.connected { None } else { st.last_error.clone() },
+        }
+    }
+
+    /// Why there is no connection right now.
+    pub(crate) fn disconnected_reason(&self) -> String {
+        if self.stopping.load(Ordering::SeqCst) {
+            return "the libvirt backend was shut down".to_string();
+        }
+        lock(&self.state).last_error.clone().unwrap_or_else(|| "connecting".to_string())
+    }
+
+    /// A stats call found no connection: ask for an early attempt, at most one per
+    /// `reconnect_min`.
+    pub(crate) fn request_early_retry(&self) {
+        let due = lock(&self.last_attempt)
+            .is_none_or(|t| t.elapsed() >= self.settings.reconnect_min);
+        if due && !self.stopping.load(Ordering::SeqCst) {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Declares connection `generation` dead (no-op if it was already replaced). Returns
+    /// the retired connection so the caller can drop it where blocking is allowed.
+    pub(crate) fn mark_lost(&self, generation: u64, reason: &str) -> Option<Arc<Live>> {
+        let retired = {
+            let mut live = lock(&self.live);
+            match live.as_ref() {
+                Some(l) if l.generation == generation => live.take(),
+                _ => return None,
+            }
+        };
+        {
+            let mut st = lock(&self.state);
+            st.connected = false;
+            st.last_error = Some(reason.to_string());
+            st.outage_logged = true;
+        }
+        self.connected_tx.send_replace(false);
+        warn!(uri = %self.settings.uri, reason, "libvirt connection lost; reconnecting");
+        self.wake.notify_one();
+        retired
+    }
+
+    /// Opens, configures and registers one connection (blocking).
+    fn open_blocking(&self) -> Result<Live, String> {
+        let uri = self.settings.uri.as_str();
+        let conn = Connect::open_read_only(Some(uri)).map_err(|e| e.message().to_string())?;
+        if self.settings.keepalive_interval > 0 {
+            if let Err(e) =
+                conn.set_keep_alive(self.settings.keepalive_interval, self.settings.keepalive_count)
+            {
+                debug!(uri, error = %e.message(), "keepalive not available on this connection");
+            }
+        }
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        // The callback runs on the event-loop thread: it only pokes the supervisor.
+        let wake = Arc::clone(&self.wake);
+        let close = match ffi::CloseCallback::register(&conn, move |_| wake.notify_one()) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                debug!(uri, error = %e.message(), "cannot register the close callback");
+                None
+            }
+        };
+        Ok(Live { close, conn, generation })
+    }
+
+    fn set_connected(&self, live: Arc<Live>) {
+        *lock(&self.live) = Some(live);
+        let mut st = lock(&self.state);
+        if st.ever_connected {
+            st.reconnects += 1;
+            info!(uri = %self.settings.uri, reconnects = st.reconnects, "reconnected to libvirt");
+        } else {
+            info!(uri = %self.settings.uri, "connected to libvirt (read-only)");
+        }
+        st.connected = true;
+        st.ever_connected = true;
+        st.last_error = None;
+        st.outage_logged = false;
+        drop(st);
+        self.connected_tx.send_replace(true);
+    }
+
+    fn set_failed(&self, error: &str, retry_in: Duration) {
+        let mut st = lock(&self.state);
+        st.connected = false;
+        st.last_error = Some(error.to_string());
+        if st.outage_logged {
+            debug!(uri = %self.settings.uri, error, ?retry_in, "libvirt connection attempt failed");
+        } else {
+            st.outage_logged = true;
+            warn!(uri = %self.settings.uri, error, "cannot connect to libvirt; retrying in the background");
+        }
+    }
+
+    /// The supervisor loop; returns on shutdown.
+    async fn run(self: Arc<Self>) {
+        let min = self.settings.reconnect_min.max(Duration::from_millis(10));
+        let max = self.settings.reconnect_max.max(min);
+        let mut backoff = min;
+        while !self.stopping.load(Ordering::SeqCst) {
+            self.attempts.fetch_add(1, Ordering::SeqCst);
+            *lock(&self.last_attempt) = Some(Instant::now());
+            let me = Arc::clone(&self);
+            let opened = tokio::task::spawn_blocking(move || me.open_blocking().map(Arc::new))
+                .await
+                .unwrap_or_else(|e| Err(format!("connection attempt panicked: {e}")));
+            match opened {
+                Ok(live) => {
+                    if self.stopping.load(Ordering::SeqCst) {
+                        retire(live);
+                        break;
+                    }
+                    self.set_connected(Arc::clone(&live));
+                    backoff = min;
+                    self.watch(live).await;
+                    // Lost (or stopping): the next attempt is immediate.
+                }
+                Err(error) => {
+                    self.set_failed(&error, backoff);
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = self.wake.notified() => {}
+                    }
+                    backoff = (backoff * 2).min(max);
+                }
+            }
+        }
+        if let Some(live) = lock(&self.live).take() {
+            retire(live);
+        }
+        let mut st = lock(&self.state);
+        st.connected = false;
+        st.last_error = Some("the libvirt backend was shut down".to_string());
+        drop(st);
+        self.connected_tx.send_replace(false);
+        debug!(uri = %self.settings.uri, "libvirt supervisor stopped");
+    }
+
+    /// Waits until connection `live` is lost or the supervisor stops.
+    async fn watch(&self, live: Arc<Live>) {
+        let generation = live.generation;
+        loop {
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(HEALTH_CHECK_INTERVAL) => {
+                    let l = Arc::clone(&live);
+                    let alive = tokio::task::spawn_blocking(move || l.conn.is_alive())
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r.map_err(|e| e.message().to_string()));
+                    match alive {
+                        Ok(true) => {}
+                        Ok(false) => self.lose(generation, "connection is no longer alive"),
+                        Err(e) => self.lose(generation, &e),
+                    }
+                }
+            }
+            if self.stopping.load(Ordering::SeqCst) {
+                break;
+            }
+            if let Some(reason) = live.close.as_ref().and_then(|c| c.fired()) {
+                self.lose(generation, &close_reason_text(reason));
+            }
+            let still_current = lock(&self.live).as_ref().is_some_and(|l| l.generation == generation);
+            if !still_current {
+                break;
+            }
+        }
+        retire(live);
+    }
+
+    fn lose(&self, generation: u64, reason: &str) {
+        if let Some(old) = self.mark_lost(generation, reason) {
+            retire(old);
+        }
+    }
+}
+
+/// Drops a connection on a blocking thread (closing may do I/O).
+fn retire(live: Arc<Live>) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) => {
+            h.spawn_blocking(move || drop(live));
+        }
+        Err(_) => drop(live),
+    }
+}
+
+/// The libvirt [`vadvisor_api::Hypervisor`]: one supervised, read-only connection, bulk
+/// statistics with a per-domain fallback (see the `stats` module).
+pub struct LibvirtHypervisor {
+    pub(crate) sup: Arc<Supervisor>,
+}
+
+impl LibvirtHypervisor {
+    /// Starts the backend and returns at once; the first connection attempt starts
+    /// immediately in the background. Must be called inside a tokio runtime.
+    pub fn start(settings: LibvirtSettings) -> Arc<LibvirtHypervisor> {
+        init_libvirt();
+        let sup = Arc::new(Supervisor::new(settings));
+        tokio::spawn(Arc::clone(&sup).run());
+        Arc::new(LibvirtHypervisor { sup })
+    }
+
+    /// Waits until the backend is connected, at most `timeout`; true if connected.
+    pub async fn wait_connected(&self, timeout: Duration) -> bool {
+        let mut rx = self.sup.connected_tx.subscribe();
+        let connected = tokio::time::timeout(timeout, rx.wait_for(|c| *c)).await;
+        matches!(connected, Ok(Ok(_)))
+    }
+
+    /// Stops the supervisor and closes the connection. Later calls report
+    /// `Disconnected`. Idempotent; also done when the handle is dropped.
+    pub fn shutdown(&self) {
+        if !self.sup.stopping.swap(true, Ordering::SeqCst) {
+            self.sup.wake.notify_one();
+        }
+    }
+
+    /// Connection attempts made so far (successful or not).
+    pub fn connect_attempts(&self) -> u64 {
+        self.sup.attempts.load(Ordering::SeqCst)
+    }
+
+    /// The configured URI.
+    pub fn uri(&self) -> &str {
+        &self.sup.settings.uri
+    }
+}
+
+impl Drop for LibvirtHypervisor {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl std::fmt::Debug for LibvirtHypervisor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LibvirtHypervisor")
+            .field("uri", &self.sup.settings.uri)
+            .field("status", &self.sup.status())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_errors_are_classified() {
+        assert!(is_connection_error(sys::VIR_ERR_SYSTEM_ERROR, "Cannot recv data: Connection reset by peer"));
+        assert!(is_connection_error(sys::VIR_ERR_RPC, "anything"));
+        assert!(is_connection_error(sys::VIR_ERR_NO_CONNECT, "no connection driver available"));
+        assert!(is_connection_error(sys::VIR_ERR_INTERNAL_ERROR, "End of file while reading data: Input/output error"));
+        assert!(is_connection_error(sys::VIR_ERR_INTERNAL_ERROR, "client socket is closed"));
+        assert!(!is_connection_error(sys::VIR_ERR_INTERNAL_ERROR, "unable to execute QEMU command"));
+        assert!(!is_connection_error(sys::VIR_ERR_NO_DOMAIN, "Domain not found"));
+        assert!(!is_connection_error(sys::VIR_ERR_OPERATION_INVALID, "domain is not running"));
+        assert!(!is_connection_error(sys::VIR_ERR_NO_SUPPORT, "this function is not supported"));
+    }
+
+    #[test]
+    fn close_reasons_are_named() {
+        assert!(close_reason_text(1).contains("end of file"));
+        assert!(close_reason_text(2).contains("keepalive"));
+        assert!(close_reason_text(42).contains("42"));
+    }
+}

@@ -1,0 +1,388 @@
+//! `impl Hypervisor for LibvirtHypervisor`: domain statistics in one
+//! `virConnectGetAllDomainStats` round trip, with a per-domain fallback that synthesises
+//! the same keys for every requested group the bulk reply left empty (the `test` driver
+//! fills only `state`; old or limited drivers may miss others).
+//!
+//! Every call is bounded: a semaphore permit (moved into the blocking closure, so a call
+//! that outlives its deadline keeps holding it) and a `call_timeout` deadline around the
+//! permit wait plus the blocking work. Nothing is cached across calls except the
+//! connection. `status().calls` counts the libvirt API calls that fetch data (the bulk
+//! call is one; each per-domain call is one); local bookkeeping (`virDomainRef`,
+//! `virDomainGetName`, `virDomainGetUUIDString`, `virConnectIsAlive`) is not counted.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use vadvisor_api::{
+    ConnectionStatus, DomainRef, DomainStats, Hypervisor, HypervisorError, StatsGroups,
+    TypedValue,
+};
+use virt::domain::{Domain, DomainInfo};
+use virt::error::Error as VirtError;
+use virt::sys;
+
+use crate::connection::{is_connection_error, LibvirtHypervisor, Live, Supervisor};
+use crate::domain_xml::{self, DomainDevices};
+use crate::ffi;
+
+/// `virDomainState` SHUTOFF.
+const STATE_SHUTOFF: u64 = 5;
+
+/// Name used for the whole operation in timeouts and worker failures.
+const OPERATION: &str = "virConnectGetAllDomainStats";
+
+#[async_trait]
+impl Hypervisor for LibvirtHypervisor {
+    async fn domain_stats(&self, groups: StatsGroups) -> Result<Vec<DomainStats>, HypervisorError> {
+        let sup = &self.sup;
+        if sup.current().is_none() {
+            sup.request_early_retry();
+            return Err(HypervisorError::Disconnected(sup.disconnected_reason()));
+        }
+        let timeout = sup.settings.call_timeout;
+        let work = async {
+            let permit = Arc::clone(&sup.permits)
+                .acquire_owned()
+                .await
+                .map_err(|_| HypervisorError::Disconnected(sup.disconnected_reason()))?;
+            // Taken only now, and moved straight into the blocking closure, so the
+            // connection is never dropped (closed) on a runtime thread.
+            let Some(live) = sup.current() else {
+                return Err(HypervisorError::Disconnected(sup.disconnected_reason()));
+            };
+            let sup2 = Arc::clone(sup);
+            tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                collect(&sup2, &live, groups)
+            })
+            .await
+            .map_err(|e| HypervisorError::Call {
+                call: OPERATION,
+                message: format!("worker failed: {e}"),
+            })?
+        };
+        match tokio::time::timeout(timeout, work).await {
+            Ok(result) => result,
+            Err(_) => Err(HypervisorError::Timeout { call: OPERATION, timeout }),
+        }
+    }
+
+    fn status(&self) -> ConnectionStatus {
+        self.sup.status()
+    }
+}
+
+/// Why a collection (or one domain of it) must stop.
+enum Abort {
+    /// The domain disappeared: drop it, keep the others.
+    Vanished,
+    /// The connection is unusable: fail the whole call.
+    Connection(String),
+}
+
+/// Decides what a failed libvirt call means.
+fn classify(live: &Live, err: &VirtError) -> Option<Abort> {
+    let code = err.code().to_raw();
+    if code == sys::VIR_ERR_NO_DOMAIN {
+        return Some(Abort::Vanished);
+    }
+    if is_connection_error(code, err.message()) || !matches!(live.conn.is_alive(), Ok(true)) {
+        return Some(Abort::Connection(err.message().to_string()));
+    }
+    None
+}
+
+/// The blocking body of `domain_stats`.
+fn collect(
+    sup: &Supervisor,
+    live: &Live,
+    groups: StatsGroups,
+) -> Result<Vec<DomainStats>, HypervisorError> {
+    let groups = groups | StatsGroups::STATE;
+    sup.count_calls(1);
+    let records = ffi::get_all_domain_stats(
+        &live.conn,
+        groups.0,
+        sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE | sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT,
+    );
+    let records = match records {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(match classify(live, &e) {
+                Some(Abort::Connection(reason)) => {
+                    // Dropped here, on this blocking thread, if it was the last reference.
+                    drop(sup.mark_lost(live.generation, &reason));
+                    HypervisorError::Disconnected(reason)
+                }
+                _ => HypervisorError::Call { call: OPERATION, message: e.message().to_string() },
+            });
+        }
+    };
+    let mut out = Vec::with_capacity(records.len());
+    for rec in records {
+        let mut stats = DomainStats::new(DomainRef::new(rec.uuid, rec.name));
+        stats.params = rec.params.into_iter().collect::<BTreeMap<_, _>>();
+        let mut fb = Fallback { sup, live, dom: &rec.domain, stats, devices: None, info: None };
+        match fb.fill(groups) {
+            Ok(()) => out.push(fb.stats),
+            Err(Abort::Vanished) => {}
+            Err(Abort::Connection(reason)) => {
+                drop(sup.mark_lost(live.generation, &reason));
+                return Err(HypervisorError::Disconnected(reason));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Per-domain fallback for the groups the bulk reply left empty.
+struct Fallback<'a> {
+    sup: &'a Supervisor,
+    live: &'a Live,
+    dom: &'a Domain,
+    stats: DomainStats,
+    /// The domain's devices, read at most once (`Some(None)`: reading failed).
+    devices: Option<Option<DomainDevices>>,
+    /// `virDomainGetInfo`, called at most once.
+    info: Option<Option<DomainInfo>>,
+}
+
+impl Fallback<'_> {
+    fn fill(&mut self, groups: StatsGroups) -> Result<(), Abort> {
+        for (group, prefix) in StatsGroups::ALL {
+            if !groups.contains(group) || self.stats.has_group(prefix) {
+                continue;
+            }
+            if group != StatsGroups::STATE && self.stats.u64("state.state") == Some(STATE_SHUTOFF) {
+                continue;
+            }
+            match group {
+                StatsGroups::STATE => self.state()?,
+                StatsGroups::CPU_TOTAL => self.cpu()?,
+                StatsGroups::BALLOON => self.balloon()?,
+                StatsGroups::VCPU => self.vcpu()?,
+                StatsGroups::INTERFACE => self.net()?,
+                StatsGroups::BLOCK => self.block()?,
+                // No per-domain API returns perf counters: nothing to fall back to.
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs one counted per-domain call. `Ok(None)`: it failed and the failure was
+    /// recorded in `errors`; `Err`: the domain or the connection is gone.
+    fn call<T>(
+        &mut self,
+        what: &str,
+        f: impl FnOnce(&Domain) -> Result<T, VirtError>,
+    ) -> Result<Option<T>, Abort> {
+        self.sup.count_calls(1);
+        match f(self.dom) {
+            Ok(v) => Ok(Some(v)),
+            Err(e) => match classify(self.live, &e) {
+                Some(abort) => Err(abort),
+                None => {
+                    self.stats.errors.push(format!("{what}: {}", e.message()));
+                    Ok(None)
+                }
+            },
+        }
+    }
+
+    fn put(&mut self, key: String, value: TypedValue) {
+        self.stats.params.insert(key, value);
+    }
+
+    /// Inserts a counter unless libvirt reported it as unsupported (negative).
+    fn put_counter(&mut self, key: String, value: i64) {
+        if let Ok(v) = u64::try_from(value) {
+            self.put(key, TypedValue::ULLong(v));
+        }
+    }
+
+    fn info(&mut self) -> Result<Option<DomainInfo>, Abort> {
+        if self.info.is_none() {
+            let info = self.call("virDomainGetInfo", |d| d.info())?;
+            self.info = Some(info);
+        }
+        Ok(self.info.clone().flatten())
+    }
+
+    fn devices(&mut self) -> Result<Option<DomainDevices>, Abort> {
+        if self.devices.is_none() {
+            let parsed = match self.call("virDomainGetXMLDesc", |d| d.xml_desc(0))? {
+                Some(xml) => match domain_xml::parse(&xml) {
+                    Ok(devices) => Some(devices),
+                    Err(e) => {
+                        self.stats.errors.push(e.to_string());
+                        None
+                    }
+                },
+                None => None,
+            };
+            self.devices = Some(parsed);
+        }
+        Ok(self.devices.clone().flatten())
+    }
+
+    fn state(&mut self) -> Result<(), Abort> {
+        if let Some((state, reason)) = self.call("virDomainGetState", ffi::domain_state)? {
+            self.put("state.state".into(), TypedValue::Int(i32::try_from(state).unwrap_or(0)));
+            self.put("state.reason".into(), TypedValue::Int(i32::try_from(reason).unwrap_or(0)));
+        }
+        Ok(())
+    }
+
+    fn cpu(&mut self) -> Result<(), Abort> {
+        let Some(params) = self.call("virDomainGetCPUStats", ffi::cpu_total_stats)? else {
+            return Ok(());
+        };
+        for (name, value) in params {
+            let key = match name.as_str() {
+                "cpu_time" => "cpu.time",
+                "user_time" => "cpu.user",
+                "system_time" => "cpu.system",
+                _ => continue,
+            };
+            if let Some(v) = value.as_u64() {
+                self.put(key.into(), TypedValue::ULLong(v));
+            }
+        }
+        Ok(())
+    }
+
+    fn balloon(&mut self) -> Result<(), Abort> {
+        let stats = self.call("virDomainMemoryStats", |d| d.memory_stats(0))?.unwrap_or_default();
+        let mut actual = None;
+        for s in stats {
+            let name = match s.tag {
+                sys::VIR_DOMAIN_MEMORY_STAT_ACTUAL_BALLOON => {
+                    actual = Some(s.val);
+                    continue;
+                }
+                sys::VIR_DOMAIN_MEMORY_STAT_SWAP_IN => "swap_in",
+                sys::VIR_DOMAIN_MEMORY_STAT_SWAP_OUT => "swap_out",
+                sys::VIR_DOMAIN_MEMORY_STAT_MAJOR_FAULT => "major_fault",
+                sys::VIR_DOMAIN_MEMORY_STAT_MINOR_FAULT => "minor_fault",
+                sys::VIR_DOMAIN_MEMORY_STAT_UNUSED => "unused",
+                sys::VIR_DOMAIN_MEMORY_STAT_AVAILABLE => "available",
+                sys::VIR_DOMAIN_MEMORY_STAT_RSS => "rss",
+                sys::VIR_DOMAIN_MEMORY_STAT_USABLE => "usable",
+                sys::VIR_DOMAIN_MEMORY_STAT_LAST_UPDATE => "last-update",
+                sys::VIR_DOMAIN_MEMORY_STAT_DISK_CACHES => "disk_caches",
+                sys::VIR_DOMAIN_MEMORY_STAT_HUGETLB_PGALLOC => "hugetlb_pgalloc",
+                sys::VIR_DOMAIN_MEMORY_STAT_HUGETLB_PGFAIL => "hugetlb_pgfail",
+                _ => continue,
+            };
+            self.put(format!("balloon.{name}"), TypedValue::ULLong(s.val));
+        }
+        let info = self.info()?;
+        // Like the bulk API: the balloon target when the guest reports it, else the
+        // domain's current memory.
+        if let Some(current) = actual.or(info.as_ref().map(|i| i.memory)) {
+            self.put("balloon.current".into(), TypedValue::ULLong(current));
+        }
+        if let Some(info) = info {
+            self.put("balloon.maximum".into(), TypedValue::ULLong(info.max_mem));
+        }
+        Ok(())
+    }
+
+    fn vcpu(&mut self) -> Result<(), Abort> {
+        let maximum =
+            self.call("virDomainGetVcpusFlags", |d| d.vcpus_flags(sys::VIR_DOMAIN_VCPU_MAXIMUM))?;
+        let Some(vcpus) =
+            self.call("virDomainGetVcpus", |d| ffi::vcpu_info(d, maximum.unwrap_or(256)))?
+        else {
+            return Ok(());
+        };
+        let current = u32::try_from(vcpus.len()).unwrap_or(u32::MAX);
+        self.put("vcpu.current".into(), TypedValue::UInt(current));
+        self.put("vcpu.maximum".into(), TypedValue::UInt(maximum.unwrap_or(current)));
+        let mut seen = std::collections::BTreeSet::new();
+        for v in vcpus {
+            // Ids are unique in real drivers; keep the first entry if one repeats.
+            if !seen.insert(v.number) {
+                continue;
+            }
+            self.put(format!("vcpu.{}.state", v.number), TypedValue::Int(v.state));
+            self.put(format!("vcpu.{}.time", v.number), TypedValue::ULLong(v.cpu_time));
+        }
+        Ok(())
+    }
+
+    fn net(&mut self) -> Result<(), Abort> {
+        let Some(devices) = self.devices()? else {
+            return Ok(());
+        };
+        // As the bulk API: the count covers every interface, N is the position in the
+        // domain XML, interfaces without a host-side device (hostdev) are skipped.
+        self.put("net.count".into(), TypedValue::UInt(devices.interfaces.len() as u32));
+        for (i, iface) in devices.interfaces.iter().enumerate() {
+            let Some(dev) = iface.target.as_deref() else {
+                continue;
+            };
+            self.put(format!("net.{i}.name"), TypedValue::String(dev.to_string()));
+            let what = format!("virDomainInterfaceStats({dev})");
+            if let Some(s) = self.call(&what, |d| d.interface_stats(dev))? {
+                for (name, v) in [
+                    ("rx.bytes", s.rx_bytes),
+                    ("rx.pkts", s.rx_packets),
+                    ("rx.errs", s.rx_errs),
+                    ("rx.drop", s.rx_drop),
+                    ("tx.bytes", s.tx_bytes),
+                    ("tx.pkts", s.tx_packets),
+                    ("tx.errs", s.tx_errs),
+                    ("tx.drop", s.tx_drop),
+                ] {
+                    self.put_counter(format!("net.{i}.{name}"), v);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn block(&mut self) -> Result<(), Abort> {
+        let Some(devices) = self.devices()? else {
+            return Ok(());
+        };
+        // As the bulk API: every disk is listed at its position; a disk without media
+        // (empty cdrom tray) gets its name only.
+        self.put("block.count".into(), TypedValue::UInt(devices.disks.len() as u32));
+        for (i, disk) in devices.disks.iter().enumerate() {
+            let Some(dev) = disk.target.as_deref() else {
+                continue;
+            };
+            self.put(format!("block.{i}.name"), TypedValue::String(dev.to_string()));
+            if let Some(path) = &disk.source {
+                self.put(format!("block.{i}.path"), TypedValue::String(path.clone()));
+            }
+            if !disk.has_media {
+                continue;
+            }
+            let what = format!("virDomainBlockStats({dev})");
+            if let Some(s) = self.call(&what, |d| d.block_stats(dev))? {
+                for (name, v) in [
+                    ("rd.reqs", s.rd_req),
+                    ("rd.bytes", s.rd_bytes),
+                    ("wr.reqs", s.wr_req),
+                    ("wr.bytes", s.wr_bytes),
+                    ("errors", s.errs),
+                ] {
+                    self.put_counter(format!("block.{i}.{name}"), v);
+                }
+            }
+            let what = format!("virDomainGetBlockInfo({dev})");
+            if let Some((capacity, allocation, physical)) =
+                self.call(&what, |d| ffi::block_info(d, dev))?
+            {
+                self.put(format!("block.{i}.capacity"), TypedValue::ULLong(capacity));
+                self.put(format!("block.{i}.allocation"), TypedValue::ULLong(allocation));
+                self.put(format!("block.{i}.physical"), TypedValue::ULLong(physical));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,14 @@
+//! Built-in sink plugins. Each module owns one sink and exports `register(&mut Registry)`;
+//! [`register_all`] registers every built-in.
+
+pub mod http_util;
+pub mod json_render;
+pub mod rest;
+pub mod timefmt;
+
+use vadvisor_api::Registry;
+
+/// Registers every built-in sink.
+pub fn register_all(registry: &mut Registry) {
+    rest::register(registry);
+}

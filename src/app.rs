@@ -1,0 +1,163 @@
+//! The agent's life cycle: read and validate the config, start the libvirt backend,
+//! sinks, push sources, scheduler and HTTP server, then shut down gracefully on SIGTERM
+//! or SIGINT. Also `--check-config` and `--print-default-config`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use vadvisor_api::{Bus, FakeHypervisor, Health, Hypervisor, Registry, SinkInput, SourceContext};
+use vadvisor_libvirt::{LibvirtHypervisor, LibvirtSettings};
+
+use crate::cli::Args;
+use crate::config::{self, AgentConfig, ConfigErrors, KnownKinds, DEFAULT_CONFIG, DEFAULT_CONFIG_PATH};
+use crate::pipeline::{self, BuildEnv};
+use crate::scheduler::{self, LiveCollector};
+
+/// How the process should end.
+pub enum Exit {
+    Ok,
+    /// The config is invalid (exit code 2).
+    Config(ConfigErrors),
+}
+
+fn kinds(registry: &Registry) -> KnownKinds {
+    KnownKinds { collectors: registry.collector_kinds(), sinks: registry.sink_kinds() }
+}
+
+/// Reads the config text: the given file, else the default path, else the built-in
+/// defaults. Returns the text and the name used in messages.
+pub fn read_config(path: Option<&Path>) -> anyhow::Result<(String, String)> {
+    match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read config file {}", p.display()))?;
+            Ok((text, p.display().to_string()))
+        }
+        None if Path::new(DEFAULT_CONFIG_PATH).exists() => read_config(Some(Path::new(DEFAULT_CONFIG_PATH))),
+        None => Ok((DEFAULT_CONFIG.to_string(), "<built-in defaults>".to_string())),
+    }
+}
+
+/// Loads and fully validates a config (every plugin built against a fake hypervisor),
+/// applying the command-line overrides.
+pub fn load(text: &str, file: &str, registry: &Registry, args: &Args) -> Result<AgentConfig, ConfigErrors> {
+    let (mut config, diagnostics) = config::load_partial(text, file, &kinds(registry))?;
+    if let Some(uri) = &args.libvirt_uri {
+        config.libvirt.uri = uri.clone();
+    }
+    if let Some(listen) = args.listen {
+        config.http.listen = listen;
+    }
+    if let Some(port) = args.port {
+        config.http.listen.set_port(port);
+    }
+    let hv: Arc<dyn Hypervisor> = Arc::new(FakeHypervisor::new());
+    let env = BuildEnv { hypervisor: hv.clone(), bus: Bus::new(16), health: Health::new(), live: LiveCollector::new(hv) };
+    pipeline::build_with(&config, registry, &env, diagnostics)?;
+    Ok(config)
+}
+
+fn settings(config: &AgentConfig) -> LibvirtSettings {
+    LibvirtSettings {
+        uri: config.libvirt.uri.clone(),
+        call_timeout: config.libvirt.call_timeout,
+        max_concurrent_calls: config.libvirt.max_concurrent_calls,
+        reconnect_min: config.libvirt.reconnect_min,
+        reconnect_max: config.libvirt.reconnect_max,
+        ..LibvirtSettings::default()
+    }
+}
+
+/// Runs the agent until SIGTERM/SIGINT.
+pub async fn run(args: Args, registry: Registry) -> anyhow::Result<Exit> {
+    if args.print_default_config {
+        print!("{DEFAULT_CONFIG}");
+        return Ok(Exit::Ok);
+    }
+    if let Some(path) = &args.check_config {
+        let (text, file) = read_config(Some(path))?;
+        return Ok(match load(&text, &file, &registry, &args) {
+            Ok(_) => {
+                println!("{file}: configuration is valid");
+                Exit::Ok
+            }
+            Err(e) => Exit::Config(e),
+        });
+    }
+    let (text, file) = read_config(args.config.as_deref())?;
+    let config = match load(&text, &file, &registry, &args) {
+        Ok(c) => c,
+        Err(e) => return Ok(Exit::Config(e)),
+    };
+    tracing::info!(config = %file, uri = %config.libvirt.uri, listen = %config.http.listen, "starting vadvisor");
+
+    let shutdown = CancellationToken::new();
+    let libvirt = LibvirtHypervisor::start(settings(&config));
+    let hv: Arc<dyn Hypervisor> = libvirt.clone();
+    let bus = Bus::new(1024);
+    let health = Health::new();
+    let live = LiveCollector::new(hv.clone());
+    let env = BuildEnv { hypervisor: hv.clone(), bus: bus.clone(), health: health.clone(), live: live.clone() };
+    let pipeline = pipeline::build(&config, &registry, &env).map_err(|e| anyhow::anyhow!("{e}"))?;
+    live.set_instances(pipeline.polled.clone());
+
+    let listener = TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.http.listen))?;
+    tracing::info!(address = %config.http.listen, "HTTP server listening");
+
+    let mut tasks = Vec::new();
+    // Sinks subscribe before anything publishes.
+    for (id, sink) in pipeline.sinks {
+        let input = SinkInput { id: id.clone(), records: bus.subscribe(health.sink(&id)), shutdown: shutdown.clone() };
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = sink.run(input).await {
+                tracing::error!(sink = %id, error = %e, "sink stopped with an error");
+            }
+        }));
+    }
+    for (id, source) in pipeline.sources {
+        let cx = SourceContext { id: id.clone(), hypervisor: hv.clone(), bus: bus.clone(), shutdown: shutdown.clone() };
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = source.run(cx).await {
+                tracing::error!(collector = %id, error = %e, "event source stopped with an error");
+            }
+        }));
+    }
+    tasks.extend(scheduler::spawn(pipeline.polled, hv.clone(), bus.clone(), health.clone(), shutdown.clone()));
+    let router = crate::http::router(pipeline.routes, hv.clone(), health.clone());
+    let server = tokio::spawn(crate::http::serve(listener, router, shutdown.clone()));
+
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    let drain = async {
+        for t in tasks {
+            let _ = t.await;
+        }
+        let _ = server.await;
+    };
+    if tokio::time::timeout(Duration::from_secs(4), drain).await.is_err() {
+        tracing::warn!("some tasks did not finish within 4 s; exiting anyway");
+    }
+    libvirt.shutdown();
+    Ok(Exit::Ok)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! Command-line flags: vAdvisor's own (`--port`, `-v`) plus the config file and the
+//! overrides that take precedence over it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[derive(Debug, Parser, Clone, Default)]
+#[command(name = "vadvisor", version, about = "Monitors every VM on a libvirt host and exports what it sees")]
+pub struct Args {
+    /// Pipeline file (default /etc/vadvisor/config.yaml; built-in defaults when absent).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Validate FILE and exit: 0 when valid, 2 with every error otherwise.
+    #[arg(long, value_name = "FILE")]
+    pub check_config: Option<PathBuf>,
+
+    /// Print the built-in default config (config.example.yaml) and exit.
+    #[arg(long)]
+    pub print_default_config: bool,
+
+    /// libvirt URI (overrides `libvirt.uri`); always opened read-only.
+    #[arg(long, value_name = "URI")]
+    pub libvirt_uri: Option<String>,
+
+    /// HTTP listen address (overrides `http.listen`).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    /// HTTP port on the configured address (vAdvisor's flag; overrides the port of `http.listen`).
+    #[arg(long)]
+    pub port: Option<u16>,
+
+    /// Debug logging.
+    #[arg(short, long)]
+    pub verbose: bool,
+}

@@ -1,0 +1,73 @@
+//! The one HTTP server every HTTP sink shares: the sinks' routes plus the core's own
+//! (`/`, `/healthz`), JSON bodies for 404 and 405, gzip when the client accepts it, and
+//! graceful shutdown.
+
+use std::sync::Arc;
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::compression::CompressionLayer;
+use vadvisor_api::{Health, HttpRoutes, Hypervisor};
+
+fn json_error(status: StatusCode, message: String) -> Response {
+    let body = serde_json::json!({
+        "error": status.canonical_reason().unwrap_or("error"),
+        "message": message,
+        "status": status.as_u16(),
+    });
+    (status, Json(body)).into_response()
+}
+
+/// Builds the full router from the sinks' routes.
+pub fn router(routes: HttpRoutes, hv: Arc<dyn Hypervisor>, health: Arc<Health>) -> Router {
+    let paths: Vec<String> = routes.paths().map(str::to_string).collect();
+    let index = {
+        let listing = paths.iter().map(|p| format!("  {p}\n")).collect::<String>();
+        format!("vadvisor {}\n\nEndpoints:\n  /healthz\n{listing}", env!("CARGO_PKG_VERSION"))
+    };
+    let mut router = routes.into_router();
+    if !paths.iter().any(|p| p == "/") {
+        router = router.route("/", get(move || async move { ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], index) }));
+    }
+    if !paths.iter().any(|p| p == "/healthz") {
+        router = router.route("/healthz", get(move || healthz(hv.clone(), health.clone())));
+    }
+    router
+        .fallback(|uri: axum::http::Uri| async move {
+            json_error(StatusCode::NOT_FOUND, format!("no such endpoint: {}", uri.path()))
+        })
+        .method_not_allowed_fallback(|method: axum::http::Method| async move {
+            json_error(StatusCode::METHOD_NOT_ALLOWED, format!("method {method} is not allowed here; use GET"))
+        })
+        .layer(CompressionLayer::new().gzip(true))
+}
+
+async fn healthz(hv: Arc<dyn Hypervisor>, health: Arc<Health>) -> Response {
+    let status = hv.status();
+    let collectors: serde_json::Map<String, serde_json::Value> = health
+        .collectors()
+        .into_iter()
+        .map(|(id, h)| {
+            (id, serde_json::json!({"last_success": h.last_success, "runs": h.runs, "errors": h.errors,
+                "last_duration_seconds": h.last_duration.as_secs_f64()}))
+        })
+        .collect();
+    // The agent is healthy while it runs; libvirt's state is reported, not judged, so a
+    // libvirtd restart does not get the container killed.
+    Json(serde_json::json!({
+        "status": "ok",
+        "libvirt": {"connected": status.connected, "reconnects": status.reconnects, "calls": status.calls,
+                    "last_error": status.last_error},
+        "collectors": collectors,
+    }))
+    .into_response()
+}
+
+/// Serves until `shutdown` is cancelled.
+pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
+    axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await
+}

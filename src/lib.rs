@@ -1,0 +1,44 @@
+//! The vadvisor core: configuration, pipeline assembly, scheduler, HTTP server and the
+//! agent's life cycle. A custom agent binary with extra plugins calls [`main_with`]
+//! with a registry that holds the built-ins plus its own.
+
+pub mod app;
+pub mod builtins;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod pipeline;
+pub mod scheduler;
+pub mod yaml;
+
+use clap::Parser;
+use vadvisor_api::Registry;
+
+/// Parses the command line, sets up logging and runs the agent with `registry`.
+/// Returns the process exit code: 0, 1 on a runtime failure, 2 on an invalid config.
+pub fn main_with(registry: Registry) -> i32 {
+    let args = cli::Args::parse();
+    let default_level = if args.verbose { "vadvisor=debug,info" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VADVISOR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    match runtime.block_on(app::run(args, registry)) {
+        Ok(app::Exit::Ok) => 0,
+        Ok(app::Exit::Config(errors)) => {
+            eprintln!("{errors}");
+            2
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! The scheduler: one task per distinct collector interval. Each tick runs the
+//! collectors of that interval together — they share one bulk libvirt call through a
+//! common [`CollectContext`] — with a deadline per run, skips missed ticks instead of
+//! bunching them, publishes a [`Batch`] per collector, and records run health. The same
+//! machinery backs [`LiveCollector`], a fresh collection on request shared by
+//! concurrent callers.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::future::{BoxFuture, FutureExt, Shared};
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+use vadvisor_api::{
+    async_trait, Batch, Bus, CollectContext, Collector, Health, Hypervisor, LiveCollect, MetricDesc, Record,
+    StatsGroups,
+};
+
+/// A polled collector instance as the scheduler runs it.
+#[derive(Clone)]
+pub struct PolledInstance {
+    pub id: Arc<str>,
+    pub collector: Arc<dyn Collector>,
+    pub metrics: Arc<[MetricDesc]>,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+/// Outcome of one collector run in a tick.
+struct RunOutcome {
+    id: Arc<str>,
+    batch: Option<Arc<Batch>>,
+    error: Option<String>,
+    took: Duration,
+    domain_errors: Vec<(Arc<str>, String)>,
+}
+
+/// Runs `instances` once, sharing one statistics call.
+async fn run_tick(hv: &Arc<dyn Hypervisor>, instances: &[PolledInstance]) -> Vec<RunOutcome> {
+    let groups = instances.iter().fold(StatsGroups::NONE, |g, i| g | i.collector.stats_groups());
+    let longest = instances.iter().map(|i| i.timeout).max().unwrap_or(Duration::from_secs(1));
+    let cx = CollectContext::new(hv.clone(), groups, Instant::now() + longest);
+    let runs = instances.iter().map(|inst| {
+        let cx = &cx;
+        async move {
+            let start = Instant::now();
+            let result = tokio::time::timeout(inst.timeout, inst.collector.collect(cx)).await;
+            let took = start.elapsed();
+            match result {
+                Ok(Ok(mut collected)) => {
+                    let mut domain_errors = Vec::new();
+                    // Every collector's output carries the domain state when the tick has it.
+                    if let Some(Ok(stats)) = cx.fetched_stats() {
+                        for ds in collected.domains.iter_mut().filter(|d| d.state.is_none()) {
+                            ds.state = stats.iter().find(|s| s.domain.uuid == ds.domain.uuid).and_then(|s| s.state());
+                        }
+                    }
+                    for ds in &collected.domains {
+                        for e in &ds.errors {
+                            domain_errors.push((ds.domain.uuid.clone(), e.clone()));
+                        }
+                    }
+                    let batch = Batch {
+                        collector: inst.id.clone(),
+                        metrics: inst.metrics.clone(),
+                        at: cx.at,
+                        domains: collected.domains,
+                        host: collected.host,
+                    };
+                    RunOutcome { id: inst.id.clone(), batch: Some(Arc::new(batch)), error: None, took, domain_errors }
+                }
+                Ok(Err(e)) => RunOutcome { id: inst.id.clone(), batch: None, error: Some(e.to_string()), took, domain_errors: vec![] },
+                Err(_) => RunOutcome {
+                    id: inst.id.clone(),
+                    batch: None,
+                    error: Some(format!("run exceeded its deadline of {:?}", inst.timeout)),
+                    took,
+                    domain_errors: vec![],
+                },
+            }
+        }
+    });
+    futures::future::join_all(runs).await
+}
+
+/// Remembers what was already logged so that a failure repeating every second is logged
+/// once, and its recovery once.
+#[derive(Default)]
+struct LogLatch {
+    failing: HashSet<Arc<str>>,
+    domain_errors: HashSet<(Arc<str>, Arc<str>, String)>,
+}
+
+impl LogLatch {
+    fn observe(&mut self, o: &RunOutcome) {
+        match &o.error {
+            Some(e) if self.failing.insert(o.id.clone()) => {
+                tracing::warn!(collector = %o.id, error = %e, "collector run failed (logged once until it recovers)")
+            }
+            None if self.failing.remove(&o.id) => tracing::info!(collector = %o.id, "collector recovered"),
+            _ => {}
+        }
+        let current: HashSet<(Arc<str>, Arc<str>, String)> =
+            o.domain_errors.iter().map(|(d, e)| (o.id.clone(), d.clone(), e.clone())).collect();
+        for key in current.difference(&self.domain_errors) {
+            tracing::warn!(collector = %key.0, domain = %key.1, error = %key.2, "domain reported with partial data");
+        }
+        self.domain_errors.retain(|k| k.0 != o.id || current.contains(k));
+        self.domain_errors.extend(current);
+    }
+}
+
+/// Spawns one task per distinct interval. Tasks end when `shutdown` is cancelled.
+pub fn spawn(
+    instances: Vec<PolledInstance>,
+    hv: Arc<dyn Hypervisor>,
+    bus: Bus,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) -> Vec<JoinHandle<()>> {
+    let mut by_interval: BTreeMap<Duration, Vec<PolledInstance>> = BTreeMap::new();
+    for inst in instances {
+        by_interval.entry(inst.interval).or_default().push(inst);
+    }
+    by_interval
+        .into_iter()
+        .map(|(interval, group)| {
+            let (hv, bus, health, shutdown) = (hv.clone(), bus.clone(), health.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                let mut ticker = tokio::time::interval(interval);
+                ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+                let mut latch = LogLatch::default();
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = ticker.tick() => {}
+                    }
+                    let outcomes = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        o = run_tick(&hv, &group) => o,
+                    };
+                    for o in outcomes {
+                        health.record_run(&o.id, o.took, o.error.is_none(), o.domain_errors.len() as u64);
+                        latch.observe(&o);
+                        if let Some(batch) = o.batch {
+                            bus.publish(Record::Batch(batch));
+                        }
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+type SharedRun = Shared<BoxFuture<'static, Result<Arc<[Arc<Batch>]>, String>>>;
+
+/// One fresh collection of every polled collector, shared by concurrent callers: a
+/// caller arriving while a collection runs waits for that one instead of starting
+/// another.
+pub struct LiveCollector {
+    hv: Arc<dyn Hypervisor>,
+    instances: Mutex<Arc<[PolledInstance]>>,
+    inflight: Mutex<Option<SharedRun>>,
+}
+
+impl LiveCollector {
+    pub fn new(hv: Arc<dyn Hypervisor>) -> Arc<Self> {
+        Arc::new(Self { hv, instances: Mutex::new(Arc::from(Vec::new())), inflight: Mutex::new(None) })
+    }
+
+    /// Sets the collectors (known only after the pipeline is built).
+    pub fn set_instances(&self, instances: Vec<PolledInstance>) {
+        *self.instances.lock().unwrap_or_else(|e| e.into_inner()) = instances.into();
+    }
+}
+
+#[async_trait]
+impl LiveCollect for LiveCollector {
+    async fn collect_now(&self) -> Result<Arc<[Arc<Batch>]>, String> {
+        let run = {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            match inflight.as_ref() {
+                Some(run) => run.clone(),
+                None => {
+                    let hv = self.hv.clone();
+                    let instances = self.instances.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    // Spawned, so a caller that goes away does not cancel it for the others.
+                    let handle = tokio::spawn(async move {
+                        let outcomes = run_tick(&hv, &instances).await;
+                        let mut batches = Vec::new();
+                        let mut errors = Vec::new();
+                        for o in outcomes {
+                            match (o.batch, o.error) {
+                                (Some(b), _) => batches.push(b),
+                                (None, Some(e)) => errors.push(format!("{}: {e}", o.id)),
+                                (None, None) => {}
+                            }
+                        }
+                        if batches.is_empty() && !errors.is_empty() {
+                            Err(errors.join("; "))
+                        } else {
+                            Ok(Arc::from(batches))
+                        }
+                    });
+                    let run: SharedRun = async move { handle.await.map_err(|e| format!("live collection aborted: {e}"))? }
+                        .boxed()
+                        .shared();
+                    *inflight = Some(run.clone());
+                    run
+                }
+            }
+        };
+        let result = run.clone().await;
+        let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        if inflight.as_ref().is_some_and(|r| r.ptr_eq(&run)) {
+            *inflight = None;
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vadvisor_api::{CollectError, Collected, DomainSamples, FakeHypervisor, Sample, SinkHealth, TypedValue, Unit};
+
+    const M: &[MetricDesc] = &[MetricDesc::counter("vm_t_seconds_total", "h", Unit::Nanoseconds)];
+
+    struct Probe {
+        groups: StatsGroups,
+        sleep: Duration,
+    }
+
+    #[async_trait]
+    impl Collector for Probe {
+        fn metrics(&self) -> &[MetricDesc] {
+            M
+        }
+        fn stats_groups(&self) -> StatsGroups {
+            self.groups
+        }
+        async fn collect(&self, cx: &CollectContext) -> Result<Collected, CollectError> {
+            let stats = cx.domain_stats().await?;
+            tokio::time::sleep(self.sleep).await;
+            Ok(Collected {
+                domains: stats
+                    .iter()
+                    .map(|d| {
+                        let mut ds = DomainSamples::new(d.domain.clone());
+                        ds.samples.push(Sample::new(0, d.f64("cpu.time").unwrap_or(0.0)));
+                        ds
+                    })
+                    .collect(),
+                host: vec![],
+            })
+        }
+    }
+
+    fn instance(id: &str, groups: StatsGroups, sleep: Duration, timeout: Duration) -> PolledInstance {
+        PolledInstance {
+            id: id.into(),
+            collector: Arc::new(Probe { groups, sleep }),
+            metrics: M.into(),
+            interval: Duration::from_millis(100),
+            timeout,
+        }
+    }
+
+    fn fake() -> Arc<FakeHypervisor> {
+        let hv = Arc::new(FakeHypervisor::new());
+        hv.put_domain("u1", "one", &[("state.state", TypedValue::Int(3)), ("cpu.time", TypedValue::ULLong(9))]);
+        hv
+    }
+
+    #[tokio::test]
+    async fn collectors_of_a_tick_share_one_call_and_get_state() {
+        let hv = fake();
+        let dyn_hv: Arc<dyn Hypervisor> = hv.clone();
+        let insts = vec![
+            instance("a", StatsGroups::CPU_TOTAL, Duration::ZERO, Duration::from_secs(1)),
+            instance("b", StatsGroups::BLOCK, Duration::ZERO, Duration::from_secs(1)),
+        ];
+        let out = run_tick(&dyn_hv, &insts).await;
+        assert_eq!(hv.calls(), 1, "one bulk call for both collectors");
+        let batch = out[0].batch.as_ref().unwrap();
+        assert_eq!(batch.domains[0].state.map(|s| s.name()), Some("Paused"));
+        assert_eq!(batch.domains[0].samples[0].value, 9.0);
+        assert_eq!(out[0].batch.as_ref().unwrap().at, out[1].batch.as_ref().unwrap().at);
+    }
+
+    #[tokio::test]
+    async fn a_run_past_its_deadline_fails_alone() {
+        let hv: Arc<dyn Hypervisor> = fake();
+        let insts = vec![
+            instance("slow", StatsGroups::CPU_TOTAL, Duration::from_secs(5), Duration::from_millis(50)),
+            instance("fast", StatsGroups::CPU_TOTAL, Duration::ZERO, Duration::from_secs(1)),
+        ];
+        let start = Instant::now();
+        let out = run_tick(&hv, &insts).await;
+        assert!(start.elapsed() < Duration::from_secs(2));
+        assert!(out[0].error.as_deref().unwrap().contains("deadline"));
+        assert!(out[1].batch.is_some());
+    }
+
+    #[tokio::test]
+    async fn scheduler_publishes_and_records_health_and_skips_missed_ticks() {
+        let hv: Arc<dyn Hypervisor> = fake();
+        let bus = Bus::new(64);
+        let health = Health::new();
+        let mut rx = bus.subscribe(Arc::new(SinkHealth::default()));
+        let token = CancellationToken::new();
+        let tasks = spawn(
+            vec![instance("a", StatsGroups::CPU_TOTAL, Duration::ZERO, Duration::from_secs(1))],
+            hv,
+            bus.clone(),
+            health.clone(),
+            token.clone(),
+        );
+        for _ in 0..3 {
+            let rec = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await.unwrap();
+            assert!(matches!(rec, Some(Record::Batch(_))));
+        }
+        token.cancel();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let h = &health.collectors()["a"];
+        assert!(h.runs >= 3 && h.errors == 0 && h.last_success);
+    }
+
+    #[tokio::test]
+    async fn live_collections_are_shared_by_concurrent_callers() {
+        let hv = fake();
+        hv.set_delay(Some(Duration::from_millis(200)));
+        let dyn_hv: Arc<dyn Hypervisor> = hv.clone();
+        let live = LiveCollector::new(dyn_hv);
+        live.set_instances(vec![instance("a", StatsGroups::CPU_TOTAL, Duration::ZERO, Duration::from_secs(2))]);
+        let (a, b, c) = tokio::join!(live.collect_now(), live.collect_now(), live.collect_now());
+        assert!(a.is_ok() && b.is_ok() && c.is_ok());
+        assert_eq!(hv.calls(), 1, "three concurrent callers, one collection");
+        live.collect_now().await.unwrap();
+        assert_eq!(hv.calls(), 2, "a later caller gets a fresh one");
+    }
+
+    #[tokio::test]
+    async fn live_collection_reports_libvirt_down() {
+        let hv = fake();
+        hv.set_down(Some("no libvirtd"));
+        let live = LiveCollector::new(hv);
+        live.set_instances(vec![instance("a", StatsGroups::CPU_TOTAL, Duration::ZERO, Duration::from_secs(1))]);
+        let err = live.collect_now().await.unwrap_err();
+        assert!(err.contains("no libvirtd"), "{err}");
+    }
+}

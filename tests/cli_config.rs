@@ -1,0 +1,71 @@
+//! Black-box tests of the command line: config validation (file, line, column, valid
+//! choices, exit code 2), `--print-default-config`, and the built-in defaults.
+
+use std::io::Write;
+use std::process::Command;
+
+fn vadvisor(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_vadvisor")).args(args).output().expect("run vadvisor")
+}
+
+fn write(text: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().expect("temp");
+    f.write_all(text.as_bytes()).expect("write");
+    f
+}
+
+#[test]
+fn check_config_reports_every_error_with_line_and_column() {
+    let f = write(
+        "libvirt:\n  uri: qemu:///system\n  timeout: 5s\ncollectors:\n  cpu:\n    interval: 0s\n    per_vcpus: true\n  disk: {}\nsinks:\n  rest:\n    max_samples: many\n",
+    );
+    let path = f.path().display().to_string();
+    let out = vadvisor(&["--check-config", &path]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let expect = [
+        format!("{path}:3:3: libvirt.timeout: unknown field `timeout`, expected one of `uri`, `call_timeout`"),
+        format!("{path}:6:15: collectors.cpu.interval: duration `0s` must be greater than 0"),
+        format!("{path}:8:3: collectors.disk: unknown collector type `disk`, expected one of `cpu`"),
+        format!("{path}:11:18: sinks.rest.max_samples: invalid type: string \"many\", expected usize"),
+    ];
+    for e in &expect {
+        assert!(stderr.contains(e.as_str()), "missing `{e}` in:\n{stderr}");
+    }
+    assert!(stderr.contains("4 errors in"), "{stderr}");
+}
+
+#[test]
+fn plugin_option_errors_are_located_and_list_choices() {
+    let f = write("collectors:\n  cpu:\n    per_vcpus: true\n");
+    let path = f.path().display().to_string();
+    let out = vadvisor(&["--check-config", &path]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{path}:3:5: collectors.cpu.per_vcpus: unknown field `per_vcpus`, expected `per_vcpu`")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("interval, timeout, enabled"), "{stderr}");
+}
+
+#[test]
+fn valid_config_checks_clean() {
+    let out = vadvisor(&["--check-config", concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml")]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn missing_config_file_is_a_clear_error() {
+    let out = vadvisor(&["--config", "/nonexistent/vadvisor.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file /nonexistent/vadvisor.yaml"));
+}
+
+#[test]
+fn print_default_config_is_the_example_file() {
+    let out = vadvisor(&["--print-default-config"]);
+    assert_eq!(out.status.code(), Some(0));
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml")).expect("read");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), example);
+}
