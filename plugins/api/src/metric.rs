@@ -168,6 +168,8 @@ pub struct MetricDesc {
     /// Label names besides the domain identity (`uuid`, `name`) every per-VM series has.
     pub labels: &'static [&'static str],
     pub json: Option<JsonField>,
+    /// A second place in the JSON sample for the same value (same unit as `json`).
+    pub json_also: Option<&'static str>,
     pub statsd: Option<StatsdField>,
     /// For coded gauges: the name of each code, rendered in JSON instead of the number.
     pub states: &'static [&'static str],
@@ -187,6 +189,7 @@ impl MetricDesc {
             unit,
             labels: &[],
             json: None,
+            json_also: None,
             statsd: None,
             states: &[],
             aliases: &[],
@@ -209,6 +212,11 @@ impl MetricDesc {
 
     pub const fn json(self, path: &'static str, unit: Unit) -> Self {
         Self { json: Some(JsonField { path, unit }), ..self }
+    }
+
+    /// Also places the value at `path` in the JSON sample (after [`MetricDesc::json`]).
+    pub const fn json_also(self, path: &'static str) -> Self {
+        Self { json_also: Some(path), ..self }
     }
 
     pub const fn statsd(self, name: &'static str, unit: Unit) -> Self {
@@ -253,16 +261,20 @@ impl MetricDesc {
             }
         }
         if let Some(json) = &self.json {
-            let path = JsonPath::parse(json.path)
-                .map_err(|e| format!("metric `{}`: JSON path: {e}", self.name))?;
-            for label in path.labels() {
-                if !self.labels.contains(&label) {
-                    return Err(format!("metric `{}`: JSON path uses undeclared label `{label}`", self.name));
+            for raw in std::iter::once(json.path).chain(self.json_also) {
+                let path = JsonPath::parse(raw).map_err(|e| format!("metric `{}`: JSON path: {e}", self.name))?;
+                for label in path.labels() {
+                    if !self.labels.contains(&label) {
+                        return Err(format!("metric `{}`: JSON path uses undeclared label `{label}`", self.name));
+                    }
                 }
             }
             if !self.unit.convertible_to(json.unit) {
                 return Err(format!("metric `{}`: JSON unit is not convertible", self.name));
             }
+        }
+        if self.json_also.is_some() && self.json.is_none() {
+            return Err(format!("metric `{}`: json_also needs json", self.name));
         }
         if let Some(s) = &self.statsd {
             if !self.unit.convertible_to(s.unit) {

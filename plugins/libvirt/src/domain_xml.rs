@@ -145,12 +145,12 @@ pub fn parse(xml: &str) -> Result<DomainDevices, DomainXmlError> {
         match item {
             DeviceDoc::Disk(d) => {
                 let src = d.source.unwrap_or_default();
-                let protocol = non_empty(src.protocol);
                 // Mirrors libvirt's virStorageSourceIsEmpty: local storage needs a path,
                 // a network disk a protocol.
                 let has_media = [&src.file, &src.dev, &src.dir, &src.name, &src.protocol, &src.pool, &src.volume]
                     .iter()
                     .any(|s| s.as_deref().is_some_and(|s| !s.trim().is_empty()));
+                let protocol = non_empty(src.protocol);
                 let source = non_empty(src.file)
                     .or(non_empty(src.dev))
                     .or(non_empty(src.dir))

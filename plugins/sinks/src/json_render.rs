@@ -58,22 +58,24 @@ impl Preparer {
         for sample in samples {
             let Some(desc) = metrics.get(sample.metric as usize) else { continue };
             let Some(json) = desc.json else { continue };
-            let Some(path) = self.path(json.path) else { continue };
-            let mut keys = Vec::new();
-            for seg in &path.segments {
-                if let JsonSegment::Item { label, .. } = seg {
-                    let idx = desc.labels.iter().position(|l| l == label);
-                    match idx.and_then(|i| sample.labels.get(i)) {
-                        Some(v) => keys.push(v.clone()),
-                        None => break,
+            let value = scalar(desc, json.unit, sample.value);
+            for raw in std::iter::once(json.path).chain(desc.json_also) {
+                let Some(path) = self.path(raw) else { continue };
+                let mut keys = Vec::new();
+                for seg in &path.segments {
+                    if let JsonSegment::Item { label, .. } = seg {
+                        let idx = desc.labels.iter().position(|l| l == label);
+                        match idx.and_then(|i| sample.labels.get(i)) {
+                            Some(v) => keys.push(v.clone()),
+                            None => break,
+                        }
                     }
                 }
+                if keys.len() != path.labels().count() {
+                    continue;
+                }
+                out.push(PreparedValue { path, keys, value: value.clone() });
             }
-            if keys.len() != path.labels().count() {
-                continue;
-            }
-            let value = scalar(desc, json.unit, sample.value);
-            out.push(PreparedValue { path, keys, value });
         }
     }
 }
