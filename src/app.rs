@@ -54,10 +54,55 @@ pub fn load(text: &str, file: &str, registry: &Registry, args: &Args) -> Result<
     if let Some(port) = args.port {
         config.http.listen.set_port(port);
     }
+    apply_statsd_flags(&mut config, args);
     let hv: Arc<dyn Hypervisor> = Arc::new(FakeHypervisor::new());
     let env = BuildEnv { hypervisor: hv.clone(), bus: Bus::new(16), health: Health::new(), live: LiveCollector::new(hv) };
     pipeline::build_with(&config, registry, &env, diagnostics)?;
     Ok(config)
+}
+
+/// vAdvisor's `--statsd-host/--statsd-port/--statsd-interval`: they override the
+/// `statsd` sink instance of the file, or create it when `--statsd-host` is given.
+fn apply_statsd_flags(config: &mut AgentConfig, args: &Args) {
+    if args.statsd_host.is_none() && args.statsd_port.is_none() && args.statsd_interval.is_none() {
+        return;
+    }
+    let existing = config.sinks.iter().position(|s| s.id == "statsd");
+    let index = match (existing, &args.statsd_host) {
+        (Some(i), _) => i,
+        (None, Some(_)) => {
+            config.sinks.push(config::Instance {
+                id: "statsd".into(),
+                kind: "statsd".into(),
+                interval: Duration::from_secs(15),
+                timeout: Duration::from_secs(15),
+                options: vadvisor_api::PluginOptions::new(serde_json::json!({})),
+                path: vec!["sinks".into(), "statsd".into()],
+                enabled: true,
+            });
+            config.sinks.len() - 1
+        }
+        (None, None) => {
+            tracing::warn!("--statsd-port/--statsd-interval have no effect without --statsd-host or a `statsd` sink");
+            return;
+        }
+    };
+    let inst = &mut config.sinks[index];
+    let mut options = match inst.options.raw() {
+        serde_json::Value::Object(m) => m.clone(),
+        _ => serde_json::Map::new(),
+    };
+    if let Some(host) = &args.statsd_host {
+        options.insert("host".into(), host.clone().into());
+        inst.enabled = true;
+    }
+    if let Some(port) = args.statsd_port {
+        options.insert("port".into(), port.into());
+    }
+    if let Some(secs) = args.statsd_interval {
+        options.insert("interval".into(), format!("{secs}s").into());
+    }
+    inst.options = vadvisor_api::PluginOptions::new(serde_json::Value::Object(options));
 }
 
 fn settings(config: &AgentConfig) -> LibvirtSettings {

@@ -33,6 +33,19 @@ pub struct Args {
     #[arg(long)]
     pub port: Option<u16>,
 
+    /// Push to this StatsD host (vAdvisor's flag: turns the `statsd` sink on, overriding
+    /// its `host` in the config file).
+    #[arg(long, value_name = "HOST")]
+    pub statsd_host: Option<String>,
+
+    /// StatsD port (default 8125).
+    #[arg(long, value_name = "PORT")]
+    pub statsd_port: Option<u16>,
+
+    /// Seconds between StatsD pushes (default 15).
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub statsd_interval: Option<u64>,
+
     /// Debug logging.
     #[arg(short, long)]
     pub verbose: bool,

@@ -78,7 +78,9 @@ fn rest_errors_redirects_and_live() {
     assert_eq!(r.status(), 405);
     assert!(r.json::<serde_json::Value>().is_ok());
 
-    let r = http.get(format!("{}/api/v1.0/stats/", agent.base)).header("accept-encoding", "gzip").send().unwrap();
+    // A client that does not decompress by itself, to see the encoding.
+    let raw = reqwest::blocking::Client::builder().no_gzip().build().unwrap();
+    let r = raw.get(format!("{}/api/v1.0/stats/", agent.base)).header("accept-encoding", "gzip").send().unwrap();
     assert_eq!(r.headers().get("content-encoding").map(|v| v.to_str().unwrap_or("")), Some("gzip"));
 }
 
@@ -93,7 +95,7 @@ fn sigterm_exits_cleanly_and_quickly() {
 #[test]
 fn keeps_running_without_libvirtd_and_says_so() {
     let agent = Agent::start(
-        "libvirt:\n  uri: qemu+unix:///system?socket=/tmp/vadvisor-no-such.sock\nhttp:\n  listen: {listen}\nsinks:\n  rest: {}\n",
+        "libvirt:\n  uri: qemu+unix:///system?socket=/tmp/vadvisor-no-such.sock\nhttp:\n  listen: {listen}\ncollectors:\n  cpu: {}\nsinks:\n  rest: {}\n",
     );
     std::thread::sleep(Duration::from_secs(2));
     let health = agent.get_json("/healthz");
@@ -101,4 +103,8 @@ fn keeps_running_without_libvirtd_and_says_so() {
     assert_eq!(agent.get_json("/api/v1.0/stats/"), serde_json::json!({}));
     let r = agent.get("/api/v1.0/stats/?live=true").unwrap();
     assert_eq!(r.status(), 503);
+    let body: serde_json::Value = r.json().unwrap();
+    assert!(body["message"].as_str().is_some_and(|m| m.contains("not connected")), "{body}");
+    let health = agent.get_json("/healthz");
+    assert_eq!(health["collectors"]["cpu"]["last_success"], false, "{health}");
 }

@@ -93,8 +93,8 @@ fn bulk_stats_do_not_leak() {
 
     // Warm-up: let the allocator, libvirt's caches and tokio's thread pools settle.
     bulk(300);
-    full(300, StatsGroups::STATE);
-    full(20, all_groups);
+    full(1000, StatsGroups::STATE);
+    full(100, all_groups);
 
     let t = Instant::now();
     let r0 = rss();

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+#
+# scripts/install-test-peers.sh — installs the third-party programs that vadvisor's
+# tests and benchmarks talk to ("peers"), on Debian 12, as root. Idempotent: every
+# step checks first and does nothing when its part is already there.
+#
+#   bash scripts/install-test-peers.sh
+#
+# Steps (one block each, in order):
+#   prometheus   Debian's `prometheus` package: /usr/bin/prometheus (the real server
+#                the lab test scrapes the agent with) and /usr/bin/promtool (`promtool
+#                check metrics` validates /metrics); plus `wrk` for
+#                scripts/bench-metrics.sh. The packaged daemon is not left running.
+
+set -euo pipefail
+
+log() { printf 'install-test-peers: %s\n' "$*" >&2; }
+die() {
+	printf 'install-test-peers: error: %s\n' "$*" >&2
+	exit 1
+}
+
+[ "$(id -u)" -eq 0 ] || die "must run as root"
+
+# ---------------------------------------------------------------- helpers
+
+APT_UPDATED=0
+
+pkg_installed() {
+	local st
+	st="$(dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null)" || return 1
+	[ "${st:0:2}" = ii ]
+}
+
+# True when apt knows an installable version of the package.
+has_candidate() {
+	local c
+	c="$(apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ {print $2}')"
+	[ -n "$c" ] && [ "$c" != "(none)" ]
+}
+
+apt_get() {
+	DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=120 "$@"
+}
+
+# Installs the packages that are missing; runs `apt-get update` (once) only when apt
+# does not know one of them yet.
+apt_install() {
+	local p missing=()
+	for p in "$@"; do
+		pkg_installed "$p" || missing+=("$p")
+	done
+	if [ "${#missing[@]}" -eq 0 ]; then
+		log "already installed: $*"
+		return 0
+	fi
+	for p in "${missing[@]}"; do
+		if ! has_candidate "$p" && [ "$APT_UPDATED" = 0 ]; then
+			log "apt-get update (apt does not know $p yet)"
+			apt_get update >&2 || die "apt-get update failed"
+			APT_UPDATED=1
+		fi
+	done
+	log "installing: ${missing[*]}"
+	apt_get install -y --no-install-recommends "${missing[@]}" >&2 || die "apt-get install ${missing[*]} failed"
+}
+
+# PIDs of running processes whose executable is exactly $1.
+pids_of_exe() {
+	local exe=$1 d
+	for d in /proc/[0-9]*; do
+		[ "$(readlink "$d/exe" 2>/dev/null)" = "$exe" ] && printf '%s\n' "${d#/proc/}"
+	done
+	return 0
+}
+
+# ---------------------------------------------------------------- prometheus + wrk
+
+step_prometheus() {
+	apt_install prometheus wrk
+	command -v promtool >/dev/null || die "promtool missing after installing prometheus"
+	command -v wrk >/dev/null || die "wrk missing after installing wrk"
+	# The package's postinst may start its daemon (port 9090) where it can; the tests
+	# start their own server on a free port, so stop the packaged one. Only the
+	# daemon run as the package's `prometheus` user is stopped, never a test's.
+	local pid stopped=0
+	if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+		systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+	fi
+	if [ -x /etc/init.d/prometheus ]; then
+		/etc/init.d/prometheus stop >/dev/null 2>&1 || true
+	fi
+	for pid in $(pids_of_exe /usr/bin/prometheus); do
+		if [ "$(stat -c %U "/proc/$pid" 2>/dev/null)" = prometheus ]; then
+			kill "$pid" 2>/dev/null && stopped=1
+		fi
+	done
+	[ "$stopped" = 1 ] && log "stopped the packaged prometheus daemon"
+	log "prometheus $(prometheus --version 2>&1 | awk 'NR==1 {print $3}'), promtool and wrk ready"
+}
+
+step_prometheus
