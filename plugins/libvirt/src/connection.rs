@@ -287,10 +287,7 @@ impl Supervisor {
                 }
                 Err(error) => {
                     self.set_failed(&error, backoff);
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = self.wake.notified() => {}
-                    }
+                    self.wait_before_retry(backoff, min).await;
                     backoff = (backoff * 2).min(max);
                 }
             }
@@ -304,6 +301,27 @@ impl Supervisor {
         drop(st);
         self.connected_tx.send_replace(false);
         debug!(uri = %self.settings.uri, "libvirt supervisor stopped");
+    }
+
+    /// Sleeps `backoff` after a failed attempt. A wake-up (early-retry request,
+    /// shutdown) cuts it short, but never to less than `min` after the last attempt, so
+    /// stale or repeated wake-ups cannot make the supervisor spin.
+    async fn wait_before_retry(&self, backoff: Duration, min: Duration) {
+        let deadline = tokio::time::Instant::now() + backoff;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return,
+                _ = self.wake.notified() => {
+                    if self.stopping.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let since = lock(&self.last_attempt).map(|t| t.elapsed());
+                    if since.is_none_or(|s| s >= min) {
+                        return;
+                    }
+                }
+            }
+        }
     }
 
     /// Waits until connection `live` is lost or the supervisor stops.
