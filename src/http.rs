@@ -56,6 +56,15 @@ async fn healthz(hv: Arc<dyn Hypervisor>, health: Arc<Health>) -> Response {
                 "last_duration_seconds": h.last_duration.as_secs_f64()}))
         })
         .collect();
+    let now = std::time::SystemTime::now();
+    let domains: serde_json::Map<String, serde_json::Value> = health
+        .domains()
+        .into_iter()
+        .map(|(uuid, d)| {
+            let age = d.last_sample.and_then(|t| now.duration_since(t).ok()).map(|a| a.as_secs_f64());
+            (uuid, serde_json::json!({"name": d.name, "collection_errors": d.errors, "last_sample_age_seconds": age}))
+        })
+        .collect();
     // The agent is healthy while it runs; libvirt's state is reported, not judged, so a
     // libvirtd restart does not get the container killed.
     Json(serde_json::json!({
@@ -63,6 +72,7 @@ async fn healthz(hv: Arc<dyn Hypervisor>, health: Arc<Health>) -> Response {
         "libvirt": {"connected": status.connected, "reconnects": status.reconnects, "calls": status.calls,
                     "last_error": status.last_error},
         "collectors": collectors,
+        "domains": domains,
     }))
     .into_response()
 }

@@ -145,8 +145,15 @@ pub fn spawn(
                         health.record_run(&o.id, o.took, o.error.is_none(), o.domain_errors.len() as u64);
                         latch.observe(&o);
                         if let Some(batch) = o.batch {
+                            for ds in &batch.domains {
+                                health.record_domain(&ds.domain.uuid, &ds.domain.name, batch.at, ds.errors.len() as u64);
+                            }
                             bus.publish(Record::Batch(batch));
                         }
+                    }
+                    // Domains without any sample for an hour are gone.
+                    if let Some(cutoff) = std::time::SystemTime::now().checked_sub(Duration::from_secs(3600)) {
+                        health.forget_domains_before(cutoff);
                     }
                 }
             })

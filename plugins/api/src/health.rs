@@ -39,6 +39,18 @@ impl SinkHealth {
 pub struct Health {
     collectors: RwLock<BTreeMap<String, CollectorHealth>>,
     sinks: RwLock<BTreeMap<String, Arc<SinkHealth>>>,
+    /// Per-domain collection errors by domain UUID.
+    domains: RwLock<BTreeMap<String, DomainHealth>>,
+}
+
+/// Collection health of one domain.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DomainHealth {
+    pub name: String,
+    /// Runs that reported this domain with partial data.
+    pub errors: u64,
+    /// The last sample this domain got, from any collector.
+    pub last_sample: Option<SystemTime>,
 }
 
 impl Health {
@@ -58,6 +70,27 @@ impl Health {
         if !success {
             entry.errors += 1;
         }
+    }
+
+    /// Records that a domain got a sample at `at`, with `errors` problems (0: complete).
+    pub fn record_domain(&self, uuid: &str, name: &str, at: SystemTime, errors: u64) {
+        let mut map = self.domains.write().unwrap_or_else(|e| e.into_inner());
+        let entry = map.entry(uuid.to_string()).or_default();
+        if entry.name != name {
+            entry.name = name.to_string();
+        }
+        entry.errors += errors;
+        entry.last_sample = Some(entry.last_sample.map_or(at, |t| t.max(at)));
+    }
+
+    /// Forgets domains without a sample since `cutoff` (they vanished).
+    pub fn forget_domains_before(&self, cutoff: SystemTime) {
+        let mut map = self.domains.write().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, d| d.last_sample.is_some_and(|t| t >= cutoff));
+    }
+
+    pub fn domains(&self) -> BTreeMap<String, DomainHealth> {
+        self.domains.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn collectors(&self) -> BTreeMap<String, CollectorHealth> {
@@ -89,6 +122,12 @@ mod tests {
         assert!(!c.last_success);
         assert_eq!(c.last_duration, Duration::from_millis(5));
         h.sink("rest").add_dropped(4);
+        let t = SystemTime::now();
+        h.record_domain("u1", "one", t, 1);
+        h.record_domain("u1", "one", t, 0);
+        assert_eq!(h.domains()["u1"].errors, 1);
+        h.forget_domains_before(t + Duration::from_secs(1));
+        assert!(h.domains().is_empty());
         assert_eq!(h.sinks()["rest"], 4);
     }
 }

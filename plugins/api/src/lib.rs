@@ -20,7 +20,7 @@ pub use async_trait::async_trait;
 pub use axum;
 pub use collector::{CollectContext, CollectError, Collected, Collector, EventSource, SourceContext};
 pub use fake::FakeHypervisor;
-pub use health::{CollectorHealth, Health, SinkHealth};
+pub use health::{CollectorHealth, DomainHealth, Health, SinkHealth};
 pub use hypervisor::{
     ConnectionStatus, DomainStats, Hypervisor, HypervisorError, StatsGroups, TypedValue,
 };
