@@ -172,6 +172,10 @@ pub async fn run(args: Args, registry: Registry) -> anyhow::Result<Exit> {
             }
         }));
     }
+    // Give the first connection a moment so the first tick does not log a spurious failure.
+    if !libvirt.wait_connected(Duration::from_secs(2)).await {
+        tracing::warn!(uri = %config.libvirt.uri, "libvirt is not reachable yet; collecting as soon as it is");
+    }
     tasks.extend(scheduler::spawn(pipeline.polled, hv.clone(), bus.clone(), health.clone(), shutdown.clone()));
     let router = crate::http::router(pipeline.routes, hv.clone(), health.clone());
     let server = tokio::spawn(crate::http::serve(listener, router, shutdown.clone()));

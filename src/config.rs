@@ -312,7 +312,7 @@ fn instances(
                 _ => {}
             }
         }
-        let timeout = timeout.unwrap_or(interval);
+        let timeout = timeout.unwrap_or_else(|| default_timeout(interval));
         out.push(Instance {
             id: id.clone(),
             kind: kind.to_string(),
@@ -326,6 +326,12 @@ fn instances(
         });
     }
     out
+}
+
+/// A collector's deadline when the file sets none: its interval, but at least 5 s (a
+/// loaded host can take more than a second to answer; missed ticks are then skipped).
+pub fn default_timeout(interval: Duration) -> Duration {
+    interval.max(Duration::from_secs(5))
 }
 
 /// The core keys every collector instance accepts besides its own options.
@@ -347,7 +353,7 @@ mod tests {
         let c = load(text, "f.yaml", &kinds()).unwrap();
         assert_eq!(c.collectors.len(), 2);
         assert_eq!(c.collectors[0].interval, Duration::from_secs(2));
-        assert_eq!(c.collectors[0].timeout, Duration::from_secs(2));
+        assert_eq!(c.collectors[0].timeout, Duration::from_secs(5), "at least 5 s by default");
         let slow = c.collectors.iter().find(|i| i.id == "cpu/slow").unwrap();
         assert_eq!(slow.timeout, Duration::from_secs(10));
         assert_eq!(slow.options.raw(), &serde_json::json!({"per_vcpu": false}));

@@ -8,20 +8,58 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::hypervisor::{ConnectionStatus, DomainStats, Hypervisor, HypervisorError, StatsGroups, TypedValue};
-use crate::model::DomainRef;
+use std::collections::HashMap;
 
-#[derive(Default)]
+use tokio::sync::broadcast;
+
+use crate::hypervisor::{
+    ConnectionStatus, DomainEntry, DomainStats, Hypervisor, HypervisorError, StatsGroups, TypedValue,
+};
+use crate::model::{DomainRef, DomainState, LifecycleEvent};
+
 pub struct FakeHypervisor {
     domains: Mutex<Vec<DomainStats>>,
+    /// Inactive (defined, not running) domains.
+    inactive: Mutex<Vec<DomainRef>>,
+    xml: Mutex<HashMap<String, String>>,
     down: Mutex<Option<String>>,
     delay: Mutex<Option<Duration>>,
     calls: AtomicU64,
+    events: broadcast::Sender<LifecycleEvent>,
+}
+
+impl Default for FakeHypervisor {
+    fn default() -> Self {
+        Self {
+            domains: Mutex::default(),
+            inactive: Mutex::default(),
+            xml: Mutex::default(),
+            down: Mutex::default(),
+            delay: Mutex::default(),
+            calls: AtomicU64::new(0),
+            events: broadcast::channel(1024).0,
+        }
+    }
 }
 
 impl FakeHypervisor {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Sets the XML description of a domain (looked up by UUID or name).
+    pub fn set_xml(&self, uuid: &str, xml: &str) {
+        self.xml.lock().unwrap_or_else(|e| e.into_inner()).insert(uuid.to_string(), xml.to_string());
+    }
+
+    /// Adds a defined but inactive domain.
+    pub fn put_inactive(&self, uuid: &str, name: &str) {
+        self.inactive.lock().unwrap_or_else(|e| e.into_inner()).push(DomainRef::new(uuid, name));
+    }
+
+    /// Delivers a lifecycle event to every subscriber.
+    pub fn emit_event(&self, event: LifecycleEvent) {
+        let _ = self.events.send(event);
     }
 
     /// Adds (or replaces, by UUID) a domain with the given parameters.
@@ -95,6 +133,47 @@ impl Hypervisor for FakeHypervisor {
             .collect())
     }
 
+    async fn list_domains(&self) -> Result<Vec<DomainEntry>, HypervisorError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        if let Some(reason) = self.down.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Err(HypervisorError::Disconnected(reason));
+        }
+        let mut out: Vec<DomainEntry> = self
+            .lock_domains()
+            .iter()
+            .map(|d| DomainEntry {
+                domain: d.domain.clone(),
+                state: d.state().unwrap_or(DomainState::new(DomainState::RUNNING, 0)),
+                active: true,
+            })
+            .collect();
+        for d in self.inactive.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            out.push(DomainEntry { domain: d.clone(), state: DomainState::new(5, 0), active: false });
+        }
+        Ok(out)
+    }
+
+    async fn domain_xml(&self, uuid_or_name: &str) -> Result<String, HypervisorError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let uuid = self
+            .list_domains()
+            .await?
+            .into_iter()
+            .find(|d| &*d.domain.uuid == uuid_or_name || &*d.domain.name == uuid_or_name)
+            .map(|d| d.domain.uuid.to_string())
+            .ok_or_else(|| HypervisorError::NoDomain(uuid_or_name.to_string()))?;
+        self.xml
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&uuid)
+            .cloned()
+            .ok_or_else(|| HypervisorError::NoDomain(uuid_or_name.to_string()))
+    }
+
+    fn lifecycle_events(&self) -> Option<broadcast::Receiver<LifecycleEvent>> {
+        Some(self.events.subscribe())
+    }
+
     fn status(&self) -> ConnectionStatus {
         let down = self.down.lock().unwrap_or_else(|e| e.into_inner()).clone();
         ConnectionStatus {
@@ -126,6 +205,29 @@ mod tests {
         hv.set_down(Some("gone"));
         assert!(hv.domain_stats(StatsGroups::CPU_TOTAL).await.is_err());
         assert_eq!(hv.calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn lists_domains_serves_xml_and_events() {
+        let hv = FakeHypervisor::new();
+        hv.put_domain("u1", "one", &[("state.state", TypedValue::Int(3))]);
+        hv.put_inactive("u2", "two");
+        hv.set_xml("u2", "<domain/>");
+        let list = hv.list_domains().await.unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[0].state.name(), "Paused");
+        assert!(!list[1].active);
+        assert_eq!(hv.domain_xml("two").await.unwrap(), "<domain/>");
+        assert!(matches!(hv.domain_xml("nope").await, Err(HypervisorError::NoDomain(_))));
+        let mut rx = hv.lifecycle_events().unwrap();
+        hv.emit_event(LifecycleEvent {
+            at: std::time::SystemTime::now(),
+            domain: DomainRef::new("u1", "one"),
+            event: 3,
+            detail: 0,
+            reconciled: false,
+        });
+        assert_eq!(rx.recv().await.unwrap().event, 3);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::model::{DomainRef, DomainState};
+use crate::model::{DomainRef, DomainState, LifecycleEvent};
 
 /// libvirt's `virDomainStatsTypes` bit set.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -181,6 +181,16 @@ pub enum HypervisorError {
     Call { call: &'static str, message: String },
     #[error("no such domain: {0}")]
     NoDomain(String),
+    #[error("not supported by this hypervisor: {0}")]
+    Unsupported(&'static str),
+}
+
+/// A defined domain, active or not.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DomainEntry {
+    pub domain: DomainRef,
+    pub state: DomainState,
+    pub active: bool,
 }
 
 /// Access to the virtualisation host. Every method is safe to call from async code: the
@@ -194,4 +204,21 @@ pub trait Hypervisor: Send + Sync + 'static {
 
     /// Current connection status (cheap, no libvirt call).
     fn status(&self) -> ConnectionStatus;
+
+    /// Every defined domain, active and inactive, with its state.
+    async fn list_domains(&self) -> Result<Vec<DomainEntry>, HypervisorError> {
+        Err(HypervisorError::Unsupported("list_domains"))
+    }
+
+    /// The XML description of a domain given by UUID or name (inactive domains: their
+    /// persistent definition). Unknown → [`HypervisorError::NoDomain`].
+    async fn domain_xml(&self, uuid_or_name: &str) -> Result<String, HypervisorError> {
+        Err(HypervisorError::NoDomain(uuid_or_name.to_string()))
+    }
+
+    /// Lifecycle events as they happen (from libvirt's event loop), including events
+    /// reconciled after a reconnect. `None` when the hypervisor has no events.
+    fn lifecycle_events(&self) -> Option<tokio::sync::broadcast::Receiver<LifecycleEvent>> {
+        None
+    }
 }

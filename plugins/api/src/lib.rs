@@ -22,11 +22,11 @@ pub use collector::{CollectContext, CollectError, Collected, Collector, EventSou
 pub use fake::FakeHypervisor;
 pub use health::{CollectorHealth, DomainHealth, Health, SinkHealth};
 pub use hypervisor::{
-    ConnectionStatus, DomainStats, Hypervisor, HypervisorError, StatsGroups, TypedValue,
+    ConnectionStatus, DomainEntry, DomainStats, Hypervisor, HypervisorError, StatsGroups, TypedValue,
 };
 pub use metric::{JsonPath, MetricDesc, MetricKind, Unit};
 pub use model::{
-    Batch, DomainRef, DomainSamples, DomainState, LifecycleEvent, Record, Sample,
+    Batch, DomainRef, DomainSamples, DomainSpec, DomainState, LifecycleEvent, Record, Sample,
 };
 pub use options::{OptionError, PluginOptions};
 pub use registry::{

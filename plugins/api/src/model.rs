@@ -145,9 +145,21 @@ pub struct LifecycleEvent {
     pub reconciled: bool,
 }
 
+/// A domain's specification (its XML converted to JSON), or its removal.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DomainSpec {
+    pub at: SystemTime,
+    pub domain: DomainRef,
+    /// Whether the domain runs (or is paused): vAdvisor's `/specs/` lists only those.
+    pub active: bool,
+    /// The converted document; `None` when the domain was undefined.
+    pub spec: Option<serde_json::Value>,
+}
+
 /// What travels on the bus from collectors to sinks.
 #[derive(Clone, Debug)]
 pub enum Record {
     Batch(Arc<Batch>),
     Event(Arc<LifecycleEvent>),
+    Spec(Arc<DomainSpec>),
 }
