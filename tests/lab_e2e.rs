@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{lab_guests, wait_for, Agent};
 
-const CONFIG: &str = "libvirt:\n  uri: qemu:///system\nhttp:\n  listen: {listen}\ncollectors:\n  cpu:\n    interval: 1s\nsinks:\n  rest: {}\n";
+const CONFIG: &str = "libvirt:\n  uri: qemu:///system\nhttp:\n  listen: {listen}\ncollectors:\n  cpu: {}\n  memory: {}\n  block: {}\n  net: {}\nsinks:\n  rest: {}\n";
 
 fn cpu_times(stats: &serde_json::Value, uuid: &str) -> Vec<f64> {
     stats[uuid]
@@ -65,5 +65,53 @@ fn history_holds_at_most_60_one_second_samples() {
     for (_, uuid) in &guests {
         let n = v[uuid.as_str()].as_array().map_or(0, Vec::len);
         assert_eq!(n, 4, "{uuid}");
+    }
+}
+
+fn last_sample(stats: &serde_json::Value, uuid: &str) -> serde_json::Value {
+    stats[uuid].as_array().and_then(|a| a.last()).cloned().unwrap_or_default()
+}
+
+fn io_counters(sample: &serde_json::Value) -> Option<[f64; 4]> {
+    let disk = sample["diskio"].as_array()?.iter().find(|d| d["name"] == "vda")?;
+    let nic = sample["network"]["interfaces"].as_array()?.first()?;
+    Some([disk["rd_bytes"].as_f64()?, disk["wr_bytes"].as_f64()?, nic["rx_bytes"].as_f64()?, nic["tx_bytes"].as_f64()?])
+}
+
+#[test]
+#[ignore = "needs the lab: scripts/lab.sh up (scripts/test.sh runs it)"]
+fn disk_and_network_bytes_of_every_guest_rise_over_5_seconds() {
+    let guests = lab_guests();
+    let agent = Agent::start(CONFIG);
+    let before = wait_for(Duration::from_secs(10), || {
+        let v = agent.get_json("/api/v1.0/stats/");
+        let all: Option<Vec<[f64; 4]>> = guests.iter().map(|(_, u)| io_counters(&last_sample(&v, u))).collect();
+        all
+    })
+    .expect("disk and network counters for every guest within 10 s");
+    std::thread::sleep(Duration::from_secs(5));
+    let v = agent.get_json("/api/v1.0/stats/");
+    for ((name, uuid), b) in guests.iter().zip(&before) {
+        let sample = last_sample(&v, uuid);
+        let a = io_counters(&sample).unwrap_or_else(|| panic!("{name}: no counters in {sample}"));
+        let what = ["rd_bytes", "wr_bytes", "rx_bytes", "tx_bytes"];
+        for i in 0..4 {
+            assert!(a[i] > b[i], "{name}: {} did not rise over 5 s ({} -> {})", what[i], b[i], a[i]);
+        }
+        // The other fields of vAdvisor's shape are there, with the fix for tx_dropped.
+        let nic = &sample["network"]["interfaces"][0];
+        for k in ["rx_packets", "rx_errors", "rx_dropped", "tx_packets", "tx_errors", "tx_dropped"] {
+            assert!(nic[k].is_u64(), "{name}: network.{k} in {nic}");
+        }
+        let disk = &sample["diskio"][0];
+        for k in ["rd_reqs", "rd_times", "wr_reqs", "wr_times", "fl_reqs", "fl_times", "capacity", "allocation", "physical"] {
+            assert!(disk[k].is_u64(), "{name}: diskio.{k} in {disk}");
+        }
+        assert_eq!(disk["capacity"], 64 * 1024 * 1024, "{name}: the lab disks are 64 MiB");
+        let mem = &sample["memory"];
+        assert!(mem["actual"].as_u64().is_some_and(|kib| kib > 100_000), "{name}: memory.actual in KiB: {mem}");
+        assert!(mem["rss"].is_u64() && mem["available"].is_u64() && mem["unused"].is_u64(), "{name}: {mem}");
+        assert_eq!(sample["balloon"]["current"], mem["actual"], "{name}");
+        assert!(sample["balloon"]["maximum"].is_u64(), "{name}");
     }
 }
