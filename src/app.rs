@@ -137,6 +137,17 @@ pub async fn run(args: Args, registry: Registry) -> anyhow::Result<Exit> {
         Ok(c) => c,
         Err(e) => return Ok(Exit::Config(e)),
     };
+    if let Some(url) = &args.healthcheck {
+        let url = if url.is_empty() {
+            format!("http://127.0.0.1:{}/healthz", config.http.listen.port())
+        } else {
+            url.clone()
+        };
+        return match crate::healthcheck::probe(&url, Duration::from_secs(3)) {
+            Ok(()) => Ok(Exit::Ok),
+            Err(e) => Err(anyhow::anyhow!("unhealthy: {e}")),
+        };
+    }
     tracing::info!(config = %file, uri = %config.libvirt.uri, listen = %config.http.listen, "starting vadvisor");
 
     let shutdown = CancellationToken::new();

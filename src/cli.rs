@@ -46,6 +46,11 @@ pub struct Args {
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     pub statsd_interval: Option<u64>,
 
+    /// Probe a running agent's /healthz and exit 0 (healthy) or 1 (for container
+    /// HEALTHCHECKs). Default URL: http://127.0.0.1:<port of http.listen>/healthz.
+    #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "")]
+    pub healthcheck: Option<String>,
+
     /// Debug logging.
     #[arg(short, long)]
     pub verbose: bool,

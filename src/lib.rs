@@ -6,6 +6,7 @@ pub mod app;
 pub mod builtins;
 pub mod cli;
 pub mod config;
+pub mod healthcheck;
 pub mod http;
 pub mod pipeline;
 pub mod scheduler;

@@ -1,0 +1,58 @@
+//! `vadvisor --healthcheck [URL]`: a tiny HTTP probe of `/healthz` for container
+//! `HEALTHCHECK`s, so the image needs no curl. Exit 0 when the agent answers 200.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+/// Probes `http://host:port/path`; returns a message on failure.
+pub fn probe(url: &str, timeout: Duration) -> Result<(), String> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| format!("only http:// URLs are supported: {url}"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/healthz"),
+    };
+    let addr = authority
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {authority}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("no address for {authority}"))?;
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {authority}\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut head = [0u8; 64];
+    let n = stream.read(&mut head).map_err(|e| format!("no answer from {addr}: {e}"))?;
+    let status_line = String::from_utf8_lossy(&head[..n]);
+    let status = status_line.split_whitespace().nth(1).unwrap_or("");
+    if status == "200" {
+        Ok(())
+    } else {
+        Err(format!("{url} answered `{}`", status_line.lines().next().unwrap_or("")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn accepts_200_and_rejects_others() {
+        for (answer, ok) in [("HTTP/1.1 200 OK\r\n\r\n{}", true), ("HTTP/1.1 503 Service Unavailable\r\n\r\n", false)] {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let server = std::thread::spawn(move || {
+                let (mut s, _) = listener.accept().unwrap();
+                let mut buf = [0u8; 256];
+                let _ = s.read(&mut buf);
+                s.write_all(answer.as_bytes()).unwrap();
+            });
+            let r = probe(&format!("http://127.0.0.1:{port}/healthz"), Duration::from_secs(2));
+            assert_eq!(r.is_ok(), ok, "{r:?}");
+            server.join().unwrap();
+        }
+        assert!(probe("http://127.0.0.1:1/healthz", Duration::from_millis(200)).is_err());
+        assert!(probe("https://x/", Duration::from_millis(200)).is_err());
+    }
+}
