@@ -38,22 +38,33 @@ fn init_libvirt() {
     LIBVIRT_INIT.call_once(|| {
         virt::error::clear_error_callback();
         if let Err(e) = virt::event::event_register_default_impl() {
-            warn!(error = %e.message(), "cannot register libvirt's default event loop; keepalive and close detection are disabled");
+            warn!(
+                error = %e.message(),
+                "cannot register libvirt's event loop: keepalive and close detection are off"
+            );
             return;
         }
         if let Err(e) = ffi::add_wakeup_timer(1000) {
             debug!(error = %e.message(), "cannot add the libvirt event-loop wake-up timer");
         }
-        let spawned = std::thread::Builder::new().name("libvirt-events".to_string()).spawn(|| loop {
-            if let Err(e) = virt::event::event_run_default_impl() {
-                debug!(error = %e.message(), "libvirt event loop iteration failed");
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        });
+        let spawned = std::thread::Builder::new()
+            .name("libvirt-events".to_string())
+            .spawn(run_event_loop);
         if let Err(e) = spawned {
             warn!(error = %e, "cannot start the libvirt event-loop thread");
         }
     });
+}
+
+/// The `libvirt-events` thread: runs libvirt's default event loop forever (keepalive
+/// probes, close callbacks). Callbacks run here and must never block.
+fn run_event_loop() {
+    loop {
+        if let Err(e) = virt::event::event_run_default_impl() {
+            debug!(error = %e.message(), "libvirt event loop iteration failed");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
 }
 
 /// Whether a libvirt error means the connection itself is unusable.
@@ -85,8 +96,12 @@ pub(crate) fn is_connection_error(code: u32, message: &str) -> bool {
 fn close_reason_text(reason: i32) -> String {
     match u32::try_from(reason) {
         Ok(sys::VIR_CONNECT_CLOSE_REASON_ERROR) => "connection closed: I/O error".into(),
-        Ok(sys::VIR_CONNECT_CLOSE_REASON_EOF) => "connection closed: end of file from libvirtd".into(),
-        Ok(sys::VIR_CONNECT_CLOSE_REASON_KEEPALIVE) => "connection closed: keepalive timeout".into(),
+        Ok(sys::VIR_CONNECT_CLOSE_REASON_EOF) => {
+            "connection closed: end of file from libvirtd".into()
+        }
+        Ok(sys::VIR_CONNECT_CLOSE_REASON_KEEPALIVE) => {
+            "connection closed: keepalive timeout".into()
+        }
         Ok(sys::VIR_CONNECT_CLOSE_REASON_CLIENT) => "connection closed by the client".into(),
         _ => format!("connection closed (reason {reason})"),
     }
@@ -165,7 +180,11 @@ impl Supervisor {
             connected: st.connected,
             reconnects: st.reconnects,
             calls: self.calls.load(Ordering::Relaxed),
-            last_error: if st.connected { None } else { st.last_error.clone() },
+            last_error: if st.connected {
+                None
+            } else {
+                st.last_error.clone()
+            },
         }
     }
 
@@ -174,14 +193,17 @@ impl Supervisor {
         if self.stopping.load(Ordering::SeqCst) {
             return "the libvirt backend was shut down".to_string();
         }
-        lock(&self.state).last_error.clone().unwrap_or_else(|| "connecting".to_string())
+        lock(&self.state)
+            .last_error
+            .clone()
+            .unwrap_or_else(|| "connecting".to_string())
     }
 
     /// A stats call found no connection: ask for an early attempt, at most one per
     /// `reconnect_min`.
     pub(crate) fn request_early_retry(&self) {
-        let due = lock(&self.last_attempt)
-            .is_none_or(|t| t.elapsed() >= self.settings.reconnect_min);
+        let due =
+            lock(&self.last_attempt).is_none_or(|t| t.elapsed() >= self.settings.reconnect_min);
         if due && !self.stopping.load(Ordering::SeqCst) {
             self.wake.notify_one();
         }
@@ -214,9 +236,10 @@ impl Supervisor {
         let uri = self.settings.uri.as_str();
         let conn = Connect::open_read_only(Some(uri)).map_err(|e| e.message().to_string())?;
         if self.settings.keepalive_interval > 0 {
-            if let Err(e) =
-                conn.set_keep_alive(self.settings.keepalive_interval, self.settings.keepalive_count)
-            {
+            if let Err(e) = conn.set_keep_alive(
+                self.settings.keepalive_interval,
+                self.settings.keepalive_count,
+            ) {
                 debug!(uri, error = %e.message(), "keepalive not available on this connection");
             }
         }
@@ -230,7 +253,11 @@ impl Supervisor {
                 None
             }
         };
-        Ok(Live { close, conn, generation })
+        Ok(Live {
+            close,
+            conn,
+            generation,
+        })
     }
 
     fn set_connected(&self, live: Arc<Live>) {
@@ -258,7 +285,7 @@ impl Supervisor {
             debug!(uri = %self.settings.uri, error, ?retry_in, "libvirt connection attempt failed");
         } else {
             st.outage_logged = true;
-            warn!(uri = %self.settings.uri, error, "cannot connect to libvirt; retrying in the background");
+            warn!(uri = %self.settings.uri, error, "cannot connect to libvirt; retrying");
         }
     }
 
@@ -349,7 +376,9 @@ impl Supervisor {
             if let Some(reason) = live.close.as_ref().and_then(|c| c.fired()) {
                 self.lose(generation, &close_reason_text(reason));
             }
-            let still_current = lock(&self.live).as_ref().is_some_and(|l| l.generation == generation);
+            let still_current = lock(&self.live)
+                .as_ref()
+                .is_some_and(|l| l.generation == generation);
             if !still_current {
                 break;
             }
@@ -437,15 +466,39 @@ mod tests {
 
     #[test]
     fn connection_errors_are_classified() {
-        assert!(is_connection_error(sys::VIR_ERR_SYSTEM_ERROR, "Cannot recv data: Connection reset by peer"));
+        assert!(is_connection_error(
+            sys::VIR_ERR_SYSTEM_ERROR,
+            "Cannot recv data: Connection reset by peer"
+        ));
         assert!(is_connection_error(sys::VIR_ERR_RPC, "anything"));
-        assert!(is_connection_error(sys::VIR_ERR_NO_CONNECT, "no connection driver available"));
-        assert!(is_connection_error(sys::VIR_ERR_INTERNAL_ERROR, "End of file while reading data: Input/output error"));
-        assert!(is_connection_error(sys::VIR_ERR_INTERNAL_ERROR, "client socket is closed"));
-        assert!(!is_connection_error(sys::VIR_ERR_INTERNAL_ERROR, "unable to execute QEMU command"));
-        assert!(!is_connection_error(sys::VIR_ERR_NO_DOMAIN, "Domain not found"));
-        assert!(!is_connection_error(sys::VIR_ERR_OPERATION_INVALID, "domain is not running"));
-        assert!(!is_connection_error(sys::VIR_ERR_NO_SUPPORT, "this function is not supported"));
+        assert!(is_connection_error(
+            sys::VIR_ERR_NO_CONNECT,
+            "no connection driver available"
+        ));
+        assert!(is_connection_error(
+            sys::VIR_ERR_INTERNAL_ERROR,
+            "End of file while reading data: Input/output error"
+        ));
+        assert!(is_connection_error(
+            sys::VIR_ERR_INTERNAL_ERROR,
+            "client socket is closed"
+        ));
+        assert!(!is_connection_error(
+            sys::VIR_ERR_INTERNAL_ERROR,
+            "unable to execute QEMU command"
+        ));
+        assert!(!is_connection_error(
+            sys::VIR_ERR_NO_DOMAIN,
+            "Domain not found"
+        ));
+        assert!(!is_connection_error(
+            sys::VIR_ERR_OPERATION_INVALID,
+            "domain is not running"
+        ));
+        assert!(!is_connection_error(
+            sys::VIR_ERR_NO_SUPPORT,
+            "this function is not supported"
+        ));
     }
 
     #[test]

@@ -138,8 +138,7 @@ fn non_empty(s: Option<String>) -> Option<String> {
 
 /// Reads the disks and interfaces of a domain XML document.
 pub fn parse(xml: &str) -> Result<DomainDevices, DomainXmlError> {
-    let doc: DomainDoc =
-        quick_xml::de::from_str(xml).map_err(|e| DomainXmlError(e.to_string()))?;
+    let doc: DomainDoc = quick_xml::de::from_str(xml).map_err(|e| DomainXmlError(e.to_string()))?;
     let mut out = DomainDevices::default();
     for item in doc.devices.map(|d| d.items).unwrap_or_default() {
         match item {
@@ -147,9 +146,17 @@ pub fn parse(xml: &str) -> Result<DomainDevices, DomainXmlError> {
                 let src = d.source.unwrap_or_default();
                 // Mirrors libvirt's virStorageSourceIsEmpty: local storage needs a path,
                 // a network disk a protocol.
-                let has_media = [&src.file, &src.dev, &src.dir, &src.name, &src.protocol, &src.pool, &src.volume]
-                    .iter()
-                    .any(|s| s.as_deref().is_some_and(|s| !s.trim().is_empty()));
+                let has_media = [
+                    &src.file,
+                    &src.dev,
+                    &src.dir,
+                    &src.name,
+                    &src.protocol,
+                    &src.pool,
+                    &src.volume,
+                ]
+                .iter()
+                .any(|s| s.as_deref().is_some_and(|s| !s.trim().is_empty()));
                 let protocol = non_empty(src.protocol);
                 let source = non_empty(src.file)
                     .or(non_empty(src.dev))
@@ -246,9 +253,20 @@ mod tests {
         let targets: Vec<_> = d.disks.iter().map(|d| d.target.as_deref()).collect();
         assert_eq!(
             targets,
-            [Some("vda"), Some("sda"), Some("vdb"), Some("sdb"), Some("vdc"), Some("vdd"), Some("fda")]
+            [
+                Some("vda"),
+                Some("sda"),
+                Some("vdb"),
+                Some("sdb"),
+                Some("vdc"),
+                Some("vdd"),
+                Some("fda")
+            ]
         );
-        assert_eq!(d.disks[0].source.as_deref(), Some("/var/lib/libvirt/images/vm1.qcow2"));
+        assert_eq!(
+            d.disks[0].source.as_deref(),
+            Some("/var/lib/libvirt/images/vm1.qcow2")
+        );
         assert_eq!(d.disks[0].device, "disk");
         assert!(d.disks[0].has_media);
         // cdrom without media
@@ -287,7 +305,13 @@ mod tests {
         )
         .expect("parses");
         assert_eq!(d.disks.len(), 2);
-        assert_eq!(d.disks[0], Disk { device: "disk".into(), ..Disk::default() });
+        assert_eq!(
+            d.disks[0],
+            Disk {
+                device: "disk".into(),
+                ..Disk::default()
+            }
+        );
         assert_eq!(d.disks[1].device, "cdrom");
         assert!(!d.disks[1].has_media);
         assert_eq!(d.interfaces.len(), 2);
@@ -297,9 +321,18 @@ mod tests {
 
     #[test]
     fn no_devices_at_all() {
-        assert_eq!(parse("<domain type='test'><name>x</name></domain>").unwrap(), DomainDevices::default());
-        assert_eq!(parse("<domain><devices/></domain>").unwrap(), DomainDevices::default());
-        assert_eq!(parse("<domain><devices></devices></domain>").unwrap(), DomainDevices::default());
+        assert_eq!(
+            parse("<domain type='test'><name>x</name></domain>").unwrap(),
+            DomainDevices::default()
+        );
+        assert_eq!(
+            parse("<domain><devices/></domain>").unwrap(),
+            DomainDevices::default()
+        );
+        assert_eq!(
+            parse("<domain><devices></devices></domain>").unwrap(),
+            DomainDevices::default()
+        );
     }
 
     #[test]

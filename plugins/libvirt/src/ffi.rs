@@ -14,6 +14,8 @@
 //!
 //! Every function here returns owned Rust values and never panics on libvirt output.
 
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
 use std::fmt;
 use std::ptr;
@@ -32,7 +34,11 @@ pub type Params = Vec<(String, TypedValue)>;
 /// Reads a fixed-size C character array up to its first NUL (or its end, when libvirt
 /// filled it completely), decoding invalid UTF-8 lossily.
 fn c_array_to_string(chars: &[c_char]) -> String {
-    let bytes: Vec<u8> = chars.iter().map(|&c| c as u8).take_while(|&b| b != 0).collect();
+    let bytes: Vec<u8> = chars
+        .iter()
+        .map(|&c| c as u8)
+        .take_while(|&b| b != 0)
+        .collect();
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
@@ -161,7 +167,9 @@ fn copy_record(rec: &sys::virDomainStatsRecord) -> Result<Option<RawRecord>, Err
         return Err(Error::last_error());
     }
     // SAFETY: non-null, NUL-terminated, owned by the still-alive domain object.
-    let name = unsafe { CStr::from_ptr(name_ptr) }.to_string_lossy().into_owned();
+    let name = unsafe { CStr::from_ptr(name_ptr) }
+        .to_string_lossy()
+        .into_owned();
     // SAFETY: `rec.params` holds `rec.nparams` parameters that libvirt initialised,
     // string members included; they stay valid until the list is freed.
     let params = unsafe { params_from_raw(rec.params, rec.nparams) };
@@ -172,7 +180,12 @@ fn copy_record(rec: &sys::virDomainStatsRecord) -> Result<Option<RawRecord>, Err
     }
     // SAFETY: we own the reference taken just above.
     let domain = unsafe { Domain::from_ptr(rec.dom) };
-    Ok(Some(RawRecord { uuid, name, params, domain }))
+    Ok(Some(RawRecord {
+        uuid,
+        name,
+        params,
+        domain,
+    }))
 }
 
 /// `virConnectGetAllDomainStats(conn, stats, flags)`, copied into owned records. The
@@ -221,14 +234,21 @@ pub fn domain_state(dom: &Domain) -> Result<(u32, u32), Error> {
     if rc < 0 {
         return Err(Error::last_error());
     }
-    Ok((u32::try_from(state).unwrap_or(0), u32::try_from(reason).unwrap_or(0)))
+    Ok((
+        u32::try_from(state).unwrap_or(0),
+        u32::try_from(reason).unwrap_or(0),
+    ))
 }
 
 /// `virDomainGetBlockInfo` with its return code checked: `(capacity, allocation, physical)`
 /// in bytes.
 pub fn block_info(dom: &Domain, disk: &str) -> Result<(u64, u64, u64), Error> {
     let disk = CString::new(disk)?;
-    let mut info = sys::virDomainBlockInfo { capacity: 0, allocation: 0, physical: 0 };
+    let mut info = sys::virDomainBlockInfo {
+        capacity: 0,
+        allocation: 0,
+        physical: 0,
+    };
     // SAFETY: `dom` is alive for the call, `disk` is NUL-terminated, `info` is a valid
     // out-struct that we initialised ourselves (so nothing uninitialised is read even if
     // libvirt fails half-way).
@@ -253,12 +273,25 @@ pub struct VcpuInfo {
 /// `virDomainGetVcpus` for at most `max` vCPUs (without CPU maps).
 pub fn vcpu_info(dom: &Domain, max: u32) -> Result<Vec<VcpuInfo>, Error> {
     let max = max.clamp(1, 16_384);
-    let mut buf =
-        vec![sys::virVcpuInfo { number: 0, state: 0, cpuTime: 0, cpu: 0 }; max as usize];
+    let mut buf = vec![
+        sys::virVcpuInfo {
+            number: 0,
+            state: 0,
+            cpuTime: 0,
+            cpu: 0
+        };
+        max as usize
+    ];
     // SAFETY: `dom` is alive; `buf` holds `max` writable entries; no CPU maps requested
     // (null pointer with length 0 is the documented way to skip them).
     let rc = unsafe {
-        sys::virDomainGetVcpus(dom.as_ptr(), buf.as_mut_ptr(), max as c_int, ptr::null_mut(), 0)
+        sys::virDomainGetVcpus(
+            dom.as_ptr(),
+            buf.as_mut_ptr(),
+            max as c_int,
+            ptr::null_mut(),
+            0,
+        )
     };
     if rc < 0 {
         return Err(Error::last_error());
@@ -266,7 +299,11 @@ pub fn vcpu_info(dom: &Domain, max: u32) -> Result<Vec<VcpuInfo>, Error> {
     buf.truncate(usize::try_from(rc).unwrap_or(0));
     Ok(buf
         .iter()
-        .map(|v| VcpuInfo { number: v.number, state: v.state, cpu_time: v.cpuTime })
+        .map(|v| VcpuInfo {
+            number: v.number,
+            state: v.state,
+            cpu_time: v.cpuTime,
+        })
         .collect())
 }
 
@@ -304,7 +341,9 @@ pub struct CloseSignal {
 impl CloseSignal {
     /// The close reason (`VIR_CONNECT_CLOSE_REASON_*`) once the callback fired.
     pub fn fired(&self) -> Option<i32> {
-        self.fired.load(Ordering::SeqCst).then(|| self.reason.load(Ordering::SeqCst))
+        self.fired
+            .load(Ordering::SeqCst)
+            .then(|| self.reason.load(Ordering::SeqCst))
     }
 }
 
@@ -389,7 +428,11 @@ impl CloseCallback {
             drop(unsafe { Arc::from_raw(opaque) });
             return Err(err);
         }
-        Ok(Self { conn: conn.clone(), signal, opaque })
+        Ok(Self {
+            conn: conn.clone(),
+            signal,
+            opaque,
+        })
     }
 
     /// The close reason once the callback fired.
@@ -440,7 +483,11 @@ mod tests {
     use super::*;
     use std::ffi::CString;
 
-    fn param(name: &[u8], kind: u32, value: sys::_virTypedParameter__bindgen_ty_1) -> sys::virTypedParameter {
+    fn param(
+        name: &[u8],
+        kind: u32,
+        value: sys::_virTypedParameter__bindgen_ty_1,
+    ) -> sys::virTypedParameter {
         let mut p = empty_param();
         for (dst, &b) in p.field.iter_mut().zip(name) {
             *dst = b as c_char;
@@ -463,13 +510,23 @@ mod tests {
         let s = CString::new("vda").unwrap();
         let params = [
             param(b"a.int", sys::VIR_TYPED_PARAM_INT, V { i: -5 }),
-            param(b"a.uint", sys::VIR_TYPED_PARAM_UINT, V { ui: 4_000_000_000 }),
+            param(
+                b"a.uint",
+                sys::VIR_TYPED_PARAM_UINT,
+                V { ui: 4_000_000_000 },
+            ),
             param(b"a.llong", sys::VIR_TYPED_PARAM_LLONG, V { l: -1 << 40 }),
             param(b"a.ullong", sys::VIR_TYPED_PARAM_ULLONG, V { ul: u64::MAX }),
             param(b"a.double", sys::VIR_TYPED_PARAM_DOUBLE, V { d: 1.5 }),
             param(b"a.true", sys::VIR_TYPED_PARAM_BOOLEAN, V { b: 1 }),
             param(b"a.false", sys::VIR_TYPED_PARAM_BOOLEAN, V { b: 0 }),
-            param(b"a.string", sys::VIR_TYPED_PARAM_STRING, V { s: s.as_ptr() as *mut c_char }),
+            param(
+                b"a.string",
+                sys::VIR_TYPED_PARAM_STRING,
+                V {
+                    s: s.as_ptr() as *mut c_char,
+                },
+            ),
         ];
         assert_eq!(
             convert(&params),
@@ -481,7 +538,10 @@ mod tests {
                 ("a.double".to_string(), TypedValue::Double(1.5)),
                 ("a.true".to_string(), TypedValue::Boolean(true)),
                 ("a.false".to_string(), TypedValue::Boolean(false)),
-                ("a.string".to_string(), TypedValue::String("vda".to_string())),
+                (
+                    "a.string".to_string(),
+                    TypedValue::String("vda".to_string())
+                ),
             ]
         );
     }
@@ -500,7 +560,13 @@ mod tests {
     fn non_utf8_names_and_strings_are_decoded_lossily() {
         let bad = CString::new(vec![b'h', 0xff, b'i']).unwrap();
         let params = [
-            param(b"net.0.\xffname", sys::VIR_TYPED_PARAM_STRING, V { s: bad.as_ptr() as *mut c_char }),
+            param(
+                b"net.0.\xffname",
+                sys::VIR_TYPED_PARAM_STRING,
+                V {
+                    s: bad.as_ptr() as *mut c_char,
+                },
+            ),
             param(b"\xc3\x28", sys::VIR_TYPED_PARAM_UINT, V { ui: 7 }),
         ];
         let out = convert(&params);
@@ -517,13 +583,20 @@ mod tests {
             full,
             param(b"unknown", 99, V { ul: 1 }),
             param(b"negative.type", u32::MAX, V { ul: 1 }),
-            param(b"null.string", sys::VIR_TYPED_PARAM_STRING, V { s: ptr::null_mut() }),
+            param(
+                b"null.string",
+                sys::VIR_TYPED_PARAM_STRING,
+                V { s: ptr::null_mut() },
+            ),
         ];
         let out = convert(&params);
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].0, "k".repeat(80));
         assert_eq!(out[0].1, TypedValue::ULLong(9));
-        assert_eq!(out[1], ("null.string".to_string(), TypedValue::String(String::new())));
+        assert_eq!(
+            out[1],
+            ("null.string".to_string(), TypedValue::String(String::new()))
+        );
     }
 
     fn test_conn() -> Connect {
@@ -540,9 +613,14 @@ mod tests {
             sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE,
         )
         .expect("bulk stats");
-        let test = recs.iter().find(|r| r.name == "test").expect("domain `test`");
+        let test = recs
+            .iter()
+            .find(|r| r.name == "test")
+            .expect("domain `test`");
         assert_eq!(test.uuid, "6695eb01-f6a4-8304-79aa-97f2502e193f");
-        assert!(test.params.contains(&("state.state".to_string(), TypedValue::Int(1))));
+        assert!(test
+            .params
+            .contains(&("state.state".to_string(), TypedValue::Int(1))));
         // The copied domain reference outlives the freed list.
         assert_eq!(domain_state(&test.domain).expect("state").0, 1);
     }

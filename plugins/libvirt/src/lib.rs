@@ -11,8 +11,11 @@
 //! - [`ffi`]: the only `unsafe` code — the raw libvirt calls the `virt` crate lacks or
 //!   gets wrong (leak-free bulk stats, checked state and block info, close callback).
 
+#![deny(unsafe_code)]
+
 mod connection;
 pub mod domain_xml;
+#[allow(unsafe_code)]
 pub mod ffi;
 pub mod settings;
 mod stats;

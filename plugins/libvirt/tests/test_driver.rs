@@ -18,12 +18,21 @@ fn groups() -> StatsGroups {
 }
 
 fn fixture_uri() -> String {
-    format!("test://{}/tests/fixtures/node.xml", env!("CARGO_MANIFEST_DIR"))
+    format!(
+        "test://{}/tests/fixtures/node.xml",
+        env!("CARGO_MANIFEST_DIR")
+    )
 }
 
 async fn start(uri: &str) -> std::sync::Arc<LibvirtHypervisor> {
-    let hv = LibvirtHypervisor::start(LibvirtSettings { uri: uri.to_string(), ..Default::default() });
-    assert!(hv.wait_connected(Duration::from_secs(10)).await, "connects to {uri}");
+    let hv = LibvirtHypervisor::start(LibvirtSettings {
+        uri: uri.to_string(),
+        ..Default::default()
+    });
+    assert!(
+        hv.wait_connected(Duration::from_secs(10)).await,
+        "connects to {uri}"
+    );
     hv
 }
 
@@ -48,7 +57,10 @@ async fn default_test_driver_is_filled_by_the_fallback() {
     let calls0 = hv.status().calls;
     let stats = hv.domain_stats(groups()).await.expect("stats");
     let calls1 = hv.status().calls;
-    let t = stats.iter().find(|d| &*d.domain.uuid == TEST_UUID).expect("domain `test`");
+    let t = stats
+        .iter()
+        .find(|d| &*d.domain.uuid == TEST_UUID)
+        .expect("domain `test`");
     assert_eq!(&*t.domain.name, "test");
     assert_eq!(t.get("state.state"), Some(&TypedValue::Int(1)));
     assert_eq!(t.state().map(|s| s.name()), Some("Running"));
@@ -87,8 +99,14 @@ async fn default_test_driver_is_filled_by_the_fallback() {
     assert_eq!(t.get("block.count"), Some(&TypedValue::UInt(1)));
     assert_eq!(t.str("block.0.name"), Some("vda"));
     assert_eq!(t.str("block.0.path"), Some("/guest/diskimage1"));
-    assert_eq!(t.get("balloon.current"), Some(&TypedValue::ULLong(2_097_152)));
-    assert_eq!(t.get("balloon.maximum"), Some(&TypedValue::ULLong(8_388_608)));
+    assert_eq!(
+        t.get("balloon.current"),
+        Some(&TypedValue::ULLong(2_097_152))
+    );
+    assert_eq!(
+        t.get("balloon.maximum"),
+        Some(&TypedValue::ULLong(8_388_608))
+    );
     assert!(t.errors.is_empty(), "{:?}", t.errors);
     // Only the requested groups (plus state) are present.
     assert!(!t.has_group("perf"));
@@ -99,10 +117,17 @@ async fn default_test_driver_is_filled_by_the_fallback() {
     assert_eq!(per_call, 10);
 
     let again = hv.domain_stats(groups()).await.expect("stats again");
-    let t2 = again.iter().find(|d| &*d.domain.uuid == TEST_UUID).expect("domain `test`");
+    let t2 = again
+        .iter()
+        .find(|d| &*d.domain.uuid == TEST_UUID)
+        .expect("domain `test`");
     let (r1, r2) = (t.u64("block.0.rd.reqs"), t2.u64("block.0.rd.reqs"));
     assert!(r2 >= r1, "block.0.rd.reqs went backwards: {r1:?} -> {r2:?}");
-    assert_eq!(hv.status().calls - calls1, per_call, "nothing is cached across calls");
+    assert_eq!(
+        hv.status().calls - calls1,
+        per_call,
+        "nothing is cached across calls"
+    );
     assert!(hv.status().connected);
     hv.shutdown();
 }
@@ -112,15 +137,29 @@ async fn state_only_is_one_bulk_call() {
     let hv = start("test:///default").await;
     let calls0 = hv.status().calls;
     let stats = hv.domain_stats(StatsGroups::NONE).await.expect("stats");
-    assert_eq!(hv.status().calls - calls0, 1, "state comes from the bulk reply");
-    let t = stats.iter().find(|d| &*d.domain.uuid == TEST_UUID).expect("domain `test`");
-    assert!(t.params.keys().all(|k| k.starts_with("state.")), "{:?}", t.params);
+    assert_eq!(
+        hv.status().calls - calls0,
+        1,
+        "state comes from the bulk reply"
+    );
+    let t = stats
+        .iter()
+        .find(|d| &*d.domain.uuid == TEST_UUID)
+        .expect("domain `test`");
+    assert!(
+        t.params.keys().all(|k| k.starts_with("state.")),
+        "{:?}",
+        t.params
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn custom_node_domains_report_what_they_have() {
     let hv = start(&fixture_uri()).await;
-    let stats = hv.domain_stats(groups() | StatsGroups::PERF).await.expect("stats");
+    let stats = hv
+        .domain_stats(groups() | StatsGroups::PERF)
+        .await
+        .expect("stats");
     let mut names: Vec<&str> = stats.iter().map(|d| &*d.domain.name).collect();
     names.sort_unstable();
     assert_eq!(names, ["bare", "full", "paused"], "only active domains");
@@ -146,7 +185,11 @@ async fn custom_node_domains_report_what_they_have() {
         "balloon.hugetlb_pgalloc",
         "balloon.hugetlb_pgfail",
     ] {
-        assert!(full.u64(key).is_some(), "{key} missing in {:#?}", full.params);
+        assert!(
+            full.u64(key).is_some(),
+            "{key} missing in {:#?}",
+            full.params
+        );
     }
     // vCPUs: 2 online of 4. The test driver does not model non-contiguous ids (its
     // virDomainGetVcpus reports vCPU 0 and a zeroed entry that also says 0), so only id 0
@@ -159,7 +202,10 @@ async fn custom_node_domains_report_what_they_have() {
     // source name as path.
     assert_eq!(full.get("block.count"), Some(&TypedValue::UInt(3)));
     let vda = index_of(full, "block", "vda");
-    assert_eq!(full.str(&format!("block.{vda}.path")), Some("/guest/full.img"));
+    assert_eq!(
+        full.str(&format!("block.{vda}.path")),
+        Some("/guest/full.img")
+    );
     assert!(full.u64(&format!("block.{vda}.rd.reqs")).is_some());
     assert!(full.u64(&format!("block.{vda}.capacity")).is_some());
     let hdc = index_of(full, "block", "hdc");
@@ -229,6 +275,12 @@ async fn concurrent_calls_share_the_connection() {
         .is_ok(),
         "shutdown disconnects"
     );
-    let err = hv.domain_stats(groups()).await.expect_err("no stats after shutdown");
-    assert!(matches!(err, vadvisor_api::HypervisorError::Disconnected(_)), "{err}");
+    let err = hv
+        .domain_stats(groups())
+        .await
+        .expect_err("no stats after shutdown");
+    assert!(
+        matches!(err, vadvisor_api::HypervisorError::Disconnected(_)),
+        "{err}"
+    );
 }
