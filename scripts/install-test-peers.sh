@@ -11,6 +11,9 @@
 #                the lab test scrapes the agent with) and /usr/bin/promtool (`promtool
 #                check metrics` validates /metrics); plus `wrk` for
 #                scripts/bench-metrics.sh. The packaged daemon is not left running.
+#   statsd       Etsy's StatsD daemon from npm (`statsd`, pinned) in
+#                $VADVISOR_PEERS_DIR/statsd (default /opt/vadvisor-test-peers/statsd),
+#                for tests/statsd_daemon.rs; needs node and npm (Debian's if absent).
 
 set -euo pipefail
 
@@ -100,3 +103,28 @@ step_prometheus() {
 }
 
 step_prometheus
+
+# ---------------------------------------------------------------- statsd (npm)
+
+STATSD_VERSION=0.9.0
+STATSD_DIR="${VADVISOR_PEERS_DIR:-/opt/vadvisor-test-peers}/statsd"
+
+step_statsd() {
+	local pkg="$STATSD_DIR/node_modules/statsd/package.json"
+	if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+		apt_install nodejs npm
+	fi
+	if [ -f "$pkg" ] && grep -q "\"version\": *\"$STATSD_VERSION\"" "$pkg"; then
+		log "already installed: statsd $STATSD_VERSION in $STATSD_DIR"
+		return 0
+	fi
+	mkdir -p "$STATSD_DIR"
+	log "installing statsd $STATSD_VERSION (npm) into $STATSD_DIR"
+	# The optional dependencies (syslog, proxy hashring) are not used by the tests.
+	npm install --prefix "$STATSD_DIR" --omit=optional --no-audit --no-fund \
+		"statsd@$STATSD_VERSION" >&2 || die "npm install statsd@$STATSD_VERSION failed"
+	[ -f "$STATSD_DIR/node_modules/statsd/stats.js" ] || die "statsd missing after npm install"
+	log "statsd $STATSD_VERSION ready: $STATSD_DIR/node_modules/statsd/stats.js"
+}
+
+step_statsd

@@ -46,6 +46,41 @@ impl Agent {
         panic!("vadvisor did not answer on {listen} within 20 s");
     }
 
+    /// Like [`Agent::start`], with the agent's stderr (its log) going to `stderr` — e.g.
+    /// a file, to count log lines.
+    pub fn start_with_stderr(config: &str, stderr: Stdio) -> Agent {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut file = tempfile::NamedTempFile::new().expect("temp file");
+        file.write_all(config.replace("{listen}", &listen).as_bytes())
+            .expect("write config");
+        let child = Command::new(env!("CARGO_BIN_EXE_vadvisor"))
+            .arg("--config")
+            .arg(file.path())
+            .env("VADVISOR_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start vadvisor");
+        let agent = Agent {
+            child,
+            base: format!("http://{listen}"),
+            _config: file,
+        };
+        let healthy = wait_for(Duration::from_secs(20), || {
+            agent
+                .get("/healthz")
+                .ok()
+                .filter(|r| r.status().is_success())
+                .map(|_| ())
+        });
+        assert!(
+            healthy.is_some(),
+            "vadvisor did not answer on {listen} within 20 s"
+        );
+        agent
+    }
+
     pub fn get(&self, path: &str) -> reqwest::Result<reqwest::blocking::Response> {
         client().get(format!("{}{path}", self.base)).send()
     }

@@ -3,7 +3,9 @@
 
 pub mod http_util;
 pub mod json_render;
+pub mod prometheus;
 pub mod rest;
+pub mod statsd;
 pub mod timefmt;
 
 use vadvisor_api::Registry;
@@ -11,4 +13,6 @@ use vadvisor_api::Registry;
 /// Registers every built-in sink.
 pub fn register_all(registry: &mut Registry) {
     rest::register(registry);
+    prometheus::register(registry);
+    statsd::register(registry);
 }

@@ -1,0 +1,161 @@
+//! Lifecycle events as a metric: counts `Record::Event`s by libvirt event and detail
+//! code and renders `vm_lifecycle_events_total{event_type,reason}` with vAdvisor's names
+//! (vadvisor-reference §5.2), extended with the details newer libvirt reports; any code
+//! the table does not know is `Unknown`.
+
+use std::collections::BTreeMap;
+
+use vadvisor_api::{LifecycleEvent, MetricKind};
+
+use super::encode::Encoder;
+
+pub const FAMILY: &str = "vm_lifecycle_events_total";
+const HELP: &str = "Domain lifecycle events received from libvirt, by event type and reason";
+
+/// `virDomainEventType` names, indexed by code.
+const EVENT_TYPES: [&str; 9] = [
+    "Defined",
+    "Undefined",
+    "Started",
+    "Suspended",
+    "Resumed",
+    "Stopped",
+    "Shutdown",
+    "PMSuspended",
+    "Crashed",
+];
+
+/// The reason names of an event type, indexed by libvirt detail code.
+fn reasons(event: u32) -> &'static [&'static str] {
+    match event {
+        0 => &["Added", "Updated", "Renamed", "Snapshot"],
+        1 => &["Removed", "Renamed"],
+        2 => &["Booted", "Migrated", "Restored", "Snapshot", "Wakeup"],
+        3 => &[
+            "Paused",
+            "Migrated",
+            "IOError",
+            "Watchdog",
+            "Restored",
+            "Snapshot",
+            "API error",
+            "PostCopy",
+            "PostCopyFailed",
+        ],
+        4 => &[
+            "Unpaused",
+            "Migrated",
+            "Snapshot",
+            "PostCopy",
+            "PostCopyFailed",
+        ],
+        5 => &[
+            "Shutdown",
+            "Destroyed",
+            "Crashed",
+            "Migrated",
+            "Saved",
+            "Failed",
+            "Snapshot",
+        ],
+        6 => &["Finished", "Guest", "Host"],
+        7 => &["Memory", "Disk"],
+        8 => &["Panicked", "Crashloaded"],
+        _ => &[],
+    }
+}
+
+/// `(event_type, reason)` names of an event's codes.
+pub fn names(event: u32, detail: u32) -> (&'static str, &'static str) {
+    let event_type = EVENT_TYPES
+        .get(event as usize)
+        .copied()
+        .unwrap_or("Unknown");
+    let reason = reasons(event)
+        .get(detail as usize)
+        .copied()
+        .unwrap_or("Unknown");
+    (event_type, reason)
+}
+
+/// Event counts by (event, detail) code.
+#[derive(Debug, Default)]
+pub struct EventCounts {
+    counts: BTreeMap<(u32, u32), u64>,
+}
+
+impl EventCounts {
+    pub fn count(&mut self, event: &LifecycleEvent) {
+        *self.counts.entry((event.event, event.detail)).or_default() += 1;
+    }
+
+    /// Renders the family; codes that share names (unknown ones) are added up, so no
+    /// series appears twice.
+    pub fn render(&self, enc: &mut Encoder<'_, '_>) {
+        let mut by_name: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+        for (&(event, detail), &n) in &self.counts {
+            *by_name.entry(names(event, detail)).or_default() += n;
+        }
+        enc.family(FAMILY, HELP, MetricKind::Counter);
+        for ((event_type, reason), n) in by_name {
+            enc.sample(
+                FAMILY,
+                &[("event_type", event_type), ("reason", reason)],
+                n as f64,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::encode::Format;
+    use super::*;
+    use std::time::SystemTime;
+    use vadvisor_api::DomainRef;
+
+    fn ev(event: u32, detail: u32) -> LifecycleEvent {
+        LifecycleEvent {
+            at: SystemTime::now(),
+            domain: DomainRef::new("u", "n"),
+            event,
+            detail,
+            reconciled: false,
+        }
+    }
+
+    #[test]
+    fn names_follow_vadvisor_and_unknown_codes_are_unknown() {
+        assert_eq!(names(2, 0), ("Started", "Booted"));
+        assert_eq!(names(3, 6), ("Suspended", "API error"));
+        assert_eq!(names(5, 0), ("Stopped", "Shutdown"));
+        assert_eq!(names(6, 1), ("Shutdown", "Guest"));
+        assert_eq!(names(5, 99), ("Stopped", "Unknown"));
+        assert_eq!(names(42, 0), ("Unknown", "Unknown"));
+    }
+
+    #[test]
+    fn counts_and_merges_unknown_codes() {
+        let mut c = EventCounts::default();
+        for e in [ev(2, 0), ev(2, 0), ev(5, 98), ev(5, 99), ev(6, 1)] {
+            c.count(&e);
+        }
+        let mut out = String::new();
+        let mut enc = Encoder::new(&mut out, Format::Classic);
+        c.render(&mut enc);
+        assert!(
+            out.contains("vm_lifecycle_events_total{event_type=\"Started\",reason=\"Booted\"} 2\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "vm_lifecycle_events_total{event_type=\"Stopped\",reason=\"Unknown\"} 2\n"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("vm_lifecycle_events_total{event_type=\"Shutdown\",reason=\"Guest\"} 1\n"),
+            "{out}"
+        );
+    }
+}

@@ -1,0 +1,217 @@
+//! The collectors' families: turns the latest batches into Prometheus families from the
+//! collectors' declarations alone — primary families in base units and, optionally,
+//! their aliases (vAdvisor's historical names) in the alias unit and label names. Each
+//! family is written once and contiguously; a series (name + labels) is never written
+//! twice: when several batches report it (two instances of one collector, an alias that
+//! equals another family), the newest batch wins.
+
+use std::collections::{HashMap, HashSet};
+
+use vadvisor_api::metric::Alias;
+use vadvisor_api::{Batch, DomainSamples, MetricDesc, MetricKind};
+
+use super::encode::Encoder;
+
+/// `virDomainState` SHUTOFF: such a domain is no longer reported.
+const SHUTOFF: u32 = 5;
+
+/// Whether a domain in a batch counts as reported (present and not shut off).
+pub fn reported(ds: &DomainSamples) -> bool {
+    ds.state.is_none_or(|s| s.state != SHUTOFF)
+}
+
+/// Valid Prometheus metric or label name.
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+        && !n.starts_with(|c: char| c.is_ascii_digit())
+}
+
+/// How per-VM series are labelled.
+#[derive(Clone, Copy, Debug)]
+pub struct LabelOptions {
+    /// Add `name="<domain name>"` after `uuid`.
+    pub name_label: bool,
+    /// Also render the declarations' aliases.
+    pub aliases: bool,
+}
+
+/// One declaration (or alias) that feeds a family.
+struct Source<'a> {
+    batch: &'a Batch,
+    metric: u16,
+    desc: &'a MetricDesc,
+    alias: Option<&'a Alias>,
+    labels: &'static [&'static str],
+}
+
+struct Plan<'a> {
+    name: &'static str,
+    help: &'static str,
+    kind: MetricKind,
+    sources: Vec<Source<'a>>,
+}
+
+/// Collects the families in first-declaration order.
+struct Planner<'a, 'p, R: Fn(&str) -> bool> {
+    plans: Vec<Plan<'a>>,
+    index: HashMap<&'static str, usize>,
+    reserved: &'p R,
+    problems: &'p mut Vec<String>,
+}
+
+impl<'a, R: Fn(&str) -> bool> Planner<'a, '_, R> {
+    fn add(&mut self, name: &'static str, help: &'static str, kind: MetricKind, src: Source<'a>) {
+        if (self.reserved)(name) {
+            self.problems.push(format!(
+                "collector `{}` declares `{name}`, a name this sink reserves; skipped",
+                src.batch.collector
+            ));
+            return;
+        }
+        match self.index.get(name) {
+            Some(&i) if self.plans[i].kind == kind => self.plans[i].sources.push(src),
+            Some(&i) => self.problems.push(format!(
+                "collector `{}` declares `{name}` as a {} but it is already a {}; skipped",
+                src.batch.collector,
+                kind.as_str(),
+                self.plans[i].kind.as_str()
+            )),
+            None => {
+                self.index.insert(name, self.plans.len());
+                self.plans.push(Plan {
+                    name,
+                    help,
+                    kind,
+                    sources: vec![src],
+                });
+            }
+        }
+    }
+}
+
+/// Identity of a series within a family.
+#[derive(PartialEq, Eq, Hash)]
+struct SeriesKey<'a> {
+    uuid: Option<&'a str>,
+    names: &'static [&'static str],
+    values: &'a [std::sync::Arc<str>],
+}
+
+/// Renders every family of `batches` (ordered by collector id: that order decides the
+/// family order). Families for which `reserved` is true are skipped; every skipped
+/// declaration is described in `problems`.
+pub fn render(
+    enc: &mut Encoder<'_, 'static>,
+    batches: &[&Batch],
+    opts: LabelOptions,
+    reserved: impl Fn(&str) -> bool,
+    problems: &mut Vec<String>,
+) {
+    let mut planner = Planner {
+        plans: Vec::new(),
+        index: HashMap::new(),
+        reserved: &reserved,
+        problems,
+    };
+    for batch in batches {
+        for (i, desc) in batch.metrics.iter().enumerate() {
+            let Ok(metric) = u16::try_from(i) else { break };
+            planner.add(
+                desc.name,
+                desc.help,
+                desc.kind,
+                Source {
+                    batch,
+                    metric,
+                    desc,
+                    alias: None,
+                    labels: desc.labels,
+                },
+            );
+            if !opts.aliases {
+                continue;
+            }
+            for alias in desc.aliases {
+                let labels = if alias.labels.is_empty() {
+                    desc.labels
+                } else {
+                    alias.labels
+                };
+                let bad_label = labels
+                    .iter()
+                    .any(|l| !valid_name(l) || matches!(*l, "uuid" | "name"));
+                if labels.len() != desc.labels.len() || bad_label || !valid_name(alias.name) {
+                    planner.problems.push(format!(
+                        "collector `{}`: invalid alias `{}`; skipped",
+                        batch.collector, alias.name
+                    ));
+                    continue;
+                }
+                let src = Source {
+                    batch,
+                    metric,
+                    desc,
+                    alias: Some(alias),
+                    labels,
+                };
+                planner.add(alias.name, alias.help, desc.kind, src);
+            }
+        }
+    }
+    let mut plans = planner.plans;
+
+    let mut seen: HashSet<SeriesKey<'_>> = HashSet::new();
+    for plan in &mut plans {
+        // Newest batch first; the sort is stable, so ties keep collector-id order and
+        // a primary family comes before an alias of the same name.
+        plan.sources.sort_by_key(|s| std::cmp::Reverse(s.batch.at));
+        enc.family(plan.name, plan.help, plan.kind);
+        seen.clear();
+        for src in &plan.sources {
+            let to = src.alias.map_or(src.desc.unit.base(), |a| a.unit);
+            let convert = |v: f64| src.desc.unit.convert(v, to);
+            for ds in src.batch.domains.iter().filter(|d| reported(d)) {
+                for s in &ds.samples {
+                    if s.metric != src.metric || s.labels.len() != src.labels.len() {
+                        continue;
+                    }
+                    if !seen.insert(SeriesKey {
+                        uuid: Some(&ds.domain.uuid),
+                        names: src.labels,
+                        values: &s.labels,
+                    }) {
+                        continue;
+                    }
+                    enc.begin(plan.name);
+                    enc.label("uuid", &ds.domain.uuid);
+                    if opts.name_label {
+                        enc.label("name", &ds.domain.name);
+                    }
+                    for (k, v) in src.labels.iter().zip(&s.labels) {
+                        enc.label(k, v);
+                    }
+                    enc.value(convert(s.value));
+                }
+            }
+            for s in &src.batch.host {
+                if s.metric != src.metric || s.labels.len() != src.labels.len() {
+                    continue;
+                }
+                if !seen.insert(SeriesKey {
+                    uuid: None,
+                    names: src.labels,
+                    values: &s.labels,
+                }) {
+                    continue;
+                }
+                enc.begin(plan.name);
+                for (k, v) in src.labels.iter().zip(&s.labels) {
+                    enc.label(k, v);
+                }
+                enc.value(convert(s.value));
+            }
+        }
+    }
+}
