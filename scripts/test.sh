@@ -1,20 +1,31 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh Debian 12 machine (as root): installs what the
-# build and the tests need, starts the lab (a real libvirtd with QEMU guests), checks
-# formatting and lints, then runs every test including the lab tests.
+# build and the tests need (libvirt, QEMU, Prometheus, promtool, wrk, a StatsD daemon,
+# podman), starts the lab (a real libvirtd with QEMU guests), checks formatting and
+# lints, then runs every test, including those that need the lab and the peers.
 #
-#   scripts/test.sh            everything
-#   LAB_GUESTS=3 scripts/test.sh
+#   scripts/test.sh                 everything
+#   LAB_GUESTS=3 scripts/test.sh    lab size (default 3)
+#   SKIP_CONTAINER=1 scripts/test.sh  skip building/running the Docker image with podman
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-log() { printf '\n== %s ==\n' "$*" >&2; }
+log() { printf '\n== %s (%ss) ==\n' "$*" "$SECONDS" >&2; }
 
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 guests=${LAB_GUESTS:-3}
 
-log "dependencies and lab ($guests guests)"
+log "lab: libvirtd + $guests QEMU guests"
 bash scripts/lab.sh up "$guests"
+
+log "test peers: prometheus, promtool, wrk, statsd"
+bash scripts/install-test-peers.sh
+
+if [ "${SKIP_CONTAINER:-0}" != 1 ] && [ -f scripts/container-lab.sh ]; then
+  log "container lab: podman, base images, image build"
+  bash scripts/container-lab.sh setup
+  bash scripts/container-lab.sh build
+fi
 
 log "cargo fmt --check"
 cargo fmt --all --check
@@ -22,5 +33,7 @@ cargo fmt --all --check
 log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-log "cargo test (including the lab tests)"
+log "cargo test (including the lab, peer and container tests)"
 VADVISOR_LAB=1 cargo test --workspace --locked -- --include-ignored
+
+log "done"
