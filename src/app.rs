@@ -122,6 +122,10 @@ pub async fn run(args: Args, registry: Registry) -> anyhow::Result<Exit> {
         print!("{DEFAULT_CONFIG}");
         return Ok(Exit::Ok);
     }
+    if args.print_metrics_reference {
+        print!("{}", crate::metrics_doc::render(&registry));
+        return Ok(Exit::Ok);
+    }
     if let Some(path) = &args.check_config {
         let (text, file) = read_config(Some(path))?;
         return Ok(match load(&text, &file, &registry, &args) {

@@ -21,6 +21,11 @@ pub struct Args {
     #[arg(long)]
     pub print_default_config: bool,
 
+    /// Print the metric reference (docs/metrics.md) generated from the collectors'
+    /// declarations and exit.
+    #[arg(long)]
+    pub print_metrics_reference: bool,
+
     /// libvirt URI (overrides `libvirt.uri`); always opened read-only.
     #[arg(long, value_name = "URI")]
     pub libvirt_uri: Option<String>,
