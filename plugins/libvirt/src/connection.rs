@@ -9,6 +9,15 @@
 //!   reconnects with exponential backoff (`reconnect_min`..`reconnect_max`) whenever the
 //!   open fails, the close callback fires, a periodic `is_alive` check fails, or a stats
 //!   call reports a connection-class error. After a loss the first attempt is immediate.
+//! - On every new connection it also registers the lifecycle event callback (callback
+//!   ids belong to one connection), whose sink only hands the event to the
+//!   `lifecycle::EventHub` (never blocks), then lists the domains and lets the hub emit
+//!   what changed while disconnected as `reconciled` events — register first, then
+//!   list, then diff, with the connection's live events held back meanwhile. Only then
+//!   is the connection reported as connected. The registration lives in `Live` and is
+//!   dropped (deregistered) before the connection is closed. A failed listing is retried
+//!   at the next health check; on a driver without lifecycle events every health check
+//!   lists and reconciles, so changes still arrive (as reconciled events).
 //! - While disconnected, a stats call may trigger an early attempt, at most one per
 //!   `reconnect_min`, so collection resumes promptly once libvirtd answers again without
 //!   waiting out a long backoff.
@@ -21,11 +30,13 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, Notify, Semaphore};
 use tracing::{debug, info, warn};
-use vadvisor_api::ConnectionStatus;
+use vadvisor_api::{ConnectionStatus, HypervisorError};
 use virt::connect::Connect;
 use virt::sys;
 
+use crate::domains;
 use crate::ffi;
+use crate::lifecycle::EventHub;
 use crate::settings::LibvirtSettings;
 
 /// How often a healthy connection is checked with `virConnectIsAlive` (a local check).
@@ -34,7 +45,7 @@ const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 static LIBVIRT_INIT: Once = Once::new();
 
 /// Process-wide libvirt setup; idempotent.
-fn init_libvirt() {
+pub(crate) fn init_libvirt() {
     LIBVIRT_INIT.call_once(|| {
         virt::error::clear_error_callback();
         if let Err(e) = virt::event::event_register_default_impl() {
@@ -107,10 +118,13 @@ fn close_reason_text(reason: i32) -> String {
     }
 }
 
-/// One open connection. Dropping it unregisters the close callback and closes the
-/// connection, which may do I/O: drop it on a blocking thread only.
+/// One open connection. Dropping it deregisters the lifecycle callback, unregisters the
+/// close callback and closes the connection, which may do I/O: drop it on a blocking
+/// thread only.
 pub(crate) struct Live {
-    /// Declared first so it is dropped (unregistered) first.
+    /// Declared first so they are dropped (deregistered) first, while the connection is
+    /// still open. Callback ids belong to this connection only.
+    lifecycle: Option<ffi::LifecycleRegistration>,
     close: Option<ffi::CloseCallback>,
     pub(crate) conn: Connect,
     pub(crate) generation: u64,
@@ -140,6 +154,12 @@ pub(crate) struct Supervisor {
     connected_tx: watch::Sender<bool>,
     stopping: AtomicBool,
     pub(crate) permits: Arc<Semaphore>,
+    /// Lifecycle events: the broadcast channel, the domain snapshot, reconciliation.
+    pub(crate) events: Arc<EventHub>,
+    /// The last reconciliation failed: retry at the next health check.
+    reconcile_due: AtomicBool,
+    /// Registering the lifecycle callback failed before (logged at `warn!` once).
+    events_warned: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -161,6 +181,9 @@ impl Supervisor {
             connected_tx: watch::channel(false).0,
             stopping: AtomicBool::new(false),
             permits,
+            events: Arc::new(EventHub::new()),
+            reconcile_due: AtomicBool::new(false),
+            events_warned: AtomicBool::new(false),
         }
     }
 
@@ -231,8 +254,9 @@ impl Supervisor {
         retired
     }
 
-    /// Opens, configures and registers one connection (blocking).
-    fn open_blocking(&self) -> Result<Live, String> {
+    /// Opens, configures and registers one connection (blocking). Also starts its
+    /// reconciliation: the returned token is for `EventHub::finish`/`abort`.
+    fn open_blocking(&self) -> Result<(Live, u64), String> {
         let uri = self.settings.uri.as_str();
         let conn = Connect::open_read_only(Some(uri)).map_err(|e| e.message().to_string())?;
         if self.settings.keepalive_interval > 0 {
@@ -253,11 +277,69 @@ impl Supervisor {
                 None
             }
         };
-        Ok(Live {
-            close,
-            conn,
-            generation,
-        })
+        // Hold this connection's events back until the domains are listed and diffed
+        // (`reconcile`), so nothing between registration and listing is lost.
+        let hold = self.events.begin(generation);
+        let hub = Arc::clone(&self.events);
+        let lifecycle = match ffi::LifecycleRegistration::register(&conn, move |raw| {
+            hub.deliver(generation, raw)
+        }) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                if self.events_warned.swap(true, Ordering::SeqCst) {
+                    debug!(uri, error = %e.message(), "cannot register for lifecycle events");
+                } else {
+                    warn!(
+                        uri,
+                        error = %e.message(),
+                        "cannot register for lifecycle events: only reconciled ones will be reported"
+                    );
+                }
+                None
+            }
+        };
+        Ok((
+            Live {
+                lifecycle,
+                close,
+                conn,
+                generation,
+            },
+            hold,
+        ))
+    }
+
+    /// Lists the domains on connection `live` and emits what changed since the last
+    /// snapshot as reconciled events (`EventHub::finish`); on failure releases the held
+    /// events and marks a retry for the next health check. Returns the listing's error.
+    async fn reconcile(
+        self: &Arc<Self>,
+        live: &Arc<Live>,
+        hold: u64,
+    ) -> Result<(), HypervisorError> {
+        let listed = self
+            .bounded(Some(Arc::clone(live)), domains::LIST_QUEUED, domains::list)
+            .await;
+        match listed {
+            Ok(entries) => {
+                self.reconcile_due.store(false, Ordering::SeqCst);
+                if let Some(n @ 1..) = self.events.finish(hold, &entries) {
+                    info!(
+                        uri = %self.settings.uri,
+                        events = n,
+                        "domain changes libvirt did not report as events (connection lost, or \
+                         no event support) emitted as reconciled lifecycle events"
+                    );
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.events.abort(hold);
+                self.reconcile_due.store(true, Ordering::SeqCst);
+                debug!(uri = %self.settings.uri, error = %e, "cannot list domains to reconcile lifecycle events; will retry");
+                Err(e)
+            }
+        }
     }
 
     fn set_connected(&self, live: Arc<Live>) {
@@ -298,14 +380,30 @@ impl Supervisor {
             self.attempts.fetch_add(1, Ordering::SeqCst);
             *lock(&self.last_attempt) = Some(Instant::now());
             let me = Arc::clone(&self);
-            let opened = tokio::task::spawn_blocking(move || me.open_blocking().map(Arc::new))
-                .await
-                .unwrap_or_else(|e| Err(format!("connection attempt panicked: {e}")));
+            let opened = tokio::task::spawn_blocking(move || {
+                me.open_blocking()
+                    .map(|(live, hold)| (Arc::new(live), hold))
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("connection attempt panicked: {e}")));
             match opened {
-                Ok(live) => {
+                Ok((live, hold)) => {
                     if self.stopping.load(Ordering::SeqCst) {
+                        self.events.abort(hold);
                         retire(live);
                         break;
+                    }
+                    // Register (done), list, diff; only then report the connection, so
+                    // `wait_connected` means "connected, events registered, snapshot taken".
+                    // A listing that finds the new connection dead is a failed attempt.
+                    if let Err(HypervisorError::Disconnected(error)) =
+                        self.reconcile(&live, hold).await
+                    {
+                        retire(live);
+                        self.set_failed(&error, backoff);
+                        self.wait_before_retry(backoff, min).await;
+                        backoff = (backoff * 2).min(max);
+                        continue;
                     }
                     self.set_connected(Arc::clone(&live));
                     backoff = min;
@@ -352,7 +450,7 @@ impl Supervisor {
     }
 
     /// Waits until connection `live` is lost or the supervisor stops.
-    async fn watch(&self, live: Arc<Live>) {
+    async fn watch(self: &Arc<Self>, live: Arc<Live>) {
         let generation = live.generation;
         loop {
             tokio::select! {
@@ -364,6 +462,14 @@ impl Supervisor {
                         .map_err(|e| e.to_string())
                         .and_then(|r| r.map_err(|e| e.message().to_string()));
                     match alive {
+                        // Retry a failed reconciliation; without event support, poll: each
+                        // check reports what changed as reconciled events.
+                        Ok(true) if self.reconcile_due.load(Ordering::SeqCst)
+                            || live.lifecycle.is_none() =>
+                        {
+                            let hold = self.events.begin(generation);
+                            let _ = self.reconcile(&live, hold).await;
+                        }
                         Ok(true) => {}
                         Ok(false) => self.lose(generation, "connection is no longer alive"),
                         Err(e) => self.lose(generation, &e),

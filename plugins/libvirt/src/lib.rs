@@ -4,21 +4,39 @@
 //! always read-only libvirt connection, configured by [`LibvirtSettings`]:
 //!
 //! - [`settings`]: the knobs and their defaults;
-//! - `connection`: the process-wide event loop and the reconnecting supervisor;
+//! - `connection`: the process-wide event loop and the reconnecting supervisor, which
+//!   registers the close and lifecycle callbacks on every new connection;
+//! - `calls`: the permit + deadline discipline of every data call;
 //! - `stats`: bulk statistics (`virConnectGetAllDomainStats`) with a per-domain fallback
-//!   for the groups a driver leaves empty, bounded by a semaphore and a deadline;
+//!   for the groups a driver leaves empty;
+//! - `domains`: `list_domains` (one bulk state round trip) and `domain_xml` (by UUID in
+//!   any usual spelling, or by name);
+//! - `lifecycle`: lifecycle events on a broadcast channel, and their reconciliation
+//!   after an outage (synthetic `reconciled` events for what changed meanwhile);
 //! - [`domain_xml`]: the disks and interfaces the fallback reads from the domain XML;
 //! - [`ffi`]: the only `unsafe` code — the raw libvirt calls the `virt` crate lacks or
-//!   gets wrong (leak-free bulk stats, checked state and block info, close callback).
+//!   gets wrong (leak-free bulk stats, checked state and block info, close callback,
+//!   lifecycle event callback).
 
 #![deny(unsafe_code)]
 
+mod calls;
 mod connection;
 pub mod domain_xml;
+mod domains;
 #[allow(unsafe_code)]
 pub mod ffi;
+mod lifecycle;
 pub mod settings;
 mod stats;
 
 pub use connection::LibvirtHypervisor;
 pub use settings::LibvirtSettings;
+
+/// The process-wide libvirt setup [`LibvirtHypervisor::start`] does: silences libvirt's
+/// stderr error printing, registers libvirt's default event loop and runs it on a
+/// `libvirt-events` thread. Idempotent. Only needed before using the [`ffi`]
+/// registrations (close callback, lifecycle events) on a connection of one's own.
+pub fn init_event_loop() {
+    connection::init_libvirt();
+}

@@ -3,26 +3,32 @@
 //! the same keys for every requested group the bulk reply left empty (the `test` driver
 //! fills only `state`; old or limited drivers may miss others).
 //!
-//! Every call is bounded: a semaphore permit (moved into the blocking closure, so a call
-//! that outlives its deadline keeps holding it) and a `call_timeout` deadline around the
-//! permit wait plus the blocking work. Nothing is cached across calls except the
-//! connection. `status().calls` counts the libvirt API calls that fetch data (the bulk
+//! It also carries the rest of the trait (`list_domains`, `domain_xml`: see the
+//! `domains` module; `lifecycle_events`: see the `lifecycle` module).
+//!
+//! Every call is bounded (`calls` module): a semaphore permit (moved into the blocking
+//! closure, so a call that outlives its deadline keeps holding it) and a `call_timeout`
+//! deadline around the permit wait plus the blocking work. Nothing is cached across
+//! calls except the connection. `status().calls` counts the libvirt API calls that fetch data (the bulk
 //! call is one; each per-domain call is one); local bookkeeping (`virDomainRef`,
 //! `virDomainGetName`, `virDomainGetUUIDString`, `virConnectIsAlive`) is not counted.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use tokio::sync::broadcast;
 use vadvisor_api::{
-    ConnectionStatus, DomainRef, DomainStats, Hypervisor, HypervisorError, StatsGroups, TypedValue,
+    ConnectionStatus, DomainEntry, DomainRef, DomainStats, Hypervisor, HypervisorError,
+    LifecycleEvent, StatsGroups, TypedValue,
 };
 use virt::domain::{Domain, DomainInfo};
 use virt::error::Error as VirtError;
 use virt::sys;
 
+use crate::calls::Progress;
 use crate::connection::{is_connection_error, LibvirtHypervisor, Live, Supervisor};
 use crate::domain_xml::{self, DomainDevices};
+use crate::domains;
 use crate::ffi;
 
 /// `virDomainState` SHUTOFF.
@@ -32,25 +38,21 @@ const BULK_CALL: &str = "virConnectGetAllDomainStats";
 /// Before the bulk call starts: still waiting for a concurrency permit.
 const QUEUED: &str = "virConnectGetAllDomainStats (queued behind other calls)";
 
-/// The libvirt call a collection is in, to name it when the deadline passes.
-#[derive(Clone)]
-struct Progress(Arc<Mutex<&'static str>>);
-
-impl Progress {
-    fn new() -> Self {
-        Self(Arc::new(Mutex::new(QUEUED)))
-    }
-
-    fn set(&self, call: &'static str) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = call;
-    }
-
-    fn get(&self) -> &'static str {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
 impl LibvirtHypervisor {
+    /// Like `list_domains`, but with the path for drivers without bulk statistics
+    /// (`virConnectListAllDomains` plus one `virDomainGetState` per domain). For tests;
+    /// not for production use.
+    #[doc(hidden)]
+    pub async fn list_domains_one_by_one(&self) -> Result<Vec<DomainEntry>, HypervisorError> {
+        self.sup
+            .bounded(None, domains::LIST_QUEUED, |sup, live, progress| {
+                let mut out = domains::list_one_by_one(sup, live, progress)?;
+                out.sort_by(|a, b| a.domain.name.cmp(&b.domain.name));
+                Ok(out)
+            })
+            .await
+    }
+
     /// Like `domain_stats`, but asks the bulk call for `state` only, so every other
     /// requested group comes from the per-domain fallback. For tests that compare the
     /// fallback with the bulk API on a real host; not for production use.
@@ -68,43 +70,11 @@ impl LibvirtHypervisor {
         groups: StatsGroups,
         bulk_groups: StatsGroups,
     ) -> Result<Vec<DomainStats>, HypervisorError> {
-        let sup = &self.sup;
-        if sup.current().is_none() {
-            sup.request_early_retry();
-            return Err(HypervisorError::Disconnected(sup.disconnected_reason()));
-        }
-        let timeout = sup.settings.call_timeout;
-        let progress = Progress::new();
-        let work = async {
-            let permit = Arc::clone(&sup.permits)
-                .acquire_owned()
-                .await
-                .map_err(|_| HypervisorError::Disconnected(sup.disconnected_reason()))?;
-            // Taken only now, and moved straight into the blocking closure, so the
-            // connection is never dropped (closed) on a runtime thread.
-            let Some(live) = sup.current() else {
-                return Err(HypervisorError::Disconnected(sup.disconnected_reason()));
-            };
-            let sup2 = Arc::clone(sup);
-            let progress2 = progress.clone();
-            tokio::task::spawn_blocking(move || {
-                let _permit = permit;
-                collect(&sup2, &live, &progress2, groups, bulk_groups)
+        self.sup
+            .bounded(None, QUEUED, move |sup, live, progress| {
+                collect(sup, live, progress, groups, bulk_groups)
             })
             .await
-            .map_err(|e| HypervisorError::Call {
-                call: progress.get(),
-                message: format!("worker failed: {e}"),
-            })?
-        };
-        match tokio::time::timeout(timeout, work).await {
-            Ok(result) => result,
-            // Names the call that was running, or the permit wait before the bulk call.
-            Err(_) => Err(HypervisorError::Timeout {
-                call: progress.get(),
-                timeout,
-            }),
-        }
     }
 }
 
@@ -116,6 +86,34 @@ impl Hypervisor for LibvirtHypervisor {
 
     fn status(&self) -> ConnectionStatus {
         self.sup.status()
+    }
+
+    /// Every defined domain in one `virConnectGetAllDomainStats(STATE, 0)` round trip
+    /// (see the `domains` module), sorted by name; bounded and counted like the stats.
+    async fn list_domains(&self) -> Result<Vec<DomainEntry>, HypervisorError> {
+        self.sup
+            .bounded(None, domains::LIST_QUEUED, domains::list)
+            .await
+    }
+
+    /// By UUID (any usual spelling) or name; `NoDomain` when unknown.
+    async fn domain_xml(&self, uuid_or_name: &str) -> Result<String, HypervisorError> {
+        if let Some(err) = domains::reject_early(uuid_or_name) {
+            return Err(err);
+        }
+        let id = uuid_or_name.to_string();
+        self.sup
+            .bounded(None, domains::XML_QUEUED, move |sup, live, progress| {
+                domains::xml(sup, live, progress, &id)
+            })
+            .await
+    }
+
+    /// Live events from libvirt's event loop on the current connection (re-registered
+    /// after every reconnect), and `reconciled` ones for what changed while the
+    /// connection was down. Always `Some`, also before the first connection.
+    fn lifecycle_events(&self) -> Option<broadcast::Receiver<LifecycleEvent>> {
+        Some(self.sup.events.subscribe())
     }
 }
 

@@ -1,0 +1,82 @@
+//! The discipline every data call of the backend follows: fail fast with
+//! `Disconnected` (and ask for an early reconnect) when there is no connection, then a
+//! concurrency permit (moved into the blocking closure, so a call that outlives its
+//! deadline keeps holding it) and a `call_timeout` deadline around the permit wait plus
+//! the blocking work. The timeout names the libvirt call that was running, or says the
+//! call was still queued.
+
+use std::sync::{Arc, Mutex};
+
+use vadvisor_api::HypervisorError;
+
+use crate::connection::{Live, Supervisor};
+
+/// The libvirt call a request is in, to name it when the deadline passes.
+#[derive(Clone)]
+pub(crate) struct Progress(Arc<Mutex<&'static str>>);
+
+impl Progress {
+    pub(crate) fn new(initial: &'static str) -> Self {
+        Self(Arc::new(Mutex::new(initial)))
+    }
+
+    pub(crate) fn set(&self, call: &'static str) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = call;
+    }
+
+    pub(crate) fn get(&self) -> &'static str {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Supervisor {
+    /// Runs `work` on a blocking thread under a permit and the call deadline, on the
+    /// current connection (or on `pinned`, the connection a reconciliation belongs to).
+    /// `queued` names the wait for a permit in a timeout error.
+    pub(crate) async fn bounded<T, F>(
+        self: &Arc<Self>,
+        pinned: Option<Arc<Live>>,
+        queued: &'static str,
+        work: F,
+    ) -> Result<T, HypervisorError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Supervisor, &Live, &Progress) -> Result<T, HypervisorError> + Send + 'static,
+    {
+        if pinned.is_none() && self.current().is_none() {
+            self.request_early_retry();
+            return Err(HypervisorError::Disconnected(self.disconnected_reason()));
+        }
+        let timeout = self.settings.call_timeout;
+        let progress = Progress::new(queued);
+        let run = async {
+            let permit = Arc::clone(&self.permits)
+                .acquire_owned()
+                .await
+                .map_err(|_| HypervisorError::Disconnected(self.disconnected_reason()))?;
+            // Taken only now, and moved straight into the blocking closure, so the
+            // connection is never dropped (closed) on a runtime thread.
+            let Some(live) = pinned.or_else(|| self.current()) else {
+                return Err(HypervisorError::Disconnected(self.disconnected_reason()));
+            };
+            let sup = Arc::clone(self);
+            let progress2 = progress.clone();
+            tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                work(&sup, &live, &progress2)
+            })
+            .await
+            .map_err(|e| HypervisorError::Call {
+                call: progress.get(),
+                message: format!("worker failed: {e}"),
+            })?
+        };
+        match tokio::time::timeout(timeout, run).await {
+            Ok(result) => result,
+            Err(_) => Err(HypervisorError::Timeout {
+                call: progress.get(),
+                timeout,
+            }),
+        }
+    }
+}

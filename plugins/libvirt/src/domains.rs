@@ -1,0 +1,278 @@
+//! The blocking bodies of `list_domains` and `domain_xml` (run by
+//! [`crate::connection::Supervisor::bounded`], like the stats calls).
+//!
+//! - `list_domains`: ONE `virConnectGetAllDomainStats(STATE, flags 0)` round trip gives
+//!   every defined domain, active and inactive, with its state and reason (the state
+//!   group needs no domain job, so a busy domain does not stall it); activity is the
+//!   domain id (`virDomainGetID`, local: inactive domains have none). Drivers without
+//!   bulk stats fall back to `virConnectListAllDomains(0)` plus one `virDomainGetState`
+//!   per domain.
+//! - `domain_xml`: a UUID (dashed or undashed hex, any case, optionally in braces or
+//!   after `urn:uuid:`) is normalised to lower-case dashed and looked up by UUID, anything
+//!   else by name; then `virDomainGetXMLDesc(0)` (for an inactive domain: its persistent
+//!   definition; no secure flag, so a read-only connection suffices). An unknown domain
+//!   or an identifier that cannot name one is `NoDomain`; a weird identifier never reaches
+//!   libvirt in a form it rejects, and only a real connection failure drops the
+//!   connection.
+
+use vadvisor_api::{DomainEntry, DomainRef, DomainState, HypervisorError, TypedValue};
+use virt::connect::Connect;
+use virt::domain::Domain;
+use virt::error::Error as VirtError;
+use virt::sys;
+
+use crate::calls::Progress;
+use crate::connection::{is_connection_error, Live, Supervisor};
+use crate::ffi;
+
+pub(crate) const LIST_CALL: &str = "virConnectGetAllDomainStats";
+pub(crate) const LIST_QUEUED: &str = "virConnectGetAllDomainStats (queued behind other calls)";
+const LIST_ALL_CALL: &str = "virConnectListAllDomains";
+const STATE_CALL: &str = "virDomainGetState";
+const BY_UUID_CALL: &str = "virDomainLookupByUUIDString";
+const BY_NAME_CALL: &str = "virDomainLookupByName";
+const XML_CALL: &str = "virDomainGetXMLDesc";
+pub(crate) const XML_QUEUED: &str = "virDomainGetXMLDesc (queued behind other calls)";
+
+/// Maps a failed libvirt call: no such domain, a dead connection (declared lost), or a
+/// plain call failure.
+fn fail(
+    sup: &Supervisor,
+    live: &Live,
+    call: &'static str,
+    err: &VirtError,
+    id: &str,
+) -> HypervisorError {
+    let code = err.code().to_raw();
+    if code == sys::VIR_ERR_NO_DOMAIN {
+        return HypervisorError::NoDomain(id.to_string());
+    }
+    if is_connection_error(code, err.message()) || !matches!(live.conn.is_alive(), Ok(true)) {
+        let reason = err.message().to_string();
+        // Dropped here, on this blocking thread, if it was the last reference.
+        drop(sup.mark_lost(live.generation, &reason));
+        return HypervisorError::Disconnected(reason);
+    }
+    HypervisorError::Call {
+        call,
+        message: err.message().to_string(),
+    }
+}
+
+fn int_param(params: &[(String, TypedValue)], key: &str) -> Option<u32> {
+    params
+        .iter()
+        .find(|(k, _)| k == key)
+        .and_then(|(_, v)| v.as_u64())
+        .and_then(|v| u32::try_from(v).ok())
+}
+
+/// Every defined domain with its state, sorted by name.
+pub(crate) fn list(
+    sup: &Supervisor,
+    live: &Live,
+    progress: &Progress,
+) -> Result<Vec<DomainEntry>, HypervisorError> {
+    sup.count_calls(1);
+    progress.set(LIST_CALL);
+    let mut out = match ffi::get_all_domain_stats(&live.conn, sys::VIR_DOMAIN_STATS_STATE, 0) {
+        Ok(records) => records
+            .into_iter()
+            .map(|r| DomainEntry {
+                state: DomainState::new(
+                    int_param(&r.params, "state.state").unwrap_or(0),
+                    int_param(&r.params, "state.reason").unwrap_or(0),
+                ),
+                active: r.domain.id().is_some(),
+                domain: DomainRef::new(r.uuid, r.name),
+            })
+            .collect(),
+        Err(e) if e.code().to_raw() == sys::VIR_ERR_NO_SUPPORT => {
+            list_one_by_one(sup, live, progress)?
+        }
+        Err(e) => return Err(fail(sup, live, LIST_CALL, &e, "")),
+    };
+    out.sort_by(|a, b| a.domain.name.cmp(&b.domain.name));
+    Ok(out)
+}
+
+/// `list` for drivers without bulk stats: one listing plus one state call per domain.
+pub(crate) fn list_one_by_one(
+    sup: &Supervisor,
+    live: &Live,
+    progress: &Progress,
+) -> Result<Vec<DomainEntry>, HypervisorError> {
+    sup.count_calls(1);
+    progress.set(LIST_ALL_CALL);
+    let domains = live
+        .conn
+        .list_all_domains(0)
+        .map_err(|e| fail(sup, live, LIST_ALL_CALL, &e, ""))?;
+    let mut out = Vec::with_capacity(domains.len());
+    for dom in domains {
+        // Both local: the listing carried them.
+        let (Ok(uuid), Ok(name)) = (dom.uuid_string(), dom.name()) else {
+            continue;
+        };
+        sup.count_calls(1);
+        progress.set(STATE_CALL);
+        let (state, reason) = match ffi::domain_state(&dom) {
+            Ok(s) => s,
+            // Undefined meanwhile.
+            Err(e) if e.code().to_raw() == sys::VIR_ERR_NO_DOMAIN => continue,
+            Err(e) => return Err(fail(sup, live, STATE_CALL, &e, &name)),
+        };
+        out.push(DomainEntry {
+            domain: DomainRef::new(uuid.to_ascii_lowercase(), name),
+            state: DomainState::new(state, reason),
+            active: dom.id().is_some(),
+        });
+    }
+    Ok(out)
+}
+
+/// `s` as a lower-case dashed UUID, if it is one: 32 hex digits, either undashed or
+/// dashed 8-4-4-4-12, any case, optionally in braces and/or after `urn:uuid:`.
+pub(crate) fn normalise_uuid(s: &str) -> Option<String> {
+    const URN: &str = "urn:uuid:";
+    let s = match s.get(..URN.len()) {
+        Some(p) if p.eq_ignore_ascii_case(URN) => &s[URN.len()..],
+        _ => s,
+    };
+    let s = s
+        .strip_prefix('{')
+        .and_then(|r| r.strip_suffix('}'))
+        .unwrap_or(s);
+    let hex: String = match s.len() {
+        32 => s.to_string(),
+        36 => {
+            let b = s.as_bytes();
+            if [8, 13, 18, 23].iter().any(|&i| b[i] != b'-') {
+                return None;
+            }
+            s.chars().filter(|&c| c != '-').collect()
+        }
+        _ => return None,
+    };
+    if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let h = hex.to_ascii_lowercase();
+    Some(format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    ))
+}
+
+/// Whether `s` can be a domain name at all (libvirt names are non-empty C strings).
+fn can_be_a_name(s: &str) -> bool {
+    !s.is_empty() && !s.contains('\0')
+}
+
+fn lookup(
+    sup: &Supervisor,
+    live: &Live,
+    progress: &Progress,
+    call: &'static str,
+    id: &str,
+    f: impl FnOnce(&Connect) -> Result<Domain, VirtError>,
+) -> Result<Domain, HypervisorError> {
+    sup.count_calls(1);
+    progress.set(call);
+    f(&live.conn).map_err(|e| fail(sup, live, call, &e, id))
+}
+
+/// Whether `domain_xml(id)` can be answered without libvirt: `Some(NoDomain)` when `id`
+/// can neither be a UUID nor a name.
+pub(crate) fn reject_early(id: &str) -> Option<HypervisorError> {
+    (normalise_uuid(id).is_none() && !can_be_a_name(id))
+        .then(|| HypervisorError::NoDomain(id.to_string()))
+}
+
+/// The XML description of the domain `id` (UUID or name).
+pub(crate) fn xml(
+    sup: &Supervisor,
+    live: &Live,
+    progress: &Progress,
+    id: &str,
+) -> Result<String, HypervisorError> {
+    let by_name = || {
+        lookup(sup, live, progress, BY_NAME_CALL, id, |c| {
+            c.lookup_domain_by_name(id)
+        })
+    };
+    let dom = match normalise_uuid(id) {
+        Some(uuid) => match lookup(sup, live, progress, BY_UUID_CALL, id, |c| {
+            c.lookup_domain_by_uuid_string(&uuid)
+        }) {
+            // A domain may be named like a UUID: one more try, only on a miss.
+            Err(HypervisorError::NoDomain(_)) if can_be_a_name(id) => by_name()?,
+            other => other?,
+        },
+        None if can_be_a_name(id) => by_name()?,
+        None => return Err(HypervisorError::NoDomain(id.to_string())),
+    };
+    sup.count_calls(1);
+    progress.set(XML_CALL);
+    dom.xml_desc(0)
+        .map_err(|e| fail(sup, live, XML_CALL, &e, id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuids_are_recognised_and_normalised() {
+        let canonical = Some("6695eb01-f6a4-8304-79aa-97f2502e193f".to_string());
+        for s in [
+            "6695eb01-f6a4-8304-79aa-97f2502e193f",
+            "6695EB01-F6A4-8304-79AA-97F2502E193F",
+            "6695eb01f6a4830479aa97f2502e193f",
+            "6695EB01F6A4830479AA97F2502E193F",
+            "{6695eb01-f6a4-8304-79aa-97f2502e193f}",
+            "urn:uuid:6695eb01-f6a4-8304-79aa-97f2502e193f",
+            "URN:UUID:{6695EB01F6A4830479AA97F2502E193F}",
+        ] {
+            assert_eq!(normalise_uuid(s), canonical, "{s}");
+        }
+        for s in [
+            "",
+            "test",
+            "{bad-uuid}",
+            "{}",
+            "6695eb01-f6a4-8304-79aa-97f2502e193",
+            "6695eb01-f6a4-8304-79aa-97f2502e193f0",
+            "6695eb01f6a4-8304-79aa-97f2502e193f-",
+            "6695eb01-f6a48304-79aa-97f2502e193f0",
+            "g695eb01-f6a4-8304-79aa-97f2502e193f",
+            "6695eb01-f6a4-8304-79aa-97f2502e193f}",
+            "{6695eb01-f6a4-8304-79aa-97f2502e193f",
+            "6695eb01 f6a4 8304 79aa 97f2502e193f",
+            "ééééééééééééééééé",
+            "urn:uuid:",
+            "urn:uu",
+            "\u{0}695eb01f6a4830479aa97f2502e193f",
+        ] {
+            assert_eq!(normalise_uuid(s), None, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn impossible_names_are_rejected_without_libvirt() {
+        assert!(matches!(
+            reject_early(""),
+            Some(HypervisorError::NoDomain(_))
+        ));
+        assert!(matches!(
+            reject_early("a\0b"),
+            Some(HypervisorError::NoDomain(_))
+        ));
+        assert!(reject_early("{bad-uuid}").is_none());
+        assert!(reject_early("test").is_none());
+    }
+}
