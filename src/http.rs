@@ -61,8 +61,13 @@ async fn healthz(hv: Arc<dyn Hypervisor>, health: Arc<Health>) -> Response {
         .domains()
         .into_iter()
         .map(|(uuid, d)| {
-            let age = d.last_sample.and_then(|t| now.duration_since(t).ok()).map(|a| a.as_secs_f64());
-            (uuid, serde_json::json!({"name": d.name, "collection_errors": d.errors, "last_sample_age_seconds": age}))
+            let age = |t: Option<std::time::SystemTime>| t.and_then(|t| now.duration_since(t).ok()).map(|a| a.as_secs_f64());
+            let complete_age = age(d.last_complete);
+            // Stale: no complete sample for 10 s (e.g. its QEMU does not answer).
+            let stale = complete_age.is_none_or(|a| a > 10.0);
+            (uuid, serde_json::json!({"name": d.name, "collection_errors": d.errors,
+                "last_sample_age_seconds": age(d.last_sample),
+                "last_complete_sample_age_seconds": complete_age, "stale": stale}))
         })
         .collect();
     // The agent is healthy while it runs; libvirt's state is reported, not judged, so a

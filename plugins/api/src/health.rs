@@ -51,6 +51,8 @@ pub struct DomainHealth {
     pub errors: u64,
     /// The last sample this domain got, from any collector.
     pub last_sample: Option<SystemTime>,
+    /// The last sample without any collection error (all its figures fresh).
+    pub last_complete: Option<SystemTime>,
 }
 
 impl Health {
@@ -81,6 +83,9 @@ impl Health {
         }
         entry.errors += errors;
         entry.last_sample = Some(entry.last_sample.map_or(at, |t| t.max(at)));
+        if errors == 0 {
+            entry.last_complete = Some(entry.last_complete.map_or(at, |t| t.max(at)));
+        }
     }
 
     /// Forgets domains without a sample since `cutoff` (they vanished).
@@ -124,8 +129,10 @@ mod tests {
         h.sink("rest").add_dropped(4);
         let t = SystemTime::now();
         h.record_domain("u1", "one", t, 1);
+        assert_eq!(h.domains()["u1"].last_complete, None);
         h.record_domain("u1", "one", t, 0);
         assert_eq!(h.domains()["u1"].errors, 1);
+        assert_eq!(h.domains()["u1"].last_complete, Some(t));
         h.forget_domains_before(t + Duration::from_secs(1));
         assert!(h.domains().is_empty());
         assert_eq!(h.sinks()["rest"], 4);
