@@ -4,9 +4,11 @@
 pub mod block;
 pub mod cpu;
 mod devices;
+pub mod events;
 pub mod memory;
 pub mod net;
 mod params;
+pub mod specs;
 
 use vadvisor_api::Registry;
 
@@ -14,6 +16,8 @@ use vadvisor_api::Registry;
 pub fn register_all(registry: &mut Registry) {
     block::register(registry);
     cpu::register(registry);
+    events::register(registry);
     memory::register(registry);
     net::register(registry);
+    specs::register(registry);
 }

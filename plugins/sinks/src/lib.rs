@@ -1,6 +1,7 @@
 //! Built-in sink plugins. Each module owns one sink and exports `register(&mut Registry)`;
 //! [`register_all`] registers every built-in.
 
+pub mod events;
 pub mod http_util;
 pub mod json_render;
 pub mod prometheus;
@@ -13,6 +14,7 @@ use vadvisor_api::Registry;
 /// Registers every built-in sink.
 pub fn register_all(registry: &mut Registry) {
     rest::register(registry);
+    events::register(registry);
     prometheus::register(registry);
     statsd::register(registry);
 }

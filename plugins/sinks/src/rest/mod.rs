@@ -2,7 +2,9 @@
 //! `GET /api/v1.0/stats/` returns `{uuid: [samples, oldest first]}`;
 //! `GET /api/v1.0/stats/<uuid>` one domain; `?live=true` one fresh collection shared by
 //! concurrent callers; `/api/v1.0/stats` redirects to the slash form keeping the query.
+//! Also `/api/v1.0/specs`, from the `specs` collector's records ([`specs`]).
 
+pub mod specs;
 mod store;
 
 use std::sync::Arc;
@@ -56,7 +58,9 @@ pub fn register(registry: &mut Registry) {
             get(move |p: Path<String>, q: RawQuery| stats_one(s.clone(), p, q)),
         ))?;
         route(cx.http.route("/api/v1.0/stats", get(redirect_slash)))?;
-        Ok(Box::new(RestSink { state }))
+        let specs = Arc::new(specs::SpecCache::default());
+        route(specs::register_routes(cx.http, specs.clone()))?;
+        Ok(Box::new(RestSink { state, specs }))
     });
 }
 
@@ -67,6 +71,7 @@ struct RestState {
 
 struct RestSink {
     state: Arc<RestState>,
+    specs: Arc<specs::SpecCache>,
 }
 
 #[async_trait]
@@ -77,6 +82,7 @@ impl Sink for RestSink {
                 _ = input.shutdown.cancelled() => return Ok(()),
                 record = input.records.recv() => match record {
                     Some(Record::Batch(b)) => self.state.store.ingest(&b),
+                    Some(Record::Spec(s)) => self.specs.ingest(&s),
                     Some(_) => {}
                     None => return Ok(()),
                 },

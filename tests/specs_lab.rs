@@ -1,0 +1,140 @@
+//! Black-box test of `/api/v1.0/specs` against the lab (`scripts/lab.sh up`): the
+//! running lab guests are listed with their disks; a throw-away guest `vadv-spec-test`
+//! is served as soon as it is defined (inactive: by name only, not in the list), is
+//! listed once started, and is gone once undefined — all driven by lifecycle events,
+//! with the periodic refresh set to an hour. Ignored by a plain `cargo test`.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{lab_guests, virsh, wait_for, Agent};
+
+const NAME: &str = "vadv-spec-test";
+const LAB_CACHE: &str = "/var/lib/vadvisor-lab/cache";
+const CONFIG: &str = "libvirt:\n  uri: qemu:///system\nhttp:\n  listen: {listen}\ncollectors:\n  specs:\n    refresh: 1h\n\
+                      sinks:\n  rest: {}\n";
+
+fn remove_guest() {
+    for args in [["destroy", NAME], ["undefine", NAME]] {
+        let _ = Command::new("virsh")
+            .arg("-c")
+            .arg("qemu:///system")
+            .args(args)
+            .output();
+    }
+}
+
+struct Cleanup;
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        remove_guest();
+    }
+}
+
+fn guest_xml() -> String {
+    format!(
+        "<domain type='qemu'><name>{NAME}</name><memory unit='MiB'>192</memory><vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type><kernel>{LAB_CACHE}/vmlinuz</kernel>
+    <initrd>{LAB_CACHE}/initramfs.gz</initrd><cmdline>console=ttyS0 no_timer_check</cmdline>
+    <boot dev='hd'/><boot dev='network'/></os>
+  <features><acpi/></features>
+  <clock offset='utc'><timer name='rtc' tickpolicy='catchup'/><timer name='pit' tickpolicy='delay'/></clock>
+  <devices><controller type='usb' model='none'/><memballoon model='none'/></devices>
+</domain>"
+    )
+}
+
+fn listed_names(agent: &Agent) -> Vec<String> {
+    let v = agent.get_json("/api/v1.0/specs/");
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s["domain"]["name"]["value"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+#[ignore = "needs the lab: scripts/lab.sh up (scripts/test.sh runs it)"]
+fn specs_follow_the_lifecycle_of_a_guest() {
+    let guests = lab_guests();
+    remove_guest();
+    let _cleanup = Cleanup;
+    let agent = Agent::start(CONFIG);
+
+    let names = wait_for(Duration::from_secs(15), || {
+        let names = listed_names(&agent);
+        guests
+            .iter()
+            .all(|(n, _)| names.contains(n))
+            .then_some(names)
+    })
+    .unwrap_or_else(|| panic!("every running lab guest is listed: {guests:?}"));
+    assert!(!names.iter().any(|n| n == NAME));
+    let (lab_name, lab_uuid) = &guests[0];
+    let lab = agent.get_json(&format!("/api/v1.0/specs/{}", lab_uuid.to_uppercase()));
+    assert_eq!(lab["domain"]["name"]["value"], lab_name.as_str());
+    let devices = lab["domain"]["devices"].as_array().expect("devices list");
+    assert!(
+        devices
+            .iter()
+            .any(|d| d["family"] == "disk" && d["target"]["dev"] == "vda"),
+        "{devices:?}"
+    );
+    assert!(lab["domain"]["emulator"]["value"].is_string());
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let xml = dir.path().join("guest.xml");
+    std::fs::write(&xml, guest_xml()).expect("write XML");
+    virsh(&["define", xml.to_str().expect("UTF-8 path")]);
+    let spec = wait_for(Duration::from_secs(3), || {
+        agent
+            .get(&format!("/api/v1.0/specs/{NAME}"))
+            .ok()
+            .filter(|r| r.status() == 200)
+            .and_then(|r| r.json::<serde_json::Value>().ok())
+    })
+    .expect("the defined guest is served within 3 s");
+    // Both boot devices and both timers survive (vAdvisor kept only the last boot).
+    assert_eq!(
+        spec["domain"]["os"]["boot"].as_array().map(Vec::len),
+        Some(2),
+        "{spec}"
+    );
+    assert_eq!(
+        spec["domain"]["clock"].as_array().map(Vec::len),
+        Some(2),
+        "{spec}"
+    );
+    assert_eq!(spec["domain"]["clock_attributes"]["offset"], "utc");
+    assert!(
+        !listed_names(&agent).iter().any(|n| n == NAME),
+        "an inactive guest is not listed"
+    );
+
+    virsh(&["start", NAME]);
+    assert!(
+        wait_for(Duration::from_secs(3), || listed_names(&agent)
+            .iter()
+            .any(|n| n == NAME)
+            .then_some(()))
+        .is_some(),
+        "the started guest is listed within 3 s"
+    );
+
+    virsh(&["destroy", NAME]);
+    virsh(&["undefine", NAME]);
+    let gone = wait_for(Duration::from_secs(3), || {
+        agent
+            .get(&format!("/api/v1.0/specs/{NAME}"))
+            .ok()
+            .filter(|r| r.status() == 404)
+            .map(|_| ())
+    });
+    assert!(gone.is_some(), "the undefined guest is gone within 3 s");
+    assert!(!listed_names(&agent).iter().any(|n| n == NAME));
+}
