@@ -18,8 +18,8 @@ fn unit_text(u: Unit) -> &'static str {
     }
 }
 
-fn row(out: &mut String, m: &MetricDesc) {
-    let mut labels: Vec<String> = vec!["uuid".into(), "name".into()];
+fn row(out: &mut String, m: &MetricDesc, per_vm: bool) {
+    let mut labels: Vec<String> = if per_vm { vec!["uuid".into(), "name".into()] } else { Vec::new() };
     labels.extend(m.labels.iter().map(|l| l.to_string()));
     let json = match m.json {
         Some(j) => {
@@ -59,7 +59,7 @@ fn row(out: &mut String, m: &MetricDesc) {
         let alias_labels = if a.labels.is_empty() {
             labels.join(", ")
         } else {
-            let mut l = vec!["uuid".to_string(), "name".to_string()];
+            let mut l: Vec<String> = if per_vm { vec!["uuid".into(), "name".into()] } else { Vec::new() };
             l.extend(a.labels.iter().map(|s| s.to_string()));
             l.join(", ")
         };
@@ -92,9 +92,10 @@ without bulk statistics) and *since* the libvirt version that reports it.\n\n",
     for kind in registry.collector_kinds() {
         let Some(factory) = registry.collector(kind) else { continue };
         let cx = CollectorBuildContext { id: Arc::from(kind), hypervisor: hv.clone() };
-        let metrics: Vec<MetricDesc> = match factory.build(&PluginOptions::default(), &cx) {
-            Ok(CollectorPlugin::Polled(c)) => c.metrics().to_vec(),
-            Ok(CollectorPlugin::Push(s)) => s.metrics().to_vec(),
+        // Push sources (events) declare host-level families, without the domain identity.
+        let (metrics, per_vm): (Vec<MetricDesc>, bool) = match factory.build(&PluginOptions::default(), &cx) {
+            Ok(CollectorPlugin::Polled(c)) => (c.metrics().to_vec(), true),
+            Ok(CollectorPlugin::Push(s)) => (s.metrics().to_vec(), false),
             Err(_) => continue,
         };
         writeln!(out, "## Collector `{kind}`\n\n{}\n", factory.description()).ok();
@@ -105,7 +106,7 @@ without bulk statistics) and *since* the libvirt version that reports it.\n\n",
         out.push_str("| Prometheus name | type | unit | labels | REST JSON path | StatsD name | libvirt source | since |\n");
         out.push_str("|---|---|---|---|---|---|---|---|\n");
         for m in &metrics {
-            row(&mut out, m);
+            row(&mut out, m, per_vm);
         }
         out.push('\n');
     }

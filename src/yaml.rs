@@ -164,9 +164,12 @@ pub struct SyntaxError {
     pub message: String,
 }
 
+/// A parsed document: the JSON value, where everything is, and duplicate-key problems.
+pub type Parsed = (Value, Locations, Vec<(Position, String)>);
+
 /// Parses YAML text into JSON plus the locations of every key and value. Duplicate keys
-/// are reported as errors (second return value) rather than silently overwritten.
-pub fn parse(text: &str) -> Result<(Value, Locations, Vec<(Position, String)>), SyntaxError> {
+/// are reported as errors (third element) rather than silently overwritten.
+pub fn parse(text: &str) -> Result<Parsed, SyntaxError> {
     if text.trim().is_empty() {
         return Ok((Value::Object(Default::default()), Locations::default(), Vec::new()));
     }

@@ -18,6 +18,9 @@ pub fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 /// Parses a raw query string into a map, rejecting parameters not in `allowed`.
+/// The error is the ready 400 response (a `Response` is large, but this runs once per
+/// request and keeps handlers short).
+#[allow(clippy::result_large_err)]
 pub fn parse_query(raw: Option<&str>, allowed: &[&str]) -> Result<BTreeMap<String, String>, Response> {
     let mut out = BTreeMap::new();
     let Some(raw) = raw else { return Ok(out) };
@@ -36,6 +39,7 @@ pub fn parse_query(raw: Option<&str>, allowed: &[&str]) -> Result<BTreeMap<Strin
 }
 
 /// Parses a boolean parameter: `true`/`false` (and `1`/`0`); anything else is a 400.
+#[allow(clippy::result_large_err)]
 pub fn parse_bool(name: &str, value: Option<&String>) -> Result<bool, Response> {
     match value.map(String::as_str) {
         None | Some("false") | Some("0") => Ok(false),
