@@ -54,10 +54,26 @@ pub fn load(text: &str, file: &str, registry: &Registry, args: &Args) -> Result<
     if let Some(port) = args.port {
         config.http.listen.set_port(port);
     }
+    if let Some(path) = &args.web_config_file {
+        config.http.web_config_file = Some(path.clone());
+    }
     apply_statsd_flags(&mut config, args);
     let hv: Arc<dyn Hypervisor> = Arc::new(FakeHypervisor::new());
     let env = BuildEnv { hypervisor: hv.clone(), bus: Bus::new(16), health: Health::new(), live: LiveCollector::new(hv) };
     pipeline::build_with(&config, registry, &env, diagnostics)?;
+    if let Some(path) = &config.http.web_config_file {
+        let web = crate::web_config::load(path)?;
+        if let Some(tls) = &web.tls_server_config {
+            crate::tls::server_config(tls).map_err(|message| ConfigErrors {
+                file: path.display().to_string(),
+                diagnostics: vec![config::Diagnostic {
+                    position: Default::default(),
+                    path: "tls_server_config".into(),
+                    message,
+                }],
+            })?;
+        }
+    }
     Ok(config)
 }
 
@@ -122,6 +138,16 @@ pub async fn run(args: Args, registry: Registry) -> anyhow::Result<Exit> {
         print!("{DEFAULT_CONFIG}");
         return Ok(Exit::Ok);
     }
+    if args.hash_password {
+        let mut password = String::new();
+        std::io::stdin().read_line(&mut password).context("cannot read the password from standard input")?;
+        let password = password.trim_end_matches(['\r', '\n']);
+        if password.is_empty() {
+            anyhow::bail!("empty password");
+        }
+        println!("{}", bcrypt::hash(password, 10).context("bcrypt")?);
+        return Ok(Exit::Ok);
+    }
     if args.print_metrics_reference {
         print!("{}", crate::metrics_doc::render(&registry));
         return Ok(Exit::Ok);
@@ -164,10 +190,19 @@ pub async fn run(args: Args, registry: Registry) -> anyhow::Result<Exit> {
     let pipeline = pipeline::build(&config, &registry, &env).map_err(|e| anyhow::anyhow!("{e}"))?;
     live.set_instances(pipeline.polled.clone());
 
+    let web = match &config.http.web_config_file {
+        Some(path) => crate::web_config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?,
+        None => crate::web_config::WebConfig::default(),
+    };
+    let tls = match &web.tls_server_config {
+        Some(t) => Some(crate::tls::server_config(t).map_err(|e| anyhow::anyhow!("{e}"))?),
+        None => None,
+    };
+    let auth = (!web.basic_auth_users.is_empty()).then(|| crate::auth::BasicAuth::new(web.basic_auth_users.clone()));
     let listener = TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.http.listen))?;
-    tracing::info!(address = %config.http.listen, "HTTP server listening");
+    tracing::info!(address = %config.http.listen, tls = tls.is_some(), basic_auth = auth.is_some(), "HTTP server listening");
 
     let mut tasks = Vec::new();
     // Sinks subscribe before anything publishes.
@@ -192,8 +227,14 @@ pub async fn run(args: Args, registry: Registry) -> anyhow::Result<Exit> {
         tracing::warn!(uri = %config.libvirt.uri, "libvirt is not reachable yet; collecting as soon as it is");
     }
     tasks.extend(scheduler::spawn(pipeline.polled, hv.clone(), bus.clone(), health.clone(), shutdown.clone()));
-    let router = crate::http::router(pipeline.routes, hv.clone(), health.clone());
-    let server = tokio::spawn(crate::http::serve(listener, router, shutdown.clone()));
+    let router = crate::http::router(pipeline.routes, hv.clone(), health.clone(), auth);
+    let server = match tls {
+        Some(tls) => {
+            let listener = crate::tls::TlsListener::new(listener, tls).context("TLS listener")?;
+            tokio::spawn(crate::http::serve(listener, router, shutdown.clone()))
+        }
+        None => tokio::spawn(crate::http::serve(listener, router, shutdown.clone())),
+    };
 
     wait_for_signal().await;
     tracing::info!("shutting down");

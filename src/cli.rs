@@ -34,6 +34,16 @@ pub struct Args {
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
 
+    /// TLS and basic-auth file in Prometheus exporter-toolkit's format (overrides
+    /// `http.web_config_file`).
+    #[arg(long, value_name = "FILE")]
+    pub web_config_file: Option<std::path::PathBuf>,
+
+    /// Read a password on standard input, print its bcrypt hash (for
+    /// `basic_auth_users`) and exit.
+    #[arg(long)]
+    pub hash_password: bool,
+
     /// HTTP port on the configured address (vAdvisor's flag; overrides the port of `http.listen`).
     #[arg(long)]
     pub port: Option<u16>,

@@ -89,11 +89,13 @@ impl Default for LibvirtSection {
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSection {
     pub listen: SocketAddr,
+    /// TLS and basic auth, in exporter-toolkit's web config format.
+    pub web_config_file: Option<std::path::PathBuf>,
 }
 
 impl Default for HttpSection {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([0, 0, 0, 0], 8181)) }
+        Self { listen: SocketAddr::from(([0, 0, 0, 0], 8181)), web_config_file: None }
     }
 }
 

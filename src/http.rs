@@ -8,7 +8,6 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::compression::CompressionLayer;
 use vadvisor_api::{Health, HttpRoutes, Hypervisor};
@@ -23,7 +22,12 @@ fn json_error(status: StatusCode, message: String) -> Response {
 }
 
 /// Builds the full router from the sinks' routes.
-pub fn router(routes: HttpRoutes, hv: Arc<dyn Hypervisor>, health: Arc<Health>) -> Router {
+pub fn router(
+    routes: HttpRoutes,
+    hv: Arc<dyn Hypervisor>,
+    health: Arc<Health>,
+    auth: Option<Arc<crate::auth::BasicAuth>>,
+) -> Router {
     let paths: Vec<String> = routes.paths().map(str::to_string).collect();
     let index = {
         let listing = paths.iter().map(|p| format!("  {p}\n")).collect::<String>();
@@ -36,14 +40,18 @@ pub fn router(routes: HttpRoutes, hv: Arc<dyn Hypervisor>, health: Arc<Health>) 
     if !paths.iter().any(|p| p == "/healthz") {
         router = router.route("/healthz", get(move || healthz(hv.clone(), health.clone())));
     }
-    router
+    let router = router
         .fallback(|uri: axum::http::Uri| async move {
             json_error(StatusCode::NOT_FOUND, format!("no such endpoint: {}", uri.path()))
         })
         .method_not_allowed_fallback(|method: axum::http::Method| async move {
             json_error(StatusCode::METHOD_NOT_ALLOWED, format!("method {method} is not allowed here; use GET"))
         })
-        .layer(CompressionLayer::new().gzip(true))
+        .layer(CompressionLayer::new().gzip(true));
+    match auth {
+        Some(auth) => router.layer(axum::middleware::from_fn(move |req, next| crate::auth::require(auth.clone(), req, next))),
+        None => router,
+    }
 }
 
 async fn healthz(hv: Arc<dyn Hypervisor>, health: Arc<Health>) -> Response {
@@ -83,6 +91,10 @@ async fn healthz(hv: Arc<dyn Hypervisor>, health: Arc<Health>) -> Response {
 }
 
 /// Serves until `shutdown` is cancelled.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn serve<L>(listener: L, router: Router, shutdown: CancellationToken) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }

@@ -3,6 +3,7 @@
 //! with a registry that holds the built-ins plus its own.
 
 pub mod app;
+pub mod auth;
 pub mod builtins;
 pub mod cli;
 pub mod config;
@@ -11,6 +12,8 @@ pub mod http;
 pub mod metrics_doc;
 pub mod pipeline;
 pub mod scheduler;
+pub mod tls;
+pub mod web_config;
 pub mod yaml;
 
 use clap::Parser;
