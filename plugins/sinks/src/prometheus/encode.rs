@@ -109,7 +109,7 @@ impl<'o, 'f> Encoder<'o, 'f> {
                 out.push_str("# HELP ");
                 out.push_str(p.name);
                 out.push(' ');
-                escape_help(out, p.help);
+                escape_help(out, p.help, false);
                 out.push_str("\n# TYPE ");
                 out.push_str(p.name);
                 out.push(' ');
@@ -129,7 +129,7 @@ impl<'o, 'f> Encoder<'o, 'f> {
                 out.push_str("# HELP ");
                 out.push_str(family);
                 out.push(' ');
-                escape_help(out, p.help);
+                escape_help(out, p.help, true);
                 out.push_str("\n# TYPE ");
                 out.push_str(family);
                 out.push(' ');
@@ -196,8 +196,12 @@ impl<'o, 'f> Encoder<'o, 'f> {
     }
 }
 
-/// HELP text: `\` and newline escaped (both formats; a `"` stays as is, which both accept).
-pub fn escape_help(out: &mut String, s: &str) {
+/// HELP text: `\` and newline escaped; `"` too in OpenMetrics (whose grammar has no
+/// raw `"` in HELP), never in the classic format (whose parser rejects `\"` there).
+pub fn escape_help(out: &mut String, s: &str, quotes: bool) {
+    if quotes {
+        return escape_label_value(out, s);
+    }
     if !s.contains(['\\', '\n']) {
         out.push_str(s);
         return;
@@ -302,8 +306,11 @@ mod tests {
         escape_label_value(&mut s, "a\\b\"c\nd");
         assert_eq!(s, r#"a\\b\"c\nd"#);
         let mut s = String::new();
-        escape_help(&mut s, "say \"hi\"\\\nbye");
+        escape_help(&mut s, "say \"hi\"\\\nbye", false);
         assert_eq!(s, r#"say "hi"\\\nbye"#);
+        let mut s = String::new();
+        escape_help(&mut s, "say \"hi\"\\\nbye", true);
+        assert_eq!(s, r#"say \"hi\"\\\nbye"#);
     }
 
     #[test]

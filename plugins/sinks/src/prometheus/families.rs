@@ -28,6 +28,11 @@ fn valid_name(n: &str) -> bool {
         && !n.starts_with(|c: char| c.is_ascii_digit())
 }
 
+/// Valid Prometheus label name (no `:`; `__` is reserved).
+fn valid_label(n: &str) -> bool {
+    valid_name(n) && !n.contains(':') && !n.starts_with("__")
+}
+
 /// How per-VM series are labelled.
 #[derive(Clone, Copy, Debug)]
 pub struct LabelOptions {
@@ -56,37 +61,59 @@ struct Plan<'a> {
 /// Collects the families in first-declaration order.
 struct Planner<'a, 'p, R: Fn(&str) -> bool> {
     plans: Vec<Plan<'a>>,
+    /// Plan index by sample name.
     index: HashMap<&'static str, usize>,
+    /// Sample name by OpenMetrics family name (a counter's name without `_total`), so
+    /// that a gauge `x` and a counter `x_total` cannot both be exported.
+    bases: HashMap<&'static str, &'static str>,
     reserved: &'p R,
     problems: &'p mut Vec<String>,
 }
 
 impl<'a, R: Fn(&str) -> bool> Planner<'a, '_, R> {
     fn add(&mut self, name: &'static str, help: &'static str, kind: MetricKind, src: Source<'a>) {
-        if (self.reserved)(name) {
-            self.problems.push(format!(
-                "collector `{}` declares `{name}`, a name this sink reserves; skipped",
-                src.batch.collector
-            ));
-            return;
-        }
-        match self.index.get(name) {
-            Some(&i) if self.plans[i].kind == kind => self.plans[i].sources.push(src),
-            Some(&i) => self.problems.push(format!(
-                "collector `{}` declares `{name}` as a {} but it is already a {}; skipped",
-                src.batch.collector,
-                kind.as_str(),
-                self.plans[i].kind.as_str()
-            )),
-            None => {
-                self.index.insert(name, self.plans.len());
-                self.plans.push(Plan {
-                    name,
-                    help,
-                    kind,
-                    sources: vec![src],
-                });
+        let collector = &src.batch.collector;
+        let base = match kind {
+            MetricKind::Counter => name.strip_suffix("_total").unwrap_or(name),
+            MetricKind::Gauge => name,
+        };
+        let labels = src.labels;
+        let bad_labels = labels.iter().enumerate().any(|(i, l)| {
+            !valid_label(l) || matches!(*l, "uuid" | "name") || labels[..i].contains(l)
+        });
+        let problem = if !valid_name(name) || bad_labels {
+            Some(format!(
+                "collector `{collector}`: `{name}` has an invalid name or label names; skipped"
+            ))
+        } else if (self.reserved)(name) || (self.reserved)(base) {
+            Some(format!(
+                "collector `{collector}` declares `{name}`, a name this sink reserves; skipped"
+            ))
+        } else if self.bases.get(base).is_some_and(|n| *n != name) {
+            Some(format!(
+                "collector `{collector}`: `{name}` collides with `{base}`; skipped"
+            ))
+        } else {
+            match self.index.get(name) {
+                Some(&i) if self.plans[i].kind != kind => Some(format!(
+                    "collector `{collector}` declares `{name}` as a {} but it is already a {}; skipped",
+                    kind.as_str(),
+                    self.plans[i].kind.as_str()
+                )),
+                Some(&i) => {
+                    self.plans[i].sources.push(src);
+                    None
+                }
+                None => {
+                    self.index.insert(name, self.plans.len());
+                    self.bases.insert(base, name);
+                    self.plans.push(Plan { name, help, kind, sources: vec![src] });
+                    None
+                }
             }
+        };
+        if let Some(p) = problem {
+            self.problems.push(p);
         }
     }
 }
@@ -112,6 +139,7 @@ pub fn render(
     let mut planner = Planner {
         plans: Vec::new(),
         index: HashMap::new(),
+        bases: HashMap::new(),
         reserved: &reserved,
         problems,
     };
@@ -139,13 +167,13 @@ pub fn render(
                 } else {
                     alias.labels
                 };
-                let bad_label = labels
-                    .iter()
-                    .any(|l| !valid_name(l) || matches!(*l, "uuid" | "name"));
-                if labels.len() != desc.labels.len() || bad_label || !valid_name(alias.name) {
+                if labels.len() != desc.labels.len() {
                     planner.problems.push(format!(
-                        "collector `{}`: invalid alias `{}`; skipped",
-                        batch.collector, alias.name
+                        "collector `{}`: alias `{}` has {} label names for {}; skipped",
+                        batch.collector,
+                        alias.name,
+                        labels.len(),
+                        desc.labels.len()
                     ));
                     continue;
                 }

@@ -6,11 +6,28 @@
 //! `live: true`, where each scrape runs one fresh collection shared by concurrent
 //! scrapes (vAdvisor's behaviour).
 //!
+//! What a scrape contains:
+//! - every metric of every collector's latest batch: `uuid`, `name` (option
+//!   `name_label`), then the metric's own labels, values in base units; with
+//!   `vadvisor_names`, the declared aliases too (vAdvisor's `vm_cpu_milliseconds_total`,
+//!   `vm_memory_bytes` in bytes, `vm_vcpu_milliseconds_total{cpu}`, …); host samples
+//!   without `uuid`/`name`;
+//! - `vm_up` (1 iff Running; 0 for `vm_up_grace` after a VM stops being reported),
+//!   `vm_state_code` and `vm_state_reason_code` (libvirt's numeric state and reason:
+//!   two gauges rather than one series per state, so a state change does not churn
+//!   series), `vm_info{uuid,name}` 1;
+//! - `vm_lifecycle_events_total{event_type,reason}`;
+//! - `vadvisor_*` self-metrics and `process_*` (read at most once a second).
+//!
+//! No series appears twice: when two collector instances (or an alias and a family)
+//! give the same name and labels, the newest batch wins (see [`families`]).
+//!
 //! Module map: [`state`] the snapshot, `vm_up` memory and the cached per-VM part;
 //! [`families`] collector families, aliases and de-duplication; [`encode`] the two
 //! formats; [`events`] `vm_lifecycle_events_total`; [`selfmetrics`] `vadvisor_*`;
-//! [`process`] `process_*`.
+//! [`process`] `process_*`; `body` the zero-copy response body.
 
+mod body;
 pub mod encode;
 pub mod events;
 pub mod families;
@@ -22,6 +39,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
+use vadvisor_api::axum::body::{Body, Bytes};
 use vadvisor_api::axum::http::{header, HeaderMap};
 use vadvisor_api::axum::response::{IntoResponse, Response};
 use vadvisor_api::axum::routing::get;
@@ -29,6 +47,7 @@ use vadvisor_api::{
     async_trait, Health, Hypervisor, LiveCollect, OptionError, Record, Registry, Sink, SinkInput,
 };
 
+use body::Chunks;
 use encode::{Encoder, Format};
 use families::LabelOptions;
 use process::ProcessStats;
@@ -91,6 +110,7 @@ pub fn register(registry: &mut Registry) {
                     labels: LabelOptions { name_label: o.name_label, aliases: o.vadvisor_names },
                     grace: o.vm_up_grace,
                 })),
+                process: Mutex::new(None),
                 live: o.live.then(|| cx.live.clone()),
                 health: cx.health.clone(),
                 hypervisor: cx.hypervisor.clone(),
@@ -104,8 +124,13 @@ pub fn register(registry: &mut Registry) {
     );
 }
 
+/// How long one reading of `/proc/self` serves scrapes (reading it costs ~50 µs).
+const PROCESS_TTL: Duration = Duration::from_secs(1);
+
 struct Shared {
     state: Mutex<State>,
+    /// The last `/proc/self` reading and when it was taken.
+    process: Mutex<Option<(Instant, ProcessStats)>>,
     /// Set in live mode.
     live: Option<Arc<dyn LiveCollect>>,
     health: Arc<Health>,
@@ -115,6 +140,19 @@ struct Shared {
 impl Shared {
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The process figures, read at most once per [`PROCESS_TTL`].
+    fn process(&self, now: Instant) -> ProcessStats {
+        let mut cached = self.process.lock().unwrap_or_else(|e| e.into_inner());
+        match &*cached {
+            Some((at, stats)) if now.saturating_duration_since(*at) < PROCESS_TTL => stats.clone(),
+            _ => {
+                let stats = ProcessStats::read();
+                *cached = Some((now, stats.clone()));
+                stats
+            }
+        }
     }
 }
 
@@ -189,12 +227,10 @@ async fn scrape(shared: Arc<Shared>, headers: HeaderMap) -> Response {
         sink_drops: &sink_drops,
     }
     .render(&mut enc);
-    ProcessStats::read().render(&mut enc);
+    shared.process(now).render(&mut enc);
     enc.finish();
 
-    let mut body = Vec::with_capacity(vm_part.len() + tail.len());
-    body.extend_from_slice(&vm_part);
-    body.extend_from_slice(tail.as_bytes());
+    let body = Body::new(Chunks::new([vm_part, Bytes::from(tail)]));
     ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
 }
 

@@ -214,7 +214,9 @@ fn valid_name(n: &str) -> bool {
         && !n.starts_with(|c: char| c.is_ascii_digit())
 }
 
-fn unescape(s: &str, quote_allowed_raw: bool) -> Result<String, String> {
+/// Unescapes a label value or HELP text. `help_classic`: the classic HELP rules (only
+/// `\\` and `\n` escaped, a raw `"` allowed); else `\\`, `\n`, `\"` and no raw `"`.
+fn unescape(s: &str, help_classic: bool) -> Result<String, String> {
     let mut out = String::new();
     let mut it = s.chars();
     while let Some(c) = it.next() {
@@ -222,10 +224,10 @@ fn unescape(s: &str, quote_allowed_raw: bool) -> Result<String, String> {
             '\\' => match it.next() {
                 Some('\\') => out.push('\\'),
                 Some('n') => out.push('\n'),
-                Some('"') => out.push('"'),
+                Some('"') if !help_classic => out.push('"'),
                 other => return Err(format!("bad escape \\{other:?} in {s:?}")),
             },
-            '"' if !quote_allowed_raw => return Err(format!("raw quote in {s:?}")),
+            '"' if !help_classic => return Err(format!("raw quote in {s:?}")),
             c => out.push(c),
         }
     }
@@ -302,7 +304,7 @@ fn parse(text: &str, format: Format) -> Exposition {
             }
             help = Some((
                 name.to_string(),
-                unescape(h, true).unwrap_or_else(|e| fail(e)),
+                unescape(h, format == Format::Classic).unwrap_or_else(|e| fail(e)),
             ));
             current = None;
         } else if let Some(rest) = line.strip_prefix("# TYPE ") {
@@ -561,11 +563,16 @@ fn label_values_and_help_are_escaped() {
         let text = render(&mut st, format, now);
         assert!(text.contains(r#"name="evil \"vm\"\\\nname""#), "{text}");
         assert!(text.contains(r#"device="a\"b\\c\nd""#), "{text}");
-        assert!(
-            text.contains(r#"# HELP vm_weird_bytes Help with \\ backslash\nand "quotes""#),
-            "{text}"
-        );
+        let help = match format {
+            Format::Classic => r#"# HELP vm_weird_bytes Help with \\ backslash\nand "quotes""#,
+            Format::OpenMetrics => {
+                r#"# HELP vm_weird_bytes Help with \\ backslash\nand \"quotes\""#
+            }
+        };
+        assert!(text.contains(help), "{text}");
         let e = parse(&text, format);
+        let help = e.family("vm_weird_bytes").map(|f| f.2.as_str());
+        assert_eq!(help, Some("Help with \\ backslash\nand \"quotes\""));
         assert_eq!(
             e.get(
                 "vm_weird_bytes",
@@ -659,8 +666,10 @@ fn two_instances_reporting_one_family_yield_one_series_newest_wins() {
 #[test]
 fn duplicate_samples_within_a_batch_and_conflicting_declarations_are_dropped() {
     const GAUGE_CLASH: &[MetricDesc] = &[
+        // Its OpenMetrics family would be named like the counter vm_cpu_time_seconds_total's.
         MetricDesc::gauge("vm_cpu_time_seconds", "a gauge", Unit::Seconds),
-        MetricDesc::gauge("vm_network_receive_bytes_total_x", "fine", Unit::Bytes),
+        // A label name twice: skipped.
+        MetricDesc::gauge("vm_twice", "twice", Unit::Count).labels(&["a", "a"]),
         // Same name as a counter elsewhere, but declared a gauge: skipped.
         MetricDesc::gauge("vm_disk_read_bytes_total", "clash", Unit::Bytes).labels(&["device"]),
         // A name the sink renders itself: skipped.
@@ -700,6 +709,8 @@ fn duplicate_samples_within_a_batch_and_conflicting_declarations_are_dropped() {
             "a",
             1,
             vec![
+                Sample::new(0, 1.0),
+                Sample::labelled(1, vec![l("x"), l("y")], 1.0),
                 Sample::new(3, 0.0),
                 Sample::labelled(2, vec![l("vda")], 5.0),
                 Sample::labelled(4, vec![l("vda")], 6.0),
@@ -734,6 +745,8 @@ fn duplicate_samples_within_a_batch_and_conflicting_declarations_are_dropped() {
             "alias adds a series of its own"
         );
         assert_eq!(e.get("vm_other_bytes_total", &vda), Some(6.0));
+        assert!(e.series("vm_cpu_time_seconds").is_empty());
+        assert!(e.series("vm_twice").is_empty());
     }
 }
 
@@ -1326,6 +1339,25 @@ async fn promtool_finds_nothing_to_report() {
         ) {
             h.bus.publish(Record::Batch(b));
         }
+        // Escapes the Go parser must accept: in HELP, label values and domain names.
+        const WEIRD: &[MetricDesc] = &[MetricDesc::gauge(
+            "vm_weird_bytes",
+            "Help with \\ backslash\nand \"quotes\"",
+            Unit::Bytes,
+        )
+        .labels(&["device"])];
+        let weird = dom(
+            "5ad0a0b0-0000-4000-8000-000000000003",
+            "a \"b\"\\\nc",
+            1,
+            vec![Sample::labelled(0, vec![l("x\"y\\z\n")], 1.0)],
+        );
+        h.bus.publish(Record::Batch(batch(
+            "weird",
+            WEIRD,
+            SystemTime::now(),
+            vec![weird],
+        )));
         h.bus.publish(Record::Event(Arc::new(LifecycleEvent {
             at: SystemTime::now(),
             domain: DomainRef::new(U1, "x"),
@@ -1337,7 +1369,9 @@ async fn promtool_finds_nothing_to_report() {
             .record_run("cpu", Duration::from_millis(3), true, 0);
         let body = h
             .scrape_until(None, |b| {
-                b.contains("vm_network_") && b.contains("vm_lifecycle")
+                b.contains("vm_network_")
+                    && b.contains("vm_lifecycle")
+                    && b.contains("vm_weird_bytes{")
             })
             .await;
         let (code, problems) = promtool(&body).expect("promtool runs");
@@ -1357,29 +1391,4 @@ async fn promtool_finds_nothing_to_report() {
         }
         h.stop().await;
     }
-}
-
-#[test]
-#[ignore]
-fn tmp_timing() {
-    let uuids: Vec<String> = (0..22).map(|i| format!("5ad0a0b0-0000-4000-8000-{i:012}")).collect();
-    let names: Vec<String> = (0..22).map(|i| format!("vadv-lab-{i}")).collect();
-    let vms: Vec<(&str, &str)> = uuids.iter().map(String::as_str).zip(names.iter().map(String::as_str)).collect();
-    let now = Instant::now();
-    let batches = lab_batches(&vms, SystemTime::now(), 1e9);
-    let mut st = state_with(&batches, opts(true, true, Duration::from_secs(600)), now);
-    let t = Instant::now();
-    let n = 200;
-    for i in 0..n {
-        st.count_event(&LifecycleEvent { at: SystemTime::now(), domain: DomainRef::new(U1, "x"), event: 2, detail: i % 3, reconciled: false });
-        let b = st.render(Format::Classic, &[], now);
-        std::hint::black_box(b);
-    }
-    eprintln!("render miss: {:?} per render, {} bytes", t.elapsed() / n, st.render(Format::Classic, &[], now).len());
-    let t = Instant::now();
-    for _ in 0..n { std::hint::black_box(super::process::ProcessStats::read()); }
-    eprintln!("process read: {:?}", t.elapsed() / n);
-    let t = Instant::now();
-    for _ in 0..n { std::hint::black_box(st.render(Format::Classic, &[], now)); }
-    eprintln!("render hit: {:?}", t.elapsed() / n);
 }
