@@ -12,70 +12,10 @@ use super::encode::Encoder;
 pub const FAMILY: &str = "vm_lifecycle_events_total";
 const HELP: &str = "Domain lifecycle events received from libvirt, by event type and reason";
 
-/// `virDomainEventType` names, indexed by code.
-const EVENT_TYPES: [&str; 9] = [
-    "Defined",
-    "Undefined",
-    "Started",
-    "Suspended",
-    "Resumed",
-    "Stopped",
-    "Shutdown",
-    "PMSuspended",
-    "Crashed",
-];
-
-/// The reason names of an event type, indexed by libvirt detail code.
-fn reasons(event: u32) -> &'static [&'static str] {
-    match event {
-        0 => &["Added", "Updated", "Renamed", "Snapshot"],
-        1 => &["Removed", "Renamed"],
-        2 => &["Booted", "Migrated", "Restored", "Snapshot", "Wakeup"],
-        3 => &[
-            "Paused",
-            "Migrated",
-            "IOError",
-            "Watchdog",
-            "Restored",
-            "Snapshot",
-            "API error",
-            "PostCopy",
-            "PostCopyFailed",
-        ],
-        4 => &[
-            "Unpaused",
-            "Migrated",
-            "Snapshot",
-            "PostCopy",
-            "PostCopyFailed",
-        ],
-        5 => &[
-            "Shutdown",
-            "Destroyed",
-            "Crashed",
-            "Migrated",
-            "Saved",
-            "Failed",
-            "Snapshot",
-        ],
-        6 => &["Finished", "Guest", "Host"],
-        7 => &["Memory", "Disk"],
-        8 => &["Panicked", "Crashloaded"],
-        _ => &[],
-    }
-}
-
 /// `(event_type, reason)` names of an event's codes.
+/// The same names as the REST event API (one table: `crate::events::names`).
 pub fn names(event: u32, detail: u32) -> (&'static str, &'static str) {
-    let event_type = EVENT_TYPES
-        .get(event as usize)
-        .copied()
-        .unwrap_or("Unknown");
-    let reason = reasons(event)
-        .get(detail as usize)
-        .copied()
-        .unwrap_or("Unknown");
-    (event_type, reason)
+    (crate::events::names::event_type(event), crate::events::names::reason(event, detail))
 }
 
 /// Event counts by (event, detail) code.
@@ -129,7 +69,7 @@ mod tests {
         assert_eq!(names(2, 0), ("Started", "Booted"));
         assert_eq!(names(3, 6), ("Suspended", "API error"));
         assert_eq!(names(5, 0), ("Stopped", "Shutdown"));
-        assert_eq!(names(6, 1), ("Shutdown", "Guest"));
+        assert_eq!(names(6, 1), ("Shutdown", "On guest request"));
         assert_eq!(names(5, 99), ("Stopped", "Unknown"));
         assert_eq!(names(42, 0), ("Unknown", "Unknown"));
     }
@@ -154,7 +94,7 @@ mod tests {
             "{out}"
         );
         assert!(
-            out.contains("vm_lifecycle_events_total{event_type=\"Shutdown\",reason=\"Guest\"} 1\n"),
+            out.contains("vm_lifecycle_events_total{event_type=\"Shutdown\",reason=\"On guest request\"} 1\n"),
             "{out}"
         );
     }

@@ -1104,7 +1104,7 @@ async fn serves_both_formats_with_self_and_process_metrics() {
     assert_eq!(
         e.get(
             "vm_lifecycle_events_total",
-            &[("event_type", "Shutdown"), ("reason", "Guest")]
+            &[("event_type", "Shutdown"), ("reason", "On guest request")]
         ),
         Some(1.0)
     );
