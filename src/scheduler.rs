@@ -37,8 +37,16 @@ struct RunOutcome {
     domain_errors: Vec<(Arc<str>, String)>,
 }
 
+/// What one tick produced: each collector's outcome, and the problems the shared
+/// statistics call reported per domain (recorded once, not once per collector).
+struct Tick {
+    outcomes: Vec<RunOutcome>,
+    stats_errors: Vec<(vadvisor_api::DomainRef, Vec<String>)>,
+    at: std::time::SystemTime,
+}
+
 /// Runs `instances` once, sharing one statistics call.
-async fn run_tick(hv: &Arc<dyn Hypervisor>, instances: &[PolledInstance]) -> Vec<RunOutcome> {
+async fn run_tick(hv: &Arc<dyn Hypervisor>, instances: &[PolledInstance]) -> Tick {
     let groups = instances.iter().fold(StatsGroups::NONE, |g, i| g | i.collector.stats_groups());
     let longest = instances.iter().map(|i| i.timeout).max().unwrap_or(Duration::from_secs(1));
     let cx = CollectContext::new(hv.clone(), groups, Instant::now() + longest);
@@ -82,7 +90,14 @@ async fn run_tick(hv: &Arc<dyn Hypervisor>, instances: &[PolledInstance]) -> Vec
             }
         }
     });
-    futures::future::join_all(runs).await
+    let outcomes = futures::future::join_all(runs).await;
+    let stats_errors = match cx.fetched_stats() {
+        Some(Ok(stats)) => {
+            stats.iter().filter(|d| !d.errors.is_empty()).map(|d| (d.domain.clone(), d.errors.clone())).collect()
+        }
+        _ => Vec::new(),
+    };
+    Tick { outcomes, stats_errors, at: cx.at }
 }
 
 /// Remembers what was already logged so that a failure repeating every second is logged
@@ -91,9 +106,24 @@ async fn run_tick(hv: &Arc<dyn Hypervisor>, instances: &[PolledInstance]) -> Vec
 struct LogLatch {
     failing: HashSet<Arc<str>>,
     domain_errors: HashSet<(Arc<str>, Arc<str>, String)>,
+    stats_errors: HashSet<(Arc<str>, String)>,
 }
 
 impl LogLatch {
+    /// Problems of the shared statistics call, per domain (logged once per problem).
+    fn observe_stats(&mut self, errors: &[(vadvisor_api::DomainRef, Vec<String>)]) {
+        let current: HashSet<(Arc<str>, String)> =
+            errors.iter().flat_map(|(d, es)| es.iter().map(|e| (d.uuid.clone(), e.clone()))).collect();
+        for (uuid, error) in current.difference(&self.stats_errors) {
+            let name = errors.iter().find(|(d, _)| d.uuid == *uuid).map(|(d, _)| d.name.clone()).unwrap_or_default();
+            tracing::warn!(domain = %uuid, name = %name, error = %error, "domain reported with partial data (logged once until it recovers)");
+        }
+        for (uuid, error) in self.stats_errors.difference(&current) {
+            tracing::info!(domain = %uuid, error = %error, "domain statistics complete again");
+        }
+        self.stats_errors = current;
+    }
+
     fn observe(&mut self, o: &RunOutcome) {
         match &o.error {
             Some(e) if self.failing.insert(o.id.clone()) => {
@@ -137,19 +167,30 @@ pub fn spawn(
                         _ = shutdown.cancelled() => return,
                         _ = ticker.tick() => {}
                     }
-                    let outcomes = tokio::select! {
+                    let tick = tokio::select! {
                         _ = shutdown.cancelled() => return,
-                        o = run_tick(&hv, &group) => o,
+                        t = run_tick(&hv, &group) => t,
                     };
-                    for o in outcomes {
+                    // Per domain: errors of the shared statistics plus the collectors' own.
+                    let mut domains: std::collections::HashMap<Arc<str>, (Arc<str>, u64)> = tick
+                        .stats_errors
+                        .iter()
+                        .map(|(d, e)| (d.uuid.clone(), (d.name.clone(), e.len() as u64)))
+                        .collect();
+                    latch.observe_stats(&tick.stats_errors);
+                    for o in tick.outcomes {
                         health.record_run(&o.id, o.took, o.error.is_none(), o.domain_errors.len() as u64);
                         latch.observe(&o);
                         if let Some(batch) = o.batch {
                             for ds in &batch.domains {
-                                health.record_domain(&ds.domain.uuid, &ds.domain.name, batch.at, ds.errors.len() as u64);
+                                let entry = domains.entry(ds.domain.uuid.clone()).or_insert((ds.domain.name.clone(), 0));
+                                entry.1 += ds.errors.len() as u64;
                             }
                             bus.publish(Record::Batch(batch));
                         }
+                    }
+                    for (uuid, (name, errors)) in domains {
+                        health.record_domain(&uuid, &name, tick.at, errors);
                     }
                     // Domains without any sample for an hour are gone.
                     if let Some(cutoff) = std::time::SystemTime::now().checked_sub(Duration::from_secs(3600)) {
@@ -195,7 +236,7 @@ impl LiveCollect for LiveCollector {
                     let instances = self.instances.lock().unwrap_or_else(|e| e.into_inner()).clone();
                     // Spawned, so a caller that goes away does not cancel it for the others.
                     let handle = tokio::spawn(async move {
-                        let outcomes = run_tick(&hv, &instances).await;
+                        let outcomes = run_tick(&hv, &instances).await.outcomes;
                         let mut batches = Vec::new();
                         let mut errors = Vec::new();
                         for o in outcomes {
@@ -289,7 +330,7 @@ mod tests {
             instance("a", StatsGroups::CPU_TOTAL, Duration::ZERO, Duration::from_secs(1)),
             instance("b", StatsGroups::BLOCK, Duration::ZERO, Duration::from_secs(1)),
         ];
-        let out = run_tick(&dyn_hv, &insts).await;
+        let out = run_tick(&dyn_hv, &insts).await.outcomes;
         assert_eq!(hv.calls(), 1, "one bulk call for both collectors");
         let batch = out[0].batch.as_ref().unwrap();
         assert_eq!(batch.domains[0].state.map(|s| s.name()), Some("Paused"));
@@ -305,7 +346,7 @@ mod tests {
             instance("fast", StatsGroups::CPU_TOTAL, Duration::ZERO, Duration::from_secs(1)),
         ];
         let start = Instant::now();
-        let out = run_tick(&hv, &insts).await;
+        let out = run_tick(&hv, &insts).await.outcomes;
         assert!(start.elapsed() < Duration::from_secs(2));
         assert!(out[0].error.as_deref().unwrap().contains("deadline"));
         assert!(out[1].batch.is_some());
@@ -335,6 +376,35 @@ mod tests {
         }
         let h = &health.collectors()["a"];
         assert!(h.runs >= 3 && h.errors == 0 && h.last_success);
+    }
+
+    #[tokio::test]
+    async fn statistics_errors_are_recorded_once_per_domain_not_per_collector() {
+        let hv = fake();
+        let mut stats = vadvisor_api::DomainStats::new(vadvisor_api::DomainRef::new("u1", "one"));
+        stats.errors.push("stats group `block` unavailable".into());
+        let dyn_hv: Arc<dyn Hypervisor> = Arc::new(ErrorsHv(stats));
+        let insts = vec![
+            instance("a", StatsGroups::CPU_TOTAL, Duration::ZERO, Duration::from_secs(1)),
+            instance("b", StatsGroups::BLOCK, Duration::ZERO, Duration::from_secs(1)),
+        ];
+        let tick = run_tick(&dyn_hv, &insts).await;
+        assert_eq!(tick.stats_errors.len(), 1);
+        assert_eq!(tick.stats_errors[0].1, vec!["stats group `block` unavailable".to_string()]);
+        assert!(tick.outcomes.iter().all(|o| o.domain_errors.is_empty()), "not copied into every collector");
+        drop(hv);
+    }
+
+    struct ErrorsHv(vadvisor_api::DomainStats);
+
+    #[async_trait]
+    impl Hypervisor for ErrorsHv {
+        async fn domain_stats(&self, _: StatsGroups) -> Result<Vec<vadvisor_api::DomainStats>, vadvisor_api::HypervisorError> {
+            Ok(vec![self.0.clone()])
+        }
+        fn status(&self) -> vadvisor_api::ConnectionStatus {
+            vadvisor_api::ConnectionStatus::default()
+        }
     }
 
     #[tokio::test]

@@ -136,7 +136,6 @@ impl Collector for CpuCollector {
                     push(s, domain, &format!("vcpu.{n}.delay"), VCPU_DELAY, &labels);
                 }
             }
-            ds.errors.extend(domain.errors.iter().cloned());
             out.domains.push(ds);
         }
         Ok(out)
