@@ -169,7 +169,7 @@ pub async fn run(args: Args, registry: Registry) -> anyhow::Result<Exit> {
     };
     if let Some(url) = &args.healthcheck {
         let url = if url.is_empty() {
-            format!("http://127.0.0.1:{}/healthz", config.http.listen.port())
+            crate::healthcheck::default_url(config.http.listen.port())
         } else {
             url.clone()
         };
@@ -203,6 +203,10 @@ pub async fn run(args: Args, registry: Registry) -> anyhow::Result<Exit> {
         .await
         .with_context(|| format!("cannot listen on {}", config.http.listen))?;
     tracing::info!(address = %config.http.listen, tls = tls.is_some(), basic_auth = auth.is_some(), "HTTP server listening");
+    let bound = listener.local_addr().unwrap_or(config.http.listen);
+    if tls.is_none() {
+        crate::healthcheck::record_address(bound);
+    }
 
     let mut tasks = Vec::new();
     // Sinks subscribe before anything publishes.
@@ -249,6 +253,7 @@ pub async fn run(args: Args, registry: Registry) -> anyhow::Result<Exit> {
         tracing::warn!("some tasks did not finish within 4 s; exiting anyway");
     }
     libvirt.shutdown();
+    crate::healthcheck::forget_address(bound);
     Ok(Exit::Ok)
 }
 

@@ -62,7 +62,8 @@ pub struct Args {
     pub statsd_interval: Option<u64>,
 
     /// Probe a running agent's /healthz and exit 0 (healthy) or 1 (for container
-    /// HEALTHCHECKs). Default URL: http://127.0.0.1:<port of http.listen>/healthz.
+    /// HEALTHCHECKs). Default URL: the address the running agent recorded in
+    /// /run/vadvisor/http-address, else http://127.0.0.1:<port of http.listen>/healthz.
     #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "")]
     pub healthcheck: Option<String>,
 

@@ -2,8 +2,43 @@
 //! `HEALTHCHECK`s, so the image needs no curl. Exit 0 when the agent answers 200.
 
 use std::io::{Read, Write};
+use std::path::Path;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
+
+/// Where a running agent records the address its HTTP server bound, so that a probe
+/// started without arguments (a container HEALTHCHECK) finds it even when `--port` or
+/// `--listen` were given to the agent only.
+pub const ADDRESS_FILE: &str = "/run/vadvisor/http-address";
+
+/// Records the bound address (best effort: the probe falls back to the config).
+pub fn record_address(addr: std::net::SocketAddr) {
+    let host = if addr.ip().is_unspecified() { std::net::IpAddr::from([127, 0, 0, 1]) } else { addr.ip() };
+    let url = format!("http://{}/healthz", std::net::SocketAddr::new(host, addr.port()));
+    let path = Path::new(ADDRESS_FILE);
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    if let Err(e) = std::fs::write(path, url) {
+        tracing::debug!(error = %e, file = ADDRESS_FILE, "cannot record the HTTP address for --healthcheck");
+    }
+}
+
+/// Removes the record at shutdown (only if it is still ours).
+pub fn forget_address(addr: std::net::SocketAddr) {
+    if std::fs::read_to_string(ADDRESS_FILE).is_ok_and(|u| u.ends_with(&format!(":{}/healthz", addr.port()))) {
+        let _ = std::fs::remove_file(ADDRESS_FILE);
+    }
+}
+
+/// The URL a probe without arguments uses: the recorded one, else the config's port.
+pub fn default_url(config_port: u16) -> String {
+    std::fs::read_to_string(ADDRESS_FILE)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| s.starts_with("http://"))
+        .unwrap_or_else(|| format!("http://127.0.0.1:{config_port}/healthz"))
+}
 
 /// Probes `http://host:port/path`; returns a message on failure.
 pub fn probe(url: &str, timeout: Duration) -> Result<(), String> {
