@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use vadvisor_api::{
-    async_trait, CollectContext, CollectError, Collected, Collector, CollectorPlugin, DomainSamples, MetricDesc,
+    async_trait, CollectContext, CollectError, Collected, Collector, CollectorPlugin, MetricDesc,
     Registry, Sample, StatsGroups, Unit,
 };
 
 use crate::devices::device_labels;
-use crate::params::push;
+use crate::params::{for_each_domain, push};
 
 const D: &[&str] = &["device"];
 
@@ -88,22 +88,17 @@ impl Collector for BlockCollector {
     }
 
     async fn collect(&self, cx: &CollectContext) -> Result<Collected, CollectError> {
-        let stats = cx.domain_stats().await?;
-        let mut out = Collected::default();
-        for domain in stats.iter() {
-            let mut ds = DomainSamples::new(domain.domain.clone());
-            ds.state = domain.state();
+        for_each_domain(cx, |domain, samples| {
             for (n, label) in device_labels(domain, "block") {
                 let labels = [label.clone()];
                 for (i, suffix) in KEYS.iter().enumerate() {
-                    push(&mut ds.samples, domain, &format!("block.{n}.{suffix}"), i as u16, &labels);
+                    push(samples, domain, &format!("block.{n}.{suffix}"), i as u16, &labels);
                 }
                 let path: Arc<str> = Arc::from(domain.str(&format!("block.{n}.path")).unwrap_or(""));
-                ds.samples.push(Sample::labelled(INFO, vec![label, path], 1.0));
+                samples.push(Sample::labelled(INFO, vec![label, path], 1.0));
             }
-            out.domains.push(ds);
-        }
-        Ok(out)
+        })
+        .await
     }
 }
 

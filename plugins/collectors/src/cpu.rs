@@ -7,11 +7,11 @@ use std::sync::Arc;
 use serde::Deserialize;
 use vadvisor_api::metric::Alias;
 use vadvisor_api::{
-    async_trait, CollectContext, CollectError, Collected, Collector, CollectorPlugin, DomainSamples,
-    MetricDesc, Registry, StatsGroups, Unit,
+    async_trait, CollectContext, CollectError, Collected, Collector, CollectorPlugin, MetricDesc, Registry,
+    StatsGroups, Unit,
 };
 
-use crate::params::push;
+use crate::params::{for_each_domain, push};
 
 const VCPU_STATES: &[&str] = &["Offline", "Running", "Blocked"];
 
@@ -115,12 +115,7 @@ impl Collector for CpuCollector {
     }
 
     async fn collect(&self, cx: &CollectContext) -> Result<Collected, CollectError> {
-        let stats = cx.domain_stats().await?;
-        let mut out = Collected::default();
-        for domain in stats.iter() {
-            let mut ds = DomainSamples::new(domain.domain.clone());
-            ds.state = domain.state();
-            let s = &mut ds.samples;
+        for_each_domain(cx, |domain, s| {
             push(s, domain, "cpu.time", CPU_TIME, &[]);
             push(s, domain, "cpu.user", CPU_USER, &[]);
             push(s, domain, "cpu.system", CPU_SYSTEM, &[]);
@@ -136,9 +131,8 @@ impl Collector for CpuCollector {
                     push(s, domain, &format!("vcpu.{n}.delay"), VCPU_DELAY, &labels);
                 }
             }
-            out.domains.push(ds);
-        }
-        Ok(out)
+        })
+        .await
     }
 }
 

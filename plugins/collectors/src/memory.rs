@@ -6,11 +6,11 @@
 use serde::Deserialize;
 use vadvisor_api::metric::Alias;
 use vadvisor_api::{
-    async_trait, CollectContext, CollectError, Collected, Collector, CollectorPlugin, DomainSamples, MetricDesc,
+    async_trait, CollectContext, CollectError, Collected, Collector, CollectorPlugin, MetricDesc,
     Registry, StatsGroups, Unit,
 };
 
-use crate::params::push;
+use crate::params::{for_each_domain, push};
 
 /// (libvirt key, metric) pairs, in declaration order.
 const KEYS: &[&str] = &[
@@ -115,17 +115,12 @@ impl Collector for MemoryCollector {
     }
 
     async fn collect(&self, cx: &CollectContext) -> Result<Collected, CollectError> {
-        let stats = cx.domain_stats().await?;
-        let mut out = Collected::default();
-        for domain in stats.iter() {
-            let mut ds = DomainSamples::new(domain.domain.clone());
-            ds.state = domain.state();
+        for_each_domain(cx, |domain, samples| {
             for (i, key) in KEYS.iter().enumerate() {
-                push(&mut ds.samples, domain, key, i as u16, &[]);
+                push(samples, domain, key, i as u16, &[]);
             }
-            out.domains.push(ds);
-        }
-        Ok(out)
+        })
+        .await
     }
 }
 

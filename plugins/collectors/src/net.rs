@@ -4,12 +4,12 @@
 
 use serde::Deserialize;
 use vadvisor_api::{
-    async_trait, CollectContext, CollectError, Collected, Collector, CollectorPlugin, DomainSamples, MetricDesc,
+    async_trait, CollectContext, CollectError, Collected, Collector, CollectorPlugin, MetricDesc,
     Registry, StatsGroups, Unit,
 };
 
 use crate::devices::device_labels;
-use crate::params::push;
+use crate::params::{for_each_domain, push};
 
 const I: &[&str] = &["interface"];
 
@@ -66,20 +66,15 @@ impl Collector for NetCollector {
     }
 
     async fn collect(&self, cx: &CollectContext) -> Result<Collected, CollectError> {
-        let stats = cx.domain_stats().await?;
-        let mut out = Collected::default();
-        for domain in stats.iter() {
-            let mut ds = DomainSamples::new(domain.domain.clone());
-            ds.state = domain.state();
+        for_each_domain(cx, |domain, samples| {
             for (n, label) in device_labels(domain, "net") {
                 let labels = [label];
                 for (i, suffix) in KEYS.iter().enumerate() {
-                    push(&mut ds.samples, domain, &format!("net.{n}.{suffix}"), i as u16, &labels);
+                    push(samples, domain, &format!("net.{n}.{suffix}"), i as u16, &labels);
                 }
             }
-            out.domains.push(ds);
-        }
-        Ok(out)
+        })
+        .await
     }
 }
 
