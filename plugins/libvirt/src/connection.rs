@@ -19,8 +19,18 @@
 //!   at the next health check; on a driver without lifecycle events every health check
 //!   lists and reconciles, so changes still arrive (as reconciled events).
 //! - While disconnected, a stats call may trigger an early attempt, at most one per
-//!   `reconnect_min`, so collection resumes promptly once libvirtd answers again without
-//!   waiting out a long backoff.
+//!   `reconnect_min` (less a 10 % tolerance, so a collector ticking every
+//!   `reconnect_min` gets one attempt per tick, not one per two), and waits for that
+//!   attempt (briefly: see `reconnect_now`), so the very tick that finds libvirtd back
+//!   already collects — without waiting out a long backoff.
+//! - Data calls never share a connection while they run: each concurrency permit comes
+//!   with a *lane* (`Lease`). Lane 0 is the supervised connection above; the others are
+//!   plain read-only connections opened on first use and replaced when the supervised
+//!   connection is (same generation). Measured with libvirt 9.0: while one call hangs
+//!   (a stopped QEMU), other calls on the *same* connection are randomly held up for a
+//!   whole keepalive interval (a lost wake-up in the client's "buck passing"); on their
+//!   own connection they are not. A lane that cannot open a connection of its own
+//!   shares the supervised one (and retries after `LANE_RETRY`).
 //! - Logging happens once per state change: `info!` on connect, `warn!` on loss or on the
 //!   first failed attempt, `debug!` for every further attempt.
 
@@ -28,19 +38,33 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Once};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 use vadvisor_api::{ConnectionStatus, HypervisorError};
 use virt::connect::Connect;
 use virt::sys;
 
+use crate::calls::{Busy, Hedging};
 use crate::domains;
 use crate::ffi;
 use crate::lifecycle::EventHub;
+use crate::partial::GroupMemory;
 use crate::settings::LibvirtSettings;
 
 /// How often a healthy connection is checked with `virConnectIsAlive` (a local check).
 const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// A stats call that finds no connection waits at most this long for the reconnect
+/// attempt it asked for (less when `call_timeout` is short).
+const RECONNECT_WAIT: Duration = Duration::from_secs(1);
+
+/// A lane whose connection could not be opened uses the supervised one meanwhile, and
+/// tries again after this long.
+const LANE_RETRY: Duration = Duration::from_secs(30);
+
+/// `min` less a 10 % tolerance for timer jitter.
+fn with_tolerance(min: Duration) -> Duration {
+    min.saturating_sub(min / 10)
+}
 
 static LIBVIRT_INIT: Once = Once::new();
 
@@ -140,6 +164,91 @@ struct State {
     outage_logged: bool,
 }
 
+/// One lane: whether a call holds it, and its own connection (lanes ≥ 1).
+#[derive(Default)]
+struct Lane {
+    busy: bool,
+    /// Opened under the supervised connection's generation (the `Live` carries it).
+    own: Option<Arc<Live>>,
+    /// The last failed attempt to open `own`.
+    failed_at: Option<Instant>,
+}
+
+/// A concurrency permit and the lane that goes with it, for one data call. Dropping it
+/// frees the lane first, then the permit, so the next permit holder finds a free lane.
+pub(crate) struct Lease {
+    sup: Arc<Supervisor>,
+    lane: usize,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Lease {
+    /// Takes a free lane for `permit` (there is one per permit).
+    pub(crate) fn new(sup: &Arc<Supervisor>, permit: OwnedSemaphorePermit) -> Self {
+        let lane = {
+            let mut lanes = lock(&sup.lanes);
+            let free = lanes.iter().position(|l| !l.busy).unwrap_or(0);
+            if let Some(l) = lanes.get_mut(free) {
+                l.busy = true;
+            }
+            free
+        };
+        Self {
+            sup: Arc::clone(sup),
+            lane,
+            _permit: permit,
+        }
+    }
+
+    /// The connection this call uses, on the supervised connection `primary`'s
+    /// generation: `primary` itself for lane 0, else the lane's own (opened or replaced
+    /// here — blocking), or `primary` when that cannot be opened.
+    pub(crate) fn live(&self, primary: Arc<Live>) -> Arc<Live> {
+        if self.lane == 0 {
+            return primary;
+        }
+        let (stale, retry_due) = {
+            let mut lanes = lock(&self.sup.lanes);
+            let lane = &mut lanes[self.lane];
+            match &lane.own {
+                Some(own) if own.generation == primary.generation => return Arc::clone(own),
+                _ => {}
+            }
+            let due = lane.failed_at.is_none_or(|t| t.elapsed() >= LANE_RETRY);
+            (lane.own.take(), due)
+        };
+        // On this blocking thread: closing may do I/O.
+        drop(stale);
+        if !retry_due || self.sup.stopping.load(Ordering::SeqCst) {
+            return primary;
+        }
+        match self.sup.open_lane(primary.generation) {
+            Ok(own) => {
+                let own = Arc::new(own);
+                let mut lanes = lock(&self.sup.lanes);
+                let lane = &mut lanes[self.lane];
+                lane.own = Some(Arc::clone(&own));
+                lane.failed_at = None;
+                own
+            }
+            Err(error) => {
+                debug!(uri = %self.sup.settings.uri, lane = self.lane, error,
+                    "cannot open a connection for this call lane; sharing the supervised one");
+                lock(&self.sup.lanes)[self.lane].failed_at = Some(Instant::now());
+                primary
+            }
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(l) = lock(&self.sup.lanes).get_mut(self.lane) {
+            l.busy = false;
+        }
+    }
+}
+
 /// State shared by the supervisor task, stats calls and the handle.
 pub(crate) struct Supervisor {
     pub(crate) settings: LibvirtSettings,
@@ -154,12 +263,22 @@ pub(crate) struct Supervisor {
     connected_tx: watch::Sender<bool>,
     stopping: AtomicBool,
     pub(crate) permits: Arc<Semaphore>,
+    /// One lane per permit (see `Lease`).
+    lanes: Mutex<Vec<Lane>>,
     /// Lifecycle events: the broadcast channel, the domain snapshot, reconciliation.
     pub(crate) events: Arc<EventHub>,
     /// The last reconciliation failed: retry at the next health check.
     reconcile_due: AtomicBool,
     /// Registering the lifecycle callback failed before (logged at `warn!` once).
     events_warned: AtomicBool,
+    /// Connection attempts finished so far (successful or not).
+    attempts_done: watch::Sender<u64>,
+    /// Hedged bulk calls: recent latencies, counters.
+    pub(crate) hedging: Hedging,
+    /// Domains whose per-domain fallback call has not returned.
+    pub(crate) busy: Arc<Busy>,
+    /// Groups each domain reported in full on the current connection.
+    pub(crate) groups_seen: Mutex<GroupMemory>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -168,7 +287,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Supervisor {
     fn new(settings: LibvirtSettings) -> Self {
-        let permits = Arc::new(Semaphore::new(settings.max_concurrent_calls.max(1)));
+        let n = settings.max_concurrent_calls.max(1);
+        let permits = Arc::new(Semaphore::new(n));
+        let lanes = Mutex::new((0..n).map(|_| Lane::default()).collect());
         Self {
             settings,
             live: Mutex::new(None),
@@ -181,9 +302,14 @@ impl Supervisor {
             connected_tx: watch::channel(false).0,
             stopping: AtomicBool::new(false),
             permits,
+            lanes,
             events: Arc::new(EventHub::new()),
             reconcile_due: AtomicBool::new(false),
             events_warned: AtomicBool::new(false),
+            attempts_done: watch::channel(0).0,
+            hedging: Hedging::default(),
+            busy: Arc::new(Busy::default()),
+            groups_seen: Mutex::new(GroupMemory::default()),
         }
     }
 
@@ -223,13 +349,42 @@ impl Supervisor {
     }
 
     /// A stats call found no connection: ask for an early attempt, at most one per
-    /// `reconnect_min`.
-    pub(crate) fn request_early_retry(&self) {
-        let due =
-            lock(&self.last_attempt).is_none_or(|t| t.elapsed() >= self.settings.reconnect_min);
-        if due && !self.stopping.load(Ordering::SeqCst) {
+    /// `reconnect_min` (with a 10 % tolerance). True if one was asked for.
+    pub(crate) fn request_early_retry(&self) -> bool {
+        let min = with_tolerance(self.settings.reconnect_min);
+        let due = lock(&self.last_attempt).is_none_or(|t| t.elapsed() >= min);
+        let due = due && !self.stopping.load(Ordering::SeqCst);
+        if due {
             self.wake.notify_one();
         }
+        due
+    }
+
+    /// No connection: asks for an early attempt and, if one is due, waits for it to
+    /// finish (at most `RECONNECT_WAIT`, or a quarter of `call_timeout` if that is
+    /// shorter). True if connected afterwards. When libvirtd is absent the attempt fails
+    /// at once, so this costs a few milliseconds; when it is back, the caller collects in
+    /// the same tick instead of the next one.
+    pub(crate) async fn reconnect_now(&self) -> bool {
+        let mut done = self.attempts_done.subscribe();
+        let before = *done.borrow_and_update();
+        if !self.request_early_retry() {
+            return false;
+        }
+        let mut connected = self.connected_tx.subscribe();
+        let cap = RECONNECT_WAIT.min(self.settings.call_timeout / 4);
+        let _ = tokio::time::timeout(cap, async {
+            tokio::select! {
+                _ = done.wait_for(|n| *n > before) => {}
+                _ = connected.wait_for(|c| *c) => {}
+            }
+        })
+        .await;
+        self.current().is_some()
+    }
+
+    fn attempt_finished(&self) {
+        self.attempts_done.send_modify(|n| *n += 1);
     }
 
     /// Declares connection `generation` dead (no-op if it was already replaced). Returns
@@ -252,6 +407,25 @@ impl Supervisor {
         warn!(uri = %self.settings.uri, reason, "libvirt connection lost; reconnecting");
         self.wake.notify_one();
         retired
+    }
+
+    /// Opens a plain read-only connection for a lane (blocking): keepalive, nothing
+    /// registered.
+    fn open_lane(&self, generation: u64) -> Result<Live, String> {
+        let uri = self.settings.uri.as_str();
+        let conn = Connect::open_read_only(Some(uri)).map_err(|e| e.message().to_string())?;
+        if self.settings.keepalive_interval > 0 {
+            let _ = conn.set_keep_alive(
+                self.settings.keepalive_interval,
+                self.settings.keepalive_count,
+            );
+        }
+        Ok(Live {
+            lifecycle: None,
+            close: None,
+            conn,
+            generation,
+        })
     }
 
     /// Opens, configures and registers one connection (blocking). Also starts its
@@ -374,6 +548,7 @@ impl Supervisor {
     /// The supervisor loop; returns on shutdown.
     async fn run(self: Arc<Self>) {
         let min = self.settings.reconnect_min.max(Duration::from_millis(10));
+        let tolerant_min = with_tolerance(min);
         let max = self.settings.reconnect_max.max(min);
         let mut backoff = min;
         while !self.stopping.load(Ordering::SeqCst) {
@@ -391,6 +566,7 @@ impl Supervisor {
                     if self.stopping.load(Ordering::SeqCst) {
                         self.events.abort(hold);
                         retire(live);
+                        self.attempt_finished();
                         break;
                     }
                     // Register (done), list, diff; only then report the connection, so
@@ -401,23 +577,33 @@ impl Supervisor {
                     {
                         retire(live);
                         self.set_failed(&error, backoff);
-                        self.wait_before_retry(backoff, min).await;
+                        self.attempt_finished();
+                        self.wait_before_retry(backoff, tolerant_min).await;
                         backoff = (backoff * 2).min(max);
                         continue;
                     }
                     self.set_connected(Arc::clone(&live));
+                    self.attempt_finished();
                     backoff = min;
                     self.watch(live).await;
                     // Lost (or stopping): the next attempt is immediate.
                 }
                 Err(error) => {
                     self.set_failed(&error, backoff);
-                    self.wait_before_retry(backoff, min).await;
+                    self.attempt_finished();
+                    self.wait_before_retry(backoff, tolerant_min).await;
                     backoff = (backoff * 2).min(max);
                 }
             }
         }
         if let Some(live) = lock(&self.live).take() {
+            retire(live);
+        }
+        let lane_connections: Vec<Arc<Live>> = lock(&self.lanes)
+            .iter_mut()
+            .filter_map(|l| l.own.take())
+            .collect();
+        for live in lane_connections {
             retire(live);
         }
         let mut st = lock(&self.state);
@@ -429,8 +615,9 @@ impl Supervisor {
     }
 
     /// Sleeps `backoff` after a failed attempt. A wake-up (early-retry request,
-    /// shutdown) cuts it short, but never to less than `min` after the last attempt, so
-    /// stale or repeated wake-ups cannot make the supervisor spin.
+    /// shutdown) cuts it short, but never to less than `min` (`reconnect_min` less the
+    /// tolerance) after the last attempt, so stale or repeated wake-ups cannot make the
+    /// supervisor spin.
     async fn wait_before_retry(&self, backoff: Duration, min: Duration) {
         let deadline = tokio::time::Instant::now() + backoff;
         loop {

@@ -6,9 +6,12 @@
 //! - [`settings`]: the knobs and their defaults;
 //! - `connection`: the process-wide event loop and the reconnecting supervisor, which
 //!   registers the close and lifecycle callbacks on every new connection;
-//! - `calls`: the permit + deadline discipline of every data call;
-//! - `stats`: bulk statistics (`virConnectGetAllDomainStats`) with a per-domain fallback
-//!   for the groups a driver leaves empty;
+//! - `calls`: the permit + deadline discipline of every data call, the hedged bulk call
+//!   and the deadline-bounded per-domain runner that skips a domain still stuck in libvirt;
+//! - `stats`: bulk statistics (`virConnectGetAllDomainStats`, hedged when slow) with a
+//!   per-domain fallback for the groups a driver leaves empty;
+//! - `partial`: flags a domain whose reply lacks groups it reported in full before (NOWAIT
+//!   skipped its busy monitor), so a hung domain's samples count as incomplete;
 //! - `domains`: `list_domains` (one bulk state round trip) and `domain_xml` (by UUID in
 //!   any usual spelling, or by name);
 //! - `lifecycle`: lifecycle events on a broadcast channel, and their reconciliation
@@ -27,6 +30,7 @@ mod domains;
 #[allow(unsafe_code)]
 pub mod ffi;
 mod lifecycle;
+mod partial;
 pub mod settings;
 mod stats;
 

@@ -8,15 +8,48 @@
 //!
 //! Every call is bounded (`calls` module): a semaphore permit (moved into the blocking
 //! closure, so a call that outlives its deadline keeps holding it) and a `call_timeout`
-//! deadline around the permit wait plus the blocking work. Nothing is cached across
-//! calls except the connection. `status().calls` counts the libvirt API calls that fetch data (the bulk
-//! call is one; each per-domain call is one); local bookkeeping (`virDomainRef`,
+//! deadline around the permit wait plus the blocking work. `domain_stats` goes in three
+//! steps, so that one domain whose QEMU does not answer cannot stall the others:
+//!
+//! 1. the bulk call, *hedged* (`calls::race`): if it has not answered after
+//!    `hedge_after`, one identical call runs alongside and the first answer wins — the
+//!    NOWAIT flag lets the second skip the monitor of a domain whose job the first holds;
+//! 2. the per-domain fallback, only for domains whose reply lacks a requested group, on
+//!    one blocking thread until 4/5 of `call_timeout` (`calls::per_domain`): a domain
+//!    not done by then keeps its bulk data plus an error, and a domain whose per-domain
+//!    call still hangs is skipped by later calls (per-domain calls such as
+//!    `virDomainBlockStats` wait up to 30 s for a busy domain's job, unlike the bulk
+//!    call);
+//! 3. partial groups made visible (`partial`): a group a domain reported in full earlier
+//!    on this connection but now lacks (NOWAIT skipped its monitor) adds an error to the
+//!    domain, so its sample counts as incomplete.
+//!
+//! What a domain whose QEMU hangs (SIGSTOP, measured on libvirt 9.0) still costs:
+//!
+//! - the first bulk call that takes its job hangs until QEMU answers again, holding one
+//!   permit, its lane's connection and a libvirtd worker; later calls skip the domain.
+//!   So up to `max_concurrent_calls - 1` domains may hang at once; with all permits
+//!   pinned, calls time out as queued until one returns;
+//! - the tick in which it starts hanging is late by the hedge delay (plus opening a
+//!   second lane connection the first time);
+//! - `list_domains` and `domain_xml` need no job and stay prompt; per-domain calls that
+//!   need the job (`virDomainBlockStats`, `virDomainMemoryStats`) wait up to libvirt's
+//!   30 s job timeout, which the fallback's deadline and `calls::Busy` confine to that
+//!   domain after one deadline. Reduced groups are not completed per domain (those calls
+//!   would wait for the same job); they are flagged instead.
+//!
+//! Nothing is cached across calls except the connection, the small per-domain group
+//! memory of step 3 and the recent bulk latencies (for the hedge delay).
+//! `status().calls` counts the libvirt API calls that fetch data (the bulk call is one,
+//! a hedge one more; each per-domain call is one); local bookkeeping (`virDomainRef`,
 //! `virDomainGetName`, `virDomainGetUUIDString`, `virConnectIsAlive`) is not counted.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio::sync::broadcast;
+use tracing::{debug, warn};
 use vadvisor_api::{
     ConnectionStatus, DomainEntry, DomainRef, DomainStats, Hypervisor, HypervisorError,
     LifecycleEvent, StatsGroups, TypedValue,
@@ -25,8 +58,8 @@ use virt::domain::{Domain, DomainInfo};
 use virt::error::Error as VirtError;
 use virt::sys;
 
-use crate::calls::Progress;
-use crate::connection::{is_connection_error, LibvirtHypervisor, Live, Supervisor};
+use crate::calls::{self, Hedged, Job, Progress};
+use crate::connection::{is_connection_error, Lease, LibvirtHypervisor, Live, Supervisor};
 use crate::domain_xml::{self, DomainDevices};
 use crate::domains;
 use crate::ffi;
@@ -64,17 +97,13 @@ impl LibvirtHypervisor {
         self.bounded_collect(groups, StatsGroups::STATE).await
     }
 
-    /// Runs one collection under the concurrency permit and the call deadline.
+    /// Runs one collection: hedged bulk call, per-domain fallback, partial check.
     async fn bounded_collect(
         &self,
         groups: StatsGroups,
         bulk_groups: StatsGroups,
     ) -> Result<Vec<DomainStats>, HypervisorError> {
-        self.sup
-            .bounded(None, QUEUED, move |sup, live, progress| {
-                collect(sup, live, progress, groups, bulk_groups)
-            })
-            .await
+        collect(&self.sup, groups, bulk_groups).await
     }
 }
 
@@ -137,18 +166,48 @@ fn classify(live: &Live, err: &VirtError) -> Option<Abort> {
     None
 }
 
-/// The blocking body of `domain_stats`: one bulk call for `bulk_groups`, then the
-/// fallback for whatever of `groups` is missing.
-fn collect(
-    sup: &Supervisor,
-    live: &Live,
-    progress: &Progress,
+/// A bulk reply, taken apart on the blocking thread that made the call: every domain's
+/// statistics, and the libvirt handles only of the domains that need the fallback (with
+/// the connection and the lease, permit and lane, for its calls: they go on where the
+/// bulk call ran). Everything else was released on that thread.
+struct BulkReply {
+    generation: u64,
+    stats: Vec<DomainStats>,
+    /// `(index in stats, domain)` of the domains the fallback must complete.
+    pending: Vec<(usize, Domain)>,
+    /// The connection and lease of the reply, when `pending` is not empty.
+    carry: Option<(Arc<Live>, Lease)>,
+}
+
+/// Whether the per-domain fallback has anything to add to `stats` for `groups`
+/// (mirrors `Fallback::fill`: perf has no per-domain call, a shut-off domain only needs
+/// its state).
+fn needs_fallback(stats: &DomainStats, groups: StatsGroups) -> bool {
+    let shutoff = stats.u64("state.state") == Some(STATE_SHUTOFF);
+    StatsGroups::ALL.iter().any(|&(group, prefix)| {
+        groups.contains(group)
+            && group != StatsGroups::PERF
+            && (group == StatsGroups::STATE || !shutoff)
+            && !stats.has_group(prefix)
+    })
+}
+
+/// One bulk attempt (blocking): the call for `bulk_groups` on the connection of the
+/// lane that comes with `permit`.
+fn bulk_attempt(
+    sup: &Arc<Supervisor>,
+    permit: tokio::sync::OwnedSemaphorePermit,
     groups: StatsGroups,
     bulk_groups: StatsGroups,
-) -> Result<Vec<DomainStats>, HypervisorError> {
-    let groups = groups | StatsGroups::STATE;
+) -> Result<BulkReply, HypervisorError> {
+    let lease = Lease::new(sup, permit);
+    // Taken on this blocking thread, so the connection is never dropped (closed) on a
+    // runtime thread.
+    let Some(primary) = sup.current() else {
+        return Err(HypervisorError::Disconnected(sup.disconnected_reason()));
+    };
     sup.count_calls(1);
-    progress.set(BULK_CALL);
+    let live = lease.live(primary);
     let records = ffi::get_all_domain_stats(
         &live.conn,
         (bulk_groups | StatsGroups::STATE).0,
@@ -158,7 +217,7 @@ fn collect(
     let records = match records {
         Ok(r) => r,
         Err(e) => {
-            return Err(match classify(live, &e) {
+            return Err(match classify(&live, &e) {
                 Some(Abort::Connection(reason)) => {
                     // Dropped here, on this blocking thread, if it was the last reference.
                     drop(sup.mark_lost(live.generation, &reason));
@@ -171,29 +230,179 @@ fn collect(
             });
         }
     };
-    let mut out = Vec::with_capacity(records.len());
+    let mut stats = Vec::with_capacity(records.len());
+    let mut pending = Vec::new();
     for rec in records {
-        let mut stats = DomainStats::new(DomainRef::new(rec.uuid, rec.name));
-        stats.params = rec.params.into_iter().collect::<BTreeMap<_, _>>();
+        let mut d = DomainStats::new(DomainRef::new(rec.uuid, rec.name));
+        d.params = rec.params.into_iter().collect::<BTreeMap<_, _>>();
+        if needs_fallback(&d, groups) {
+            pending.push((stats.len(), rec.domain));
+        }
+        stats.push(d);
+    }
+    let generation = live.generation;
+    Ok(BulkReply {
+        generation,
+        stats,
+        carry: (!pending.is_empty()).then_some((live, lease)),
+        pending,
+    })
+}
+
+/// `domain_stats`: the hedged bulk call for `bulk_groups`, the fallback for whatever of
+/// `groups` is missing, and the partial-group check.
+async fn collect(
+    sup: &Arc<Supervisor>,
+    groups: StatsGroups,
+    bulk_groups: StatsGroups,
+) -> Result<Vec<DomainStats>, HypervisorError> {
+    if sup.current().is_none() && !sup.reconnect_now().await {
+        return Err(HypervisorError::Disconnected(sup.disconnected_reason()));
+    }
+    let groups = groups | StatsGroups::STATE;
+    let timeout = sup.settings.call_timeout;
+    let start = tokio::time::Instant::now();
+    let deadline = start + timeout;
+    let hedge_after = sup.hedging.delay(sup.settings.hedge_after);
+    let s = Arc::clone(sup);
+    let outcome = calls::race(&sup.permits, hedge_after, deadline, move |permit| {
+        bulk_attempt(&s, permit, groups, bulk_groups)
+    })
+    .await;
+    let reply = match outcome {
+        Hedged::Answered {
+            value,
+            took,
+            hedged,
+            by_hedge,
+        } => {
+            if hedged {
+                note_hedge(sup, hedge_after, start.elapsed(), by_hedge);
+            }
+            if value.is_ok() {
+                sup.hedging.record(took, hedged, by_hedge);
+            }
+            value?
+        }
+        Hedged::Queued => {
+            return Err(HypervisorError::Timeout {
+                call: QUEUED,
+                timeout,
+            })
+        }
+        Hedged::TimedOut { hedged } => {
+            debug!(uri = %sup.settings.uri, hedged, ?timeout, "{BULK_CALL} did not answer in time");
+            return Err(HypervisorError::Timeout {
+                call: BULK_CALL,
+                timeout,
+            });
+        }
+        Hedged::Failed => {
+            return Err(HypervisorError::Call {
+                call: BULK_CALL,
+                message: "worker failed".to_string(),
+            })
+        }
+    };
+    let BulkReply {
+        generation,
+        stats,
+        pending,
+        carry,
+    } = reply;
+    let mut stats = match carry {
+        Some((live, lease)) => {
+            // The fallback gets until 4/5 of the deadline, so a caller whose own deadline
+            // is `call_timeout` (the scheduler's default) still gets the partial result.
+            let fallback_deadline = start + timeout.mul_f64(0.8);
+            fallback(
+                sup,
+                (live, lease),
+                stats,
+                pending,
+                groups,
+                fallback_deadline,
+            )
+            .await?
+        }
+        None => stats,
+    };
+    sup.groups_seen
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .check(generation, groups, &mut stats);
+    Ok(stats)
+}
+
+/// Logs a hedge: `warn!` (rate-limited) when it answered, `debug!` otherwise.
+fn note_hedge(
+    sup: &Supervisor,
+    delay: Option<std::time::Duration>,
+    total: std::time::Duration,
+    by_hedge: bool,
+) {
+    let delay = delay.unwrap_or_default();
+    if by_hedge && sup.hedging.warn_due() {
+        warn!(
+            uri = %sup.settings.uri,
+            ?delay,
+            ?total,
+            "{BULK_CALL} did not answer in time; a second (hedged) call answered instead: a \
+             domain is probably busy or not responding (its statistics are partial meanwhile; \
+             logged at most every 5 minutes)"
+        );
+    } else {
+        debug!(uri = %sup.settings.uri, ?delay, ?total, by_hedge, "hedged {BULK_CALL}");
+    }
+}
+
+/// Step 2: the per-domain fallback for `pending`, bounded by `deadline`, on the
+/// connection and lease of the bulk call.
+async fn fallback(
+    sup: &Arc<Supervisor>,
+    (live, lease): (Arc<Live>, Lease),
+    mut stats: Vec<DomainStats>,
+    pending: Vec<(usize, Domain)>,
+    groups: StatsGroups,
+    deadline: tokio::time::Instant,
+) -> Result<Vec<DomainStats>, HypervisorError> {
+    let jobs: Vec<Job<Domain>> = pending
+        .into_iter()
+        .map(|(index, domain)| Job {
+            index,
+            stats: std::mem::replace(&mut stats[index], DomainStats::new(DomainRef::new("", ""))),
+            extra: domain,
+        })
+        .collect();
+    let s = Arc::clone(sup);
+    let progress = Progress::new(BULK_CALL);
+    let work = move |d: DomainStats, dom: Domain| {
         let mut fb = Fallback {
-            sup,
-            progress,
-            live,
-            dom: &rec.domain,
-            stats,
+            sup: &s,
+            progress: &progress,
+            live: &live,
+            dom: &dom,
+            stats: d,
             devices: None,
             info: None,
         };
         match fb.fill(groups) {
-            Ok(()) => out.push(fb.stats),
-            Err(Abort::Vanished) => {}
+            Ok(()) => Ok(Some(fb.stats)),
+            Err(Abort::Vanished) => Ok(None),
             Err(Abort::Connection(reason)) => {
-                drop(sup.mark_lost(live.generation, &reason));
-                return Err(HypervisorError::Disconnected(reason));
+                drop(s.mark_lost(live.generation, &reason));
+                Err(reason)
             }
         }
+    };
+    let done = calls::per_domain(lease, &sup.busy, deadline, jobs, work)
+        .await
+        .map_err(HypervisorError::Disconnected)?;
+    let mut slots: Vec<Option<DomainStats>> = stats.into_iter().map(Some).collect();
+    for (index, result) in done {
+        slots[index] = result;
     }
-    Ok(out)
+    Ok(slots.into_iter().flatten().collect())
 }
 
 /// Per-domain fallback for the groups the bulk reply left empty.

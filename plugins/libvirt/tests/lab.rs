@@ -23,13 +23,22 @@ fn groups() -> StatsGroups {
 }
 
 /// A generous deadline: a lab with many TCG guests on 2 cores answers slowly; these
-/// tests check behaviour, not latency.
+/// tests check behaviour, not latency. No hedging: they count libvirt calls.
 fn lab_settings(uri: &str) -> LibvirtSettings {
     LibvirtSettings {
         uri: uri.to_string(),
         call_timeout: Duration::from_secs(60),
+        hedge_after: Duration::ZERO,
         ..Default::default()
     }
+}
+
+/// Errors that only say NOWAIT skipped a busy domain's monitor (another client held its
+/// job): expected on a shared lab, unlike real failures.
+fn only_busy_notes(errors: &[String]) -> bool {
+    errors
+        .iter()
+        .all(|e| e.contains("domain busy or not responding"))
 }
 
 /// Names of the running `vadv-lab-*` domains, read independently of the backend.
@@ -88,9 +97,15 @@ async fn lab_bulk_path_is_one_call_with_every_group() {
             .iter()
             .filter(|d| d.domain.name.starts_with("vadv-lab-"))
         {
-            assert!(d.errors.is_empty(), "{}: {:?}", d.domain.name, d.errors);
+            assert!(
+                only_busy_notes(&d.errors),
+                "{}: {:?}",
+                d.domain.name,
+                d.errors
+            );
             let running = d.state().is_some_and(|s| s.is_running());
             if running
+                && d.errors.is_empty()
                 && KEYS.iter().all(|k| d.u64(k).is_some())
                 && complete.insert(d.domain.name.to_string())
             {
