@@ -128,6 +128,7 @@ fn settings(config: &AgentConfig) -> LibvirtSettings {
         max_concurrent_calls: config.libvirt.max_concurrent_calls,
         reconnect_min: config.libvirt.reconnect_min,
         reconnect_max: config.libvirt.reconnect_max,
+        hedge_after: config.libvirt.hedge_after,
         ..LibvirtSettings::default()
     }
 }

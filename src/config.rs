@@ -70,6 +70,11 @@ pub struct LibvirtSection {
     pub reconnect_min: Duration,
     #[serde(with = "humantime_serde")]
     pub reconnect_max: Duration,
+    /// When the bulk statistics call has not answered after this long, a second one is
+    /// issued and the first answer wins (a hung VM then delays the others only once).
+    /// `0s` disables it.
+    #[serde(with = "humantime_serde")]
+    pub hedge_after: Duration,
 }
 
 impl Default for LibvirtSection {
@@ -80,6 +85,7 @@ impl Default for LibvirtSection {
             max_concurrent_calls: 4,
             reconnect_min: Duration::from_secs(1),
             reconnect_max: Duration::from_secs(30),
+            hedge_after: Duration::from_millis(750),
         }
     }
 }
