@@ -13,7 +13,9 @@ use vadvisor_api::{Bus, FakeHypervisor, Health, Hypervisor, Registry, SinkInput,
 use vadvisor_libvirt::{LibvirtHypervisor, LibvirtSettings};
 
 use crate::cli::Args;
-use crate::config::{self, AgentConfig, ConfigErrors, KnownKinds, DEFAULT_CONFIG, DEFAULT_CONFIG_PATH};
+use crate::config::{
+    self, AgentConfig, ConfigErrors, KnownKinds, DEFAULT_CONFIG, DEFAULT_CONFIG_PATH,
+};
 use crate::pipeline::{self, BuildEnv};
 use crate::scheduler::{self, LiveCollector};
 
@@ -25,7 +27,10 @@ pub enum Exit {
 }
 
 fn kinds(registry: &Registry) -> KnownKinds {
-    KnownKinds { collectors: registry.collector_kinds(), sinks: registry.sink_kinds() }
+    KnownKinds {
+        collectors: registry.collector_kinds(),
+        sinks: registry.sink_kinds(),
+    }
 }
 
 /// Reads the config text: the given file, else the default path, else the built-in
@@ -33,17 +38,28 @@ fn kinds(registry: &Registry) -> KnownKinds {
 pub fn read_config(path: Option<&Path>) -> anyhow::Result<(String, String)> {
     match path {
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read config file {}", p.display()))?;
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read config file {}", p.display()))?;
             Ok((text, p.display().to_string()))
         }
-        None if Path::new(DEFAULT_CONFIG_PATH).exists() => read_config(Some(Path::new(DEFAULT_CONFIG_PATH))),
-        None => Ok((DEFAULT_CONFIG.to_string(), "<built-in defaults>".to_string())),
+        None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
+            read_config(Some(Path::new(DEFAULT_CONFIG_PATH)))
+        }
+        None => Ok((
+            DEFAULT_CONFIG.to_string(),
+            "<built-in defaults>".to_string(),
+        )),
     }
 }
 
 /// Loads and fully validates a config (every plugin built against a fake hypervisor),
 /// applying the command-line overrides.
-pub fn load(text: &str, file: &str, registry: &Registry, args: &Args) -> Result<AgentConfig, ConfigErrors> {
+pub fn load(
+    text: &str,
+    file: &str,
+    registry: &Registry,
+    args: &Args,
+) -> Result<AgentConfig, ConfigErrors> {
     let (mut config, diagnostics) = config::load_partial(text, file, &kinds(registry))?;
     if let Some(uri) = &args.libvirt_uri {
         config.libvirt.uri = uri.clone();
@@ -59,7 +75,12 @@ pub fn load(text: &str, file: &str, registry: &Registry, args: &Args) -> Result<
     }
     apply_statsd_flags(&mut config, args);
     let hv: Arc<dyn Hypervisor> = Arc::new(FakeHypervisor::new());
-    let env = BuildEnv { hypervisor: hv.clone(), bus: Bus::new(16), health: Health::new(), live: LiveCollector::new(hv) };
+    let env = BuildEnv {
+        hypervisor: hv.clone(),
+        bus: Bus::new(16),
+        health: Health::new(),
+        live: LiveCollector::new(hv),
+    };
     pipeline::build_with(&config, registry, &env, diagnostics)?;
     if let Some(path) = &config.http.web_config_file {
         let web = crate::web_config::load(path)?;
@@ -141,7 +162,9 @@ pub async fn run(args: Args, registry: Registry) -> anyhow::Result<Exit> {
     }
     if args.hash_password {
         let mut password = String::new();
-        std::io::stdin().read_line(&mut password).context("cannot read the password from standard input")?;
+        std::io::stdin()
+            .read_line(&mut password)
+            .context("cannot read the password from standard input")?;
         let password = password.trim_end_matches(['\r', '\n']);
         if password.is_empty() {
             anyhow::bail!("empty password");
@@ -187,7 +210,12 @@ pub async fn run(args: Args, registry: Registry) -> anyhow::Result<Exit> {
     let bus = Bus::new(1024);
     let health = Health::new();
     let live = LiveCollector::new(hv.clone());
-    let env = BuildEnv { hypervisor: hv.clone(), bus: bus.clone(), health: health.clone(), live: live.clone() };
+    let env = BuildEnv {
+        hypervisor: hv.clone(),
+        bus: bus.clone(),
+        health: health.clone(),
+        live: live.clone(),
+    };
     let pipeline = pipeline::build(&config, &registry, &env).map_err(|e| anyhow::anyhow!("{e}"))?;
     live.set_instances(pipeline.polled.clone());
 
@@ -199,7 +227,8 @@ pub async fn run(args: Args, registry: Registry) -> anyhow::Result<Exit> {
         Some(t) => Some(crate::tls::server_config(t).map_err(|e| anyhow::anyhow!("{e}"))?),
         None => None,
     };
-    let auth = (!web.basic_auth_users.is_empty()).then(|| crate::auth::BasicAuth::new(web.basic_auth_users.clone()));
+    let auth = (!web.basic_auth_users.is_empty())
+        .then(|| crate::auth::BasicAuth::new(web.basic_auth_users.clone()));
     let listener = TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.http.listen))?;
@@ -212,7 +241,11 @@ pub async fn run(args: Args, registry: Registry) -> anyhow::Result<Exit> {
     let mut tasks = Vec::new();
     // Sinks subscribe before anything publishes.
     for (id, sink) in pipeline.sinks {
-        let input = SinkInput { id: id.clone(), records: bus.subscribe(health.sink(&id)), shutdown: shutdown.clone() };
+        let input = SinkInput {
+            id: id.clone(),
+            records: bus.subscribe(health.sink(&id)),
+            shutdown: shutdown.clone(),
+        };
         tasks.push(tokio::spawn(async move {
             if let Err(e) = sink.run(input).await {
                 tracing::error!(sink = %id, error = %e, "sink stopped with an error");
@@ -220,7 +253,12 @@ pub async fn run(args: Args, registry: Registry) -> anyhow::Result<Exit> {
         }));
     }
     for (id, source) in pipeline.sources {
-        let cx = SourceContext { id: id.clone(), hypervisor: hv.clone(), bus: bus.clone(), shutdown: shutdown.clone() };
+        let cx = SourceContext {
+            id: id.clone(),
+            hypervisor: hv.clone(),
+            bus: bus.clone(),
+            shutdown: shutdown.clone(),
+        };
         tasks.push(tokio::spawn(async move {
             if let Err(e) = source.run(cx).await {
                 tracing::error!(collector = %id, error = %e, "event source stopped with an error");
@@ -231,7 +269,13 @@ pub async fn run(args: Args, registry: Registry) -> anyhow::Result<Exit> {
     if !libvirt.wait_connected(Duration::from_secs(2)).await {
         tracing::warn!(uri = %config.libvirt.uri, "libvirt is not reachable yet; collecting as soon as it is");
     }
-    tasks.extend(scheduler::spawn(pipeline.polled, hv.clone(), bus.clone(), health.clone(), shutdown.clone()));
+    tasks.extend(scheduler::spawn(
+        pipeline.polled,
+        hv.clone(),
+        bus.clone(),
+        health.clone(),
+        shutdown.clone(),
+    ));
     let router = crate::http::router(pipeline.routes, hv.clone(), health.clone(), auth);
     let server = match tls {
         Some(tls) => {
@@ -250,7 +294,10 @@ pub async fn run(args: Args, registry: Registry) -> anyhow::Result<Exit> {
         }
         let _ = server.await;
     };
-    if tokio::time::timeout(Duration::from_secs(4), drain).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(4), drain)
+        .await
+        .is_err()
+    {
         tracing::warn!("some tasks did not finish within 4 s; exiting anyway");
     }
     libvirt.shutdown();
@@ -260,7 +307,10 @@ pub async fn run(args: Args, registry: Registry) -> anyhow::Result<Exit> {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}

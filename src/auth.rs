@@ -24,7 +24,10 @@ pub struct BasicAuth {
 
 impl BasicAuth {
     pub fn new(users: BTreeMap<String, String>) -> Arc<Self> {
-        Arc::new(Self { users, verified: Mutex::new(HashSet::new()) })
+        Arc::new(Self {
+            users,
+            verified: Mutex::new(HashSet::new()),
+        })
     }
 
     fn key(user: &str, password: &str, hash: &str) -> u64 {
@@ -35,16 +38,30 @@ impl BasicAuth {
 
     /// Whether the `Authorization` header value holds valid credentials.
     pub fn check(&self, authorization: Option<&str>) -> bool {
-        let Some(encoded) = authorization.and_then(|v| v.strip_prefix("Basic ")) else { return false };
-        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else { return false };
-        let Ok(text) = String::from_utf8(decoded) else { return false };
-        let Some((user, password)) = text.split_once(':') else { return false };
+        let Some(encoded) = authorization.and_then(|v| v.strip_prefix("Basic ")) else {
+            return false;
+        };
+        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
+            return false;
+        };
+        let Ok(text) = String::from_utf8(decoded) else {
+            return false;
+        };
+        let Some((user, password)) = text.split_once(':') else {
+            return false;
+        };
         let (hash, known) = match self.users.get(user) {
             Some(h) => (h.as_str(), true),
             None => (DUMMY_HASH, false),
         };
         let key = Self::key(user, password, hash);
-        if known && self.verified.lock().unwrap_or_else(|e| e.into_inner()).contains(&key) {
+        if known
+            && self
+                .verified
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&key)
+        {
             return true;
         }
         let ok = bcrypt::verify(password, hash).unwrap_or(false) && known;
@@ -64,15 +81,26 @@ pub async fn require(auth: Arc<BasicAuth>, request: Request, next: Next) -> Resp
     if request.uri().path() == "/healthz" {
         return next.run(request).await;
     }
-    let header_value = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let header_value = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     // bcrypt runs off the async runtime.
     let checker = auth.clone();
-    let ok = tokio::task::spawn_blocking(move || checker.check(header_value.as_deref())).await.unwrap_or(false);
+    let ok = tokio::task::spawn_blocking(move || checker.check(header_value.as_deref()))
+        .await
+        .unwrap_or(false);
     if ok {
         return next.run(request).await;
     }
     let body = serde_json::json!({"error": "Unauthorized", "message": "valid basic-auth credentials required", "status": 401});
-    (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Basic realm=\"vadvisor\"")], axum::Json(body)).into_response()
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Basic realm=\"vadvisor\"")],
+        axum::Json(body),
+    )
+        .into_response()
 }
 
 #[cfg(test)]
@@ -83,7 +111,12 @@ mod tests {
     fn verifies_and_caches() {
         let hash = bcrypt::hash("s3cret", 4).unwrap();
         let auth = BasicAuth::new(BTreeMap::from([("alice".to_string(), hash)]));
-        let header = |u: &str, p: &str| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}")));
+        let header = |u: &str, p: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+            )
+        };
         assert!(auth.check(Some(&header("alice", "s3cret"))));
         assert!(auth.check(Some(&header("alice", "s3cret"))), "cached");
         assert!(!auth.check(Some(&header("alice", "wrong"))));
@@ -91,6 +124,9 @@ mod tests {
         assert!(!auth.check(Some("Basic !!!")));
         assert!(!auth.check(Some("Bearer x")));
         assert!(!auth.check(None));
-        assert!(bcrypt::verify("x", DUMMY_HASH).is_ok(), "the dummy hash is well-formed");
+        assert!(
+            bcrypt::verify("x", DUMMY_HASH).is_ok(),
+            "the dummy hash is well-formed"
+        );
     }
 }

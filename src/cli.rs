@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use clap::Parser;
 
 #[derive(Debug, Parser, Clone, Default)]
-#[command(name = "vadvisor", version, about = "Monitors every VM on a libvirt host and exports what it sees")]
+#[command(
+    name = "vadvisor",
+    version,
+    about = "Monitors every VM on a libvirt host and exports what it sees"
+)]
 pub struct Args {
     /// Pipeline file (default /etc/vadvisor/config.yaml; built-in defaults when absent).
     #[arg(long, value_name = "FILE")]

@@ -48,7 +48,12 @@ impl fmt::Display for ConfigErrors {
             }
         }
         let n = self.diagnostics.len();
-        write!(f, "{n} error{} in {}", if n == 1 { "" } else { "s" }, self.file)
+        write!(
+            f,
+            "{n} error{} in {}",
+            if n == 1 { "" } else { "s" },
+            self.file
+        )
     }
 }
 
@@ -101,7 +106,10 @@ pub struct HttpSection {
 
 impl Default for HttpSection {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([0, 0, 0, 0], 8181)), web_config_file: None }
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8181)),
+            web_config_file: None,
+        }
     }
 }
 
@@ -135,7 +143,12 @@ pub struct AgentConfig {
 
 impl AgentConfig {
     /// Turns a plugin's option error into a located diagnostic.
-    pub fn diagnostic(&self, instance_path: &[String], option_path: &[String], message: String) -> Diagnostic {
+    pub fn diagnostic(
+        &self,
+        instance_path: &[String],
+        option_path: &[String],
+        message: String,
+    ) -> Diagnostic {
         let mut path = instance_path.to_vec();
         path.extend(option_path.iter().cloned());
         let position = if message.starts_with("unknown field") {
@@ -143,7 +156,11 @@ impl AgentConfig {
         } else {
             self.locations.value(&path)
         };
-        Diagnostic { position, path: path.join("."), message }
+        Diagnostic {
+            position,
+            path: path.join("."),
+            message,
+        }
     }
 }
 
@@ -159,59 +176,139 @@ pub fn load(text: &str, file: &str, kinds: &KnownKinds) -> Result<AgentConfig, C
     if diagnostics.is_empty() {
         Ok(config)
     } else {
-        Err(ConfigErrors { file: file.to_string(), diagnostics })
+        Err(ConfigErrors {
+            file: file.to_string(),
+            diagnostics,
+        })
     }
 }
 
 /// Like [`load`], but returns what could be read together with the problems found, so
 /// that plugin options can be checked too and every error reported at once. Only a
 /// YAML syntax error (or a document that is not a mapping) is returned as `Err`.
-pub fn load_partial(text: &str, file: &str, kinds: &KnownKinds) -> Result<(AgentConfig, Vec<Diagnostic>), ConfigErrors> {
-    let errors = |diagnostics| ConfigErrors { file: file.to_string(), diagnostics };
+pub fn load_partial(
+    text: &str,
+    file: &str,
+    kinds: &KnownKinds,
+) -> Result<(AgentConfig, Vec<Diagnostic>), ConfigErrors> {
+    let errors = |diagnostics| ConfigErrors {
+        file: file.to_string(),
+        diagnostics,
+    };
     let (root, locations, dups) = yaml::parse(text).map_err(|e| {
-        errors(vec![Diagnostic { position: e.position, path: String::new(), message: e.message }])
+        errors(vec![Diagnostic {
+            position: e.position,
+            path: String::new(),
+            message: e.message,
+        }])
     })?;
-    let mut diags: Vec<Diagnostic> =
-        dups.into_iter().map(|(position, message)| Diagnostic { position, path: String::new(), message }).collect();
+    let mut diags: Vec<Diagnostic> = dups
+        .into_iter()
+        .map(|(position, message)| Diagnostic {
+            position,
+            path: String::new(),
+            message,
+        })
+        .collect();
     let mut diag = |path: &[&str], key: bool, message: String| {
         let p: Vec<String> = path.iter().map(|s| s.to_string()).collect();
-        let position = if key { locations.key(&p) } else { locations.value(&p) };
-        diags.push(Diagnostic { position, path: p.join("."), message });
+        let position = if key {
+            locations.key(&p)
+        } else {
+            locations.value(&p)
+        };
+        diags.push(Diagnostic {
+            position,
+            path: p.join("."),
+            message,
+        });
     };
 
     let Value::Object(top) = &root else {
-        diag(&[], false, "the config must be a mapping with sections libvirt, http, collectors, sinks".into());
+        diag(
+            &[],
+            false,
+            "the config must be a mapping with sections libvirt, http, collectors, sinks".into(),
+        );
         return Err(errors(diags));
     };
     for key in top.keys() {
         if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
-            diag(&[key], true, format!("unknown section `{key}`, expected one of {}", list(TOP_LEVEL_KEYS)));
+            diag(
+                &[key],
+                true,
+                format!(
+                    "unknown section `{key}`, expected one of {}",
+                    list(TOP_LEVEL_KEYS)
+                ),
+            );
         }
     }
 
     let section = |name: &str| -> Value { top.get(name).cloned().unwrap_or(Value::Null) };
-    let libvirt: LibvirtSection = decode_section(&section("libvirt"), "libvirt", &locations, &mut diags);
+    let libvirt: LibvirtSection =
+        decode_section(&section("libvirt"), "libvirt", &locations, &mut diags);
     let http: HttpSection = decode_section(&section("http"), "http", &locations, &mut diags);
     if libvirt.max_concurrent_calls == 0 {
         let p = vec!["libvirt".to_string(), "max_concurrent_calls".to_string()];
-        diags.push(Diagnostic { position: locations.value(&p), path: p.join("."), message: "must be at least 1".into() });
+        diags.push(Diagnostic {
+            position: locations.value(&p),
+            path: p.join("."),
+            message: "must be at least 1".into(),
+        });
     }
-    for (name, d) in [("call_timeout", libvirt.call_timeout), ("reconnect_min", libvirt.reconnect_min), ("reconnect_max", libvirt.reconnect_max)] {
+    for (name, d) in [
+        ("call_timeout", libvirt.call_timeout),
+        ("reconnect_min", libvirt.reconnect_min),
+        ("reconnect_max", libvirt.reconnect_max),
+    ] {
         if d.is_zero() {
             let p = vec!["libvirt".to_string(), name.to_string()];
-            diags.push(Diagnostic { position: locations.value(&p), path: p.join("."), message: "must be greater than 0".into() });
+            diags.push(Diagnostic {
+                position: locations.value(&p),
+                path: p.join("."),
+                message: "must be greater than 0".into(),
+            });
         }
     }
 
-    let collectors = instances(&section("collectors"), "collectors", &kinds.collectors, COLLECTOR_CORE_KEYS, &locations, &mut diags);
-    let sinks = instances(&section("sinks"), "sinks", &kinds.sinks, SINK_CORE_KEYS, &locations, &mut diags);
+    let collectors = instances(
+        &section("collectors"),
+        "collectors",
+        &kinds.collectors,
+        COLLECTOR_CORE_KEYS,
+        &locations,
+        &mut diags,
+    );
+    let sinks = instances(
+        &section("sinks"),
+        "sinks",
+        &kinds.sinks,
+        SINK_CORE_KEYS,
+        &locations,
+        &mut diags,
+    );
 
     diags.sort_by_key(|d| (d.position.line, d.position.column));
-    Ok((AgentConfig { file: file.to_string(), libvirt, http, collectors, sinks, locations }, diags))
+    Ok((
+        AgentConfig {
+            file: file.to_string(),
+            libvirt,
+            http,
+            collectors,
+            sinks,
+            locations,
+        },
+        diags,
+    ))
 }
 
 fn list(items: &[&str]) -> String {
-    items.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+    items
+        .iter()
+        .map(|s| format!("`{s}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn decode_section<T: serde::de::DeserializeOwned + Default>(
@@ -226,9 +323,16 @@ fn decode_section<T: serde::de::DeserializeOwned + Default>(
             for e in errors {
                 let mut path = vec![name.to_string()];
                 path.extend(e.path);
-                let position =
-                    if e.message.starts_with("unknown field") { locations.key(&path) } else { locations.value(&path) };
-                diags.push(Diagnostic { position, path: path.join("."), message: e.message });
+                let position = if e.message.starts_with("unknown field") {
+                    locations.key(&path)
+                } else {
+                    locations.value(&path)
+                };
+                diags.push(Diagnostic {
+                    position,
+                    path: path.join("."),
+                    message: e.message,
+                });
             }
             T::default()
         }
@@ -238,10 +342,15 @@ fn decode_section<T: serde::de::DeserializeOwned + Default>(
 fn parse_duration(v: &Value) -> Result<Duration, String> {
     let text = match v {
         Value::String(s) => s.clone(),
-        other => return Err(format!("expected a duration such as `1s`, `500ms` or `2m`, found `{other}`")),
+        other => {
+            return Err(format!(
+                "expected a duration such as `1s`, `500ms` or `2m`, found `{other}`"
+            ))
+        }
     };
-    let d = humantime::parse_duration(&text)
-        .map_err(|e| format!("invalid duration `{text}` ({e}); expected e.g. `1s`, `500ms`, `2m`"))?;
+    let d = humantime::parse_duration(&text).map_err(|e| {
+        format!("invalid duration `{text}` ({e}); expected e.g. `1s`, `500ms`, `2m`")
+    })?;
     if d.is_zero() {
         return Err(format!("duration `{text}` must be greater than 0"));
     }
@@ -258,14 +367,26 @@ fn instances(
 ) -> Vec<Instance> {
     let mut out = Vec::new();
     let mut push = |path: Vec<String>, key: bool, message: String| {
-        let position = if key { locations.key(&path) } else { locations.value(&path) };
-        diags.push(Diagnostic { position, path: path.join("."), message });
+        let position = if key {
+            locations.key(&path)
+        } else {
+            locations.value(&path)
+        };
+        diags.push(Diagnostic {
+            position,
+            path: path.join("."),
+            message,
+        });
     };
     let map = match section {
         Value::Null => return out,
         Value::Object(m) => m,
         _ => {
-            push(vec![name.into()], false, format!("`{name}` must be a mapping of `type` or `type/name` to options"));
+            push(
+                vec![name.into()],
+                false,
+                format!("`{name}` must be a mapping of `type` or `type/name` to options"),
+            );
             return out;
         }
     };
@@ -276,11 +397,23 @@ fn instances(
             None => (id.as_str(), None),
         };
         if !known.contains(&kind) {
-            push(path.clone(), true, format!("unknown {} type `{kind}`, expected one of {}", &name[..name.len() - 1], list(known)));
+            push(
+                path.clone(),
+                true,
+                format!(
+                    "unknown {} type `{kind}`, expected one of {}",
+                    &name[..name.len() - 1],
+                    list(known)
+                ),
+            );
             continue;
         }
         if let Some(n) = instance_name {
-            if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            if n.is_empty()
+                || !n
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
                 push(path.clone(), true, format!("invalid instance name `{n}`: use letters, digits, `_` or `-` after `{kind}/`"));
                 continue;
             }
@@ -289,7 +422,11 @@ fn instances(
             Value::Null => serde_json::Map::new(),
             Value::Object(m) => m.clone(),
             _ => {
-                push(path.clone(), false, "expected a mapping of options (or nothing)".into());
+                push(
+                    path.clone(),
+                    false,
+                    "expected a mapping of options (or nothing)".into(),
+                );
                 continue;
             }
         };
@@ -298,14 +435,20 @@ fn instances(
         let mut enabled = true;
         let mut ok = true;
         for key in core_keys {
-            let Some(v) = options.remove(*key) else { continue };
+            let Some(v) = options.remove(*key) else {
+                continue;
+            };
             let mut kpath = path.clone();
             kpath.push(key.to_string());
             match *key {
                 "enabled" => match v {
                     Value::Bool(b) => enabled = b,
                     other => {
-                        push(kpath, false, format!("expected true or false, found `{other}`"));
+                        push(
+                            kpath,
+                            false,
+                            format!("expected true or false, found `{other}`"),
+                        );
                         ok = false;
                     }
                 },
@@ -352,7 +495,10 @@ mod tests {
     use super::*;
 
     fn kinds() -> KnownKinds {
-        KnownKinds { collectors: vec!["cpu", "memory"], sinks: vec!["rest", "statsd"] }
+        KnownKinds {
+            collectors: vec!["cpu", "memory"],
+            sinks: vec!["rest", "statsd"],
+        }
     }
 
     #[test]
@@ -361,11 +507,20 @@ mod tests {
         let c = load(text, "f.yaml", &kinds()).unwrap();
         assert_eq!(c.collectors.len(), 2);
         assert_eq!(c.collectors[0].interval, Duration::from_secs(2));
-        assert_eq!(c.collectors[0].timeout, Duration::from_secs(5), "at least 5 s by default");
+        assert_eq!(
+            c.collectors[0].timeout,
+            Duration::from_secs(5),
+            "at least 5 s by default"
+        );
         let slow = c.collectors.iter().find(|i| i.id == "cpu/slow").unwrap();
         assert_eq!(slow.timeout, Duration::from_secs(10));
         assert_eq!(slow.options.raw(), &serde_json::json!({"per_vcpu": false}));
-        let enabled: Vec<&str> = c.sinks.iter().filter(|s| s.enabled).map(|s| s.id.as_str()).collect();
+        let enabled: Vec<&str> = c
+            .sinks
+            .iter()
+            .filter(|s| s.enabled)
+            .map(|s| s.id.as_str())
+            .collect();
         assert_eq!(enabled, vec!["rest", "statsd/a"]);
         assert_eq!(c.libvirt.uri, "qemu:///system");
         assert_eq!(c.http.listen.port(), 8181);
@@ -377,14 +532,43 @@ mod tests {
         let err = load(text, "bad.yaml", &kinds()).unwrap_err();
         let text = err.to_string();
         let lines: Vec<&str> = text.lines().collect();
-        assert!(lines.iter().any(|l| l.starts_with("bad.yaml:3:3: libvirt.bogus: unknown field `bogus`, expected one of")), "{text}");
-        assert!(lines.iter().any(|l| l.starts_with("bad.yaml:2:8: libvirt.uri: invalid type")), "{text}");
-        assert!(lines.iter().any(|l| l.starts_with("bad.yaml:5:11: http.listen:")), "{text}");
+        assert!(
+            lines.iter().any(|l| l.starts_with(
+                "bad.yaml:3:3: libvirt.bogus: unknown field `bogus`, expected one of"
+            )),
+            "{text}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("bad.yaml:2:8: libvirt.uri: invalid type")),
+            "{text}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("bad.yaml:5:11: http.listen:")),
+            "{text}"
+        );
         assert!(lines.iter().any(|l| l.contains("bad.yaml:6:1: colectors: unknown section `colectors`, expected one of `libvirt`, `http`, `collectors`, `sinks`")), "{text}");
         assert!(lines.iter().any(|l| l.contains("bad.yaml:8:3: collectors.cpux: unknown collector type `cpux`, expected one of `cpu`, `memory`")), "{text}");
-        assert!(lines.iter().any(|l| l.contains("bad.yaml:10:15: collectors.cpu.interval: duration `0s` must be greater than 0")), "{text}");
-        assert!(lines.iter().any(|l| l.contains("bad.yaml:12:15: collectors.memory.interval: invalid duration `soon`")), "{text}");
-        assert!(lines.iter().any(|l| l.contains("bad.yaml:14:3: sinks.rest/: invalid instance name")), "{text}");
+        assert!(
+            lines.iter().any(|l| l.contains(
+                "bad.yaml:10:15: collectors.cpu.interval: duration `0s` must be greater than 0"
+            )),
+            "{text}"
+        );
+        assert!(
+            lines.iter().any(|l| l
+                .contains("bad.yaml:12:15: collectors.memory.interval: invalid duration `soon`")),
+            "{text}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("bad.yaml:14:3: sinks.rest/: invalid instance name")),
+            "{text}"
+        );
         assert!(text.ends_with("8 errors in bad.yaml"), "{text}");
     }
 

@@ -31,25 +31,42 @@ pub fn router(
     let paths: Vec<String> = routes.paths().map(str::to_string).collect();
     let index = {
         let listing = paths.iter().map(|p| format!("  {p}\n")).collect::<String>();
-        format!("vadvisor {}\n\nEndpoints:\n  /healthz\n{listing}", env!("CARGO_PKG_VERSION"))
+        format!(
+            "vadvisor {}\n\nEndpoints:\n  /healthz\n{listing}",
+            env!("CARGO_PKG_VERSION")
+        )
     };
     let mut router = routes.into_router();
     if !paths.iter().any(|p| p == "/") {
-        router = router.route("/", get(move || async move { ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], index) }));
+        router =
+            router.route(
+                "/",
+                get(move || async move {
+                    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], index)
+                }),
+            );
     }
     if !paths.iter().any(|p| p == "/healthz") {
         router = router.route("/healthz", get(move || healthz(hv.clone(), health.clone())));
     }
     let router = router
         .fallback(|uri: axum::http::Uri| async move {
-            json_error(StatusCode::NOT_FOUND, format!("no such endpoint: {}", uri.path()))
+            json_error(
+                StatusCode::NOT_FOUND,
+                format!("no such endpoint: {}", uri.path()),
+            )
         })
         .method_not_allowed_fallback(|method: axum::http::Method| async move {
-            json_error(StatusCode::METHOD_NOT_ALLOWED, format!("method {method} is not allowed here; use GET"))
+            json_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("method {method} is not allowed here; use GET"),
+            )
         })
         .layer(CompressionLayer::new().gzip(true));
     match auth {
-        Some(auth) => router.layer(axum::middleware::from_fn(move |req, next| crate::auth::require(auth.clone(), req, next))),
+        Some(auth) => router.layer(axum::middleware::from_fn(move |req, next| {
+            crate::auth::require(auth.clone(), req, next)
+        })),
         None => router,
     }
 }
@@ -69,13 +86,19 @@ async fn healthz(hv: Arc<dyn Hypervisor>, health: Arc<Health>) -> Response {
         .domains()
         .into_iter()
         .map(|(uuid, d)| {
-            let age = |t: Option<std::time::SystemTime>| t.and_then(|t| now.duration_since(t).ok()).map(|a| a.as_secs_f64());
+            let age = |t: Option<std::time::SystemTime>| {
+                t.and_then(|t| now.duration_since(t).ok())
+                    .map(|a| a.as_secs_f64())
+            };
             let complete_age = age(d.last_complete);
             // Stale: no complete sample for 10 s (e.g. its QEMU does not answer).
             let stale = complete_age.is_none_or(|a| a > 10.0);
-            (uuid, serde_json::json!({"name": d.name, "collection_errors": d.errors,
+            (
+                uuid,
+                serde_json::json!({"name": d.name, "collection_errors": d.errors,
                 "last_sample_age_seconds": age(d.last_sample),
-                "last_complete_sample_age_seconds": complete_age, "stale": stale}))
+                "last_complete_sample_age_seconds": complete_age, "stale": stale}),
+            )
         })
         .collect();
     // The agent is healthy while it runs; libvirt's state is reported, not judged, so a
@@ -91,10 +114,16 @@ async fn healthz(hv: Arc<dyn Hypervisor>, health: Arc<Health>) -> Response {
 }
 
 /// Serves until `shutdown` is cancelled.
-pub async fn serve<L>(listener: L, router: Router, shutdown: CancellationToken) -> std::io::Result<()>
+pub async fn serve<L>(
+    listener: L,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()>
 where
     L: axum::serve::Listener,
     L::Addr: std::fmt::Debug,
 {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
 }

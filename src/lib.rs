@@ -23,13 +23,24 @@ use vadvisor_api::Registry;
 /// Returns the process exit code: 0, 1 on a runtime failure, 2 on an invalid config.
 pub fn main_with(registry: Registry) -> i32 {
     let args = cli::Args::parse();
-    let default_level = if args.verbose { "vadvisor=debug,info" } else { "info" };
+    let default_level = if args.verbose {
+        "vadvisor=debug,info"
+    } else {
+        "info"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("VADVISOR_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .init();
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

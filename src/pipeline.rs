@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use vadvisor_api::{
-    Bus, CollectorBuildContext, CollectorPlugin, EventSource, Health, HttpRoutes, Hypervisor, LiveCollect,
-    MetricDesc, Registry, Sink, SinkBuildContext,
+    Bus, CollectorBuildContext, CollectorPlugin, EventSource, Health, HttpRoutes, Hypervisor,
+    LiveCollect, MetricDesc, Registry, Sink, SinkBuildContext,
 };
 
 use crate::config::{AgentConfig, ConfigErrors, Diagnostic, Instance};
@@ -28,12 +28,18 @@ pub struct BuildEnv {
     pub live: Arc<dyn LiveCollect>,
 }
 
-fn option_diagnostics(config: &AgentConfig, inst: &Instance, errors: Vec<vadvisor_api::OptionError>) -> Vec<Diagnostic> {
+fn option_diagnostics(
+    config: &AgentConfig,
+    inst: &Instance,
+    errors: Vec<vadvisor_api::OptionError>,
+) -> Vec<Diagnostic> {
     errors
         .into_iter()
         .map(|e| {
             let mut message = e.message;
-            if message.starts_with("unknown field") && inst.path.first().map(String::as_str) == Some("collectors") {
+            if message.starts_with("unknown field")
+                && inst.path.first().map(String::as_str) == Some("collectors")
+            {
                 message.push_str(&format!(
                     " (or one of the keys every collector takes: {})",
                     crate::config::collector_core_keys().join(", ")
@@ -44,16 +50,29 @@ fn option_diagnostics(config: &AgentConfig, inst: &Instance, errors: Vec<vadviso
         .collect()
 }
 
-fn validate_metrics(config: &AgentConfig, inst: &Instance, metrics: &[MetricDesc], diags: &mut Vec<Diagnostic>) {
+fn validate_metrics(
+    config: &AgentConfig,
+    inst: &Instance,
+    metrics: &[MetricDesc],
+    diags: &mut Vec<Diagnostic>,
+) {
     for m in metrics {
         if let Err(e) = m.validate() {
-            diags.push(config.diagnostic(&inst.path, &[], format!("plugin declares an invalid metric: {e}")));
+            diags.push(config.diagnostic(
+                &inst.path,
+                &[],
+                format!("plugin declares an invalid metric: {e}"),
+            ));
         }
     }
 }
 
 /// Builds every plugin instance. On error, every problem of every instance is returned.
-pub fn build(config: &AgentConfig, registry: &Registry, env: &BuildEnv) -> Result<Pipeline, ConfigErrors> {
+pub fn build(
+    config: &AgentConfig,
+    registry: &Registry,
+    env: &BuildEnv,
+) -> Result<Pipeline, ConfigErrors> {
     build_with(config, registry, env, Vec::new())
 }
 
@@ -66,12 +85,22 @@ pub fn build_with(
     env: &BuildEnv,
     mut diags: Vec<Diagnostic>,
 ) -> Result<Pipeline, ConfigErrors> {
-    let mut pipeline = Pipeline { polled: Vec::new(), sources: Vec::new(), sinks: Vec::new(), routes: HttpRoutes::new() };
+    let mut pipeline = Pipeline {
+        polled: Vec::new(),
+        sources: Vec::new(),
+        sinks: Vec::new(),
+        routes: HttpRoutes::new(),
+    };
 
     for inst in &config.collectors {
-        let Some(factory) = registry.collector(&inst.kind) else { continue };
+        let Some(factory) = registry.collector(&inst.kind) else {
+            continue;
+        };
         let id: Arc<str> = Arc::from(inst.id.as_str());
-        let cx = CollectorBuildContext { id: id.clone(), hypervisor: env.hypervisor.clone() };
+        let cx = CollectorBuildContext {
+            id: id.clone(),
+            hypervisor: env.hypervisor.clone(),
+        };
         match factory.build(&inst.options, &cx) {
             Ok(_) if !inst.enabled => {}
             Ok(CollectorPlugin::Polled(collector)) => {
@@ -94,11 +123,17 @@ pub fn build_with(
     }
 
     for inst in &config.sinks {
-        let Some(factory) = registry.sink(&inst.kind) else { continue };
+        let Some(factory) = registry.sink(&inst.kind) else {
+            continue;
+        };
         let id: Arc<str> = Arc::from(inst.id.as_str());
         // A disabled sink must not claim HTTP paths.
         let mut scratch_routes = HttpRoutes::new();
-        let routes = if inst.enabled { &mut pipeline.routes } else { &mut scratch_routes };
+        let routes = if inst.enabled {
+            &mut pipeline.routes
+        } else {
+            &mut scratch_routes
+        };
         let mut cx = SinkBuildContext {
             id: id.clone(),
             hypervisor: env.hypervisor.clone(),
@@ -121,6 +156,9 @@ pub fn build_with(
         Ok(pipeline)
     } else {
         diags.sort_by_key(|d| (d.position.line, d.position.column));
-        Err(ConfigErrors { file: config.file.clone(), diagnostics: diags })
+        Err(ConfigErrors {
+            file: config.file.clone(),
+            diagnostics: diags,
+        })
     }
 }

@@ -14,8 +14,8 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use vadvisor_api::{
-    async_trait, Batch, Bus, CollectContext, Collector, Health, Hypervisor, LiveCollect, MetricDesc, Record,
-    StatsGroups,
+    async_trait, Batch, Bus, CollectContext, Collector, Health, Hypervisor, LiveCollect,
+    MetricDesc, Record, StatsGroups,
 };
 
 /// A polled collector instance as the scheduler runs it.
@@ -47,8 +47,14 @@ struct Tick {
 
 /// Runs `instances` once, sharing one statistics call.
 async fn run_tick(hv: &Arc<dyn Hypervisor>, instances: &[PolledInstance]) -> Tick {
-    let groups = instances.iter().fold(StatsGroups::NONE, |g, i| g | i.collector.stats_groups());
-    let longest = instances.iter().map(|i| i.timeout).max().unwrap_or(Duration::from_secs(1));
+    let groups = instances
+        .iter()
+        .fold(StatsGroups::NONE, |g, i| g | i.collector.stats_groups());
+    let longest = instances
+        .iter()
+        .map(|i| i.timeout)
+        .max()
+        .unwrap_or(Duration::from_secs(1));
     let cx = CollectContext::new(hv.clone(), groups, Instant::now() + longest);
     let runs = instances.iter().map(|inst| {
         let cx = &cx;
@@ -62,7 +68,10 @@ async fn run_tick(hv: &Arc<dyn Hypervisor>, instances: &[PolledInstance]) -> Tic
                     // Every collector's output carries the domain state when the tick has it.
                     if let Some(Ok(stats)) = cx.fetched_stats() {
                         for ds in collected.domains.iter_mut().filter(|d| d.state.is_none()) {
-                            ds.state = stats.iter().find(|s| s.domain.uuid == ds.domain.uuid).and_then(|s| s.state());
+                            ds.state = stats
+                                .iter()
+                                .find(|s| s.domain.uuid == ds.domain.uuid)
+                                .and_then(|s| s.state());
                         }
                     }
                     for ds in &collected.domains {
@@ -77,9 +86,21 @@ async fn run_tick(hv: &Arc<dyn Hypervisor>, instances: &[PolledInstance]) -> Tic
                         domains: collected.domains,
                         host: collected.host,
                     };
-                    RunOutcome { id: inst.id.clone(), batch: Some(Arc::new(batch)), error: None, took, domain_errors }
+                    RunOutcome {
+                        id: inst.id.clone(),
+                        batch: Some(Arc::new(batch)),
+                        error: None,
+                        took,
+                        domain_errors,
+                    }
                 }
-                Ok(Err(e)) => RunOutcome { id: inst.id.clone(), batch: None, error: Some(e.to_string()), took, domain_errors: vec![] },
+                Ok(Err(e)) => RunOutcome {
+                    id: inst.id.clone(),
+                    batch: None,
+                    error: Some(e.to_string()),
+                    took,
+                    domain_errors: vec![],
+                },
                 Err(_) => RunOutcome {
                     id: inst.id.clone(),
                     batch: None,
@@ -92,12 +113,18 @@ async fn run_tick(hv: &Arc<dyn Hypervisor>, instances: &[PolledInstance]) -> Tic
     });
     let outcomes = futures::future::join_all(runs).await;
     let stats_errors = match cx.fetched_stats() {
-        Some(Ok(stats)) => {
-            stats.iter().filter(|d| !d.errors.is_empty()).map(|d| (d.domain.clone(), d.errors.clone())).collect()
-        }
+        Some(Ok(stats)) => stats
+            .iter()
+            .filter(|d| !d.errors.is_empty())
+            .map(|d| (d.domain.clone(), d.errors.clone()))
+            .collect(),
         _ => Vec::new(),
     };
-    Tick { outcomes, stats_errors, at: cx.at }
+    Tick {
+        outcomes,
+        stats_errors,
+        at: cx.at,
+    }
 }
 
 /// Remembers what was already logged so that a failure repeating every second is logged
@@ -112,10 +139,16 @@ struct LogLatch {
 impl LogLatch {
     /// Problems of the shared statistics call, per domain (logged once per problem).
     fn observe_stats(&mut self, errors: &[(vadvisor_api::DomainRef, Vec<String>)]) {
-        let current: HashSet<(Arc<str>, String)> =
-            errors.iter().flat_map(|(d, es)| es.iter().map(|e| (d.uuid.clone(), e.clone()))).collect();
+        let current: HashSet<(Arc<str>, String)> = errors
+            .iter()
+            .flat_map(|(d, es)| es.iter().map(|e| (d.uuid.clone(), e.clone())))
+            .collect();
         for (uuid, error) in current.difference(&self.stats_errors) {
-            let name = errors.iter().find(|(d, _)| d.uuid == *uuid).map(|(d, _)| d.name.clone()).unwrap_or_default();
+            let name = errors
+                .iter()
+                .find(|(d, _)| d.uuid == *uuid)
+                .map(|(d, _)| d.name.clone())
+                .unwrap_or_default();
             tracing::warn!(domain = %uuid, name = %name, error = %error, "domain reported with partial data (logged once until it recovers)");
         }
         for (uuid, error) in self.stats_errors.difference(&current) {
@@ -129,15 +162,21 @@ impl LogLatch {
             Some(e) if self.failing.insert(o.id.clone()) => {
                 tracing::warn!(collector = %o.id, error = %e, "collector run failed (logged once until it recovers)")
             }
-            None if self.failing.remove(&o.id) => tracing::info!(collector = %o.id, "collector recovered"),
+            None if self.failing.remove(&o.id) => {
+                tracing::info!(collector = %o.id, "collector recovered")
+            }
             _ => {}
         }
-        let current: HashSet<(Arc<str>, Arc<str>, String)> =
-            o.domain_errors.iter().map(|(d, e)| (o.id.clone(), d.clone(), e.clone())).collect();
+        let current: HashSet<(Arc<str>, Arc<str>, String)> = o
+            .domain_errors
+            .iter()
+            .map(|(d, e)| (o.id.clone(), d.clone(), e.clone()))
+            .collect();
         for key in current.difference(&self.domain_errors) {
             tracing::warn!(collector = %key.0, domain = %key.1, error = %key.2, "domain reported with partial data");
         }
-        self.domain_errors.retain(|k| k.0 != o.id || current.contains(k));
+        self.domain_errors
+            .retain(|k| k.0 != o.id || current.contains(k));
         self.domain_errors.extend(current);
     }
 }
@@ -157,7 +196,8 @@ pub fn spawn(
     by_interval
         .into_iter()
         .map(|(interval, group)| {
-            let (hv, bus, health, shutdown) = (hv.clone(), bus.clone(), health.clone(), shutdown.clone());
+            let (hv, bus, health, shutdown) =
+                (hv.clone(), bus.clone(), health.clone(), shutdown.clone());
             tokio::spawn(async move {
                 let mut ticker = tokio::time::interval(interval);
                 ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
@@ -179,11 +219,18 @@ pub fn spawn(
                         .collect();
                     latch.observe_stats(&tick.stats_errors);
                     for o in tick.outcomes {
-                        health.record_run(&o.id, o.took, o.error.is_none(), o.domain_errors.len() as u64);
+                        health.record_run(
+                            &o.id,
+                            o.took,
+                            o.error.is_none(),
+                            o.domain_errors.len() as u64,
+                        );
                         latch.observe(&o);
                         if let Some(batch) = o.batch {
                             for ds in &batch.domains {
-                                let entry = domains.entry(ds.domain.uuid.clone()).or_insert((ds.domain.name.clone(), 0));
+                                let entry = domains
+                                    .entry(ds.domain.uuid.clone())
+                                    .or_insert((ds.domain.name.clone(), 0));
                                 entry.1 += ds.errors.len() as u64;
                             }
                             bus.publish(Record::Batch(batch));
@@ -193,7 +240,9 @@ pub fn spawn(
                         health.record_domain(&uuid, &name, tick.at, errors);
                     }
                     // Domains without any sample for an hour are gone.
-                    if let Some(cutoff) = std::time::SystemTime::now().checked_sub(Duration::from_secs(3600)) {
+                    if let Some(cutoff) =
+                        std::time::SystemTime::now().checked_sub(Duration::from_secs(3600))
+                    {
                         health.forget_domains_before(cutoff);
                     }
                 }
@@ -215,7 +264,11 @@ pub struct LiveCollector {
 
 impl LiveCollector {
     pub fn new(hv: Arc<dyn Hypervisor>) -> Arc<Self> {
-        Arc::new(Self { hv, instances: Mutex::new(Arc::from(Vec::new())), inflight: Mutex::new(None) })
+        Arc::new(Self {
+            hv,
+            instances: Mutex::new(Arc::from(Vec::new())),
+            inflight: Mutex::new(None),
+        })
     }
 
     /// Sets the collectors (known only after the pipeline is built).
@@ -233,7 +286,11 @@ impl LiveCollect for LiveCollector {
                 Some(run) => run.clone(),
                 None => {
                     let hv = self.hv.clone();
-                    let instances = self.instances.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    let instances = self
+                        .instances
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clone();
                     // Spawned, so a caller that goes away does not cancel it for the others.
                     let handle = tokio::spawn(async move {
                         let outcomes = run_tick(&hv, &instances).await.outcomes;
@@ -252,9 +309,13 @@ impl LiveCollect for LiveCollector {
                             Ok(Arc::from(batches))
                         }
                     });
-                    let run: SharedRun = async move { handle.await.map_err(|e| format!("live collection aborted: {e}"))? }
-                        .boxed()
-                        .shared();
+                    let run: SharedRun = async move {
+                        handle
+                            .await
+                            .map_err(|e| format!("live collection aborted: {e}"))?
+                    }
+                    .boxed()
+                    .shared();
                     *inflight = Some(run.clone());
                     run
                 }
@@ -272,9 +333,16 @@ impl LiveCollect for LiveCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vadvisor_api::{CollectError, Collected, DomainSamples, FakeHypervisor, Sample, SinkHealth, TypedValue, Unit};
+    use vadvisor_api::{
+        CollectError, Collected, DomainSamples, FakeHypervisor, Sample, SinkHealth, TypedValue,
+        Unit,
+    };
 
-    const M: &[MetricDesc] = &[MetricDesc::counter("vm_t_seconds_total", "h", Unit::Nanoseconds)];
+    const M: &[MetricDesc] = &[MetricDesc::counter(
+        "vm_t_seconds_total",
+        "h",
+        Unit::Nanoseconds,
+    )];
 
     struct Probe {
         groups: StatsGroups,
@@ -297,7 +365,8 @@ mod tests {
                     .iter()
                     .map(|d| {
                         let mut ds = DomainSamples::new(d.domain.clone());
-                        ds.samples.push(Sample::new(0, d.f64("cpu.time").unwrap_or(0.0)));
+                        ds.samples
+                            .push(Sample::new(0, d.f64("cpu.time").unwrap_or(0.0)));
                         ds
                     })
                     .collect(),
@@ -306,7 +375,12 @@ mod tests {
         }
     }
 
-    fn instance(id: &str, groups: StatsGroups, sleep: Duration, timeout: Duration) -> PolledInstance {
+    fn instance(
+        id: &str,
+        groups: StatsGroups,
+        sleep: Duration,
+        timeout: Duration,
+    ) -> PolledInstance {
         PolledInstance {
             id: id.into(),
             collector: Arc::new(Probe { groups, sleep }),
@@ -318,7 +392,14 @@ mod tests {
 
     fn fake() -> Arc<FakeHypervisor> {
         let hv = Arc::new(FakeHypervisor::new());
-        hv.put_domain("u1", "one", &[("state.state", TypedValue::Int(3)), ("cpu.time", TypedValue::ULLong(9))]);
+        hv.put_domain(
+            "u1",
+            "one",
+            &[
+                ("state.state", TypedValue::Int(3)),
+                ("cpu.time", TypedValue::ULLong(9)),
+            ],
+        );
         hv
     }
 
@@ -327,23 +408,46 @@ mod tests {
         let hv = fake();
         let dyn_hv: Arc<dyn Hypervisor> = hv.clone();
         let insts = vec![
-            instance("a", StatsGroups::CPU_TOTAL, Duration::ZERO, Duration::from_secs(1)),
-            instance("b", StatsGroups::BLOCK, Duration::ZERO, Duration::from_secs(1)),
+            instance(
+                "a",
+                StatsGroups::CPU_TOTAL,
+                Duration::ZERO,
+                Duration::from_secs(1),
+            ),
+            instance(
+                "b",
+                StatsGroups::BLOCK,
+                Duration::ZERO,
+                Duration::from_secs(1),
+            ),
         ];
         let out = run_tick(&dyn_hv, &insts).await.outcomes;
         assert_eq!(hv.calls(), 1, "one bulk call for both collectors");
         let batch = out[0].batch.as_ref().unwrap();
         assert_eq!(batch.domains[0].state.map(|s| s.name()), Some("Paused"));
         assert_eq!(batch.domains[0].samples[0].value, 9.0);
-        assert_eq!(out[0].batch.as_ref().unwrap().at, out[1].batch.as_ref().unwrap().at);
+        assert_eq!(
+            out[0].batch.as_ref().unwrap().at,
+            out[1].batch.as_ref().unwrap().at
+        );
     }
 
     #[tokio::test]
     async fn a_run_past_its_deadline_fails_alone() {
         let hv: Arc<dyn Hypervisor> = fake();
         let insts = vec![
-            instance("slow", StatsGroups::CPU_TOTAL, Duration::from_secs(5), Duration::from_millis(50)),
-            instance("fast", StatsGroups::CPU_TOTAL, Duration::ZERO, Duration::from_secs(1)),
+            instance(
+                "slow",
+                StatsGroups::CPU_TOTAL,
+                Duration::from_secs(5),
+                Duration::from_millis(50),
+            ),
+            instance(
+                "fast",
+                StatsGroups::CPU_TOTAL,
+                Duration::ZERO,
+                Duration::from_secs(1),
+            ),
         ];
         let start = Instant::now();
         let out = run_tick(&hv, &insts).await.outcomes;
@@ -360,14 +464,21 @@ mod tests {
         let mut rx = bus.subscribe(Arc::new(SinkHealth::default()));
         let token = CancellationToken::new();
         let tasks = spawn(
-            vec![instance("a", StatsGroups::CPU_TOTAL, Duration::ZERO, Duration::from_secs(1))],
+            vec![instance(
+                "a",
+                StatsGroups::CPU_TOTAL,
+                Duration::ZERO,
+                Duration::from_secs(1),
+            )],
             hv,
             bus.clone(),
             health.clone(),
             token.clone(),
         );
         for _ in 0..3 {
-            let rec = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await.unwrap();
+            let rec = tokio::time::timeout(Duration::from_secs(2), rx.recv())
+                .await
+                .unwrap();
             assert!(matches!(rec, Some(Record::Batch(_))));
         }
         token.cancel();
@@ -385,13 +496,29 @@ mod tests {
         stats.errors.push("stats group `block` unavailable".into());
         let dyn_hv: Arc<dyn Hypervisor> = Arc::new(ErrorsHv(stats));
         let insts = vec![
-            instance("a", StatsGroups::CPU_TOTAL, Duration::ZERO, Duration::from_secs(1)),
-            instance("b", StatsGroups::BLOCK, Duration::ZERO, Duration::from_secs(1)),
+            instance(
+                "a",
+                StatsGroups::CPU_TOTAL,
+                Duration::ZERO,
+                Duration::from_secs(1),
+            ),
+            instance(
+                "b",
+                StatsGroups::BLOCK,
+                Duration::ZERO,
+                Duration::from_secs(1),
+            ),
         ];
         let tick = run_tick(&dyn_hv, &insts).await;
         assert_eq!(tick.stats_errors.len(), 1);
-        assert_eq!(tick.stats_errors[0].1, vec!["stats group `block` unavailable".to_string()]);
-        assert!(tick.outcomes.iter().all(|o| o.domain_errors.is_empty()), "not copied into every collector");
+        assert_eq!(
+            tick.stats_errors[0].1,
+            vec!["stats group `block` unavailable".to_string()]
+        );
+        assert!(
+            tick.outcomes.iter().all(|o| o.domain_errors.is_empty()),
+            "not copied into every collector"
+        );
         drop(hv);
     }
 
@@ -399,7 +526,10 @@ mod tests {
 
     #[async_trait]
     impl Hypervisor for ErrorsHv {
-        async fn domain_stats(&self, _: StatsGroups) -> Result<Vec<vadvisor_api::DomainStats>, vadvisor_api::HypervisorError> {
+        async fn domain_stats(
+            &self,
+            _: StatsGroups,
+        ) -> Result<Vec<vadvisor_api::DomainStats>, vadvisor_api::HypervisorError> {
             Ok(vec![self.0.clone()])
         }
         fn status(&self) -> vadvisor_api::ConnectionStatus {
@@ -413,7 +543,12 @@ mod tests {
         hv.set_delay(Some(Duration::from_millis(200)));
         let dyn_hv: Arc<dyn Hypervisor> = hv.clone();
         let live = LiveCollector::new(dyn_hv);
-        live.set_instances(vec![instance("a", StatsGroups::CPU_TOTAL, Duration::ZERO, Duration::from_secs(2))]);
+        live.set_instances(vec![instance(
+            "a",
+            StatsGroups::CPU_TOTAL,
+            Duration::ZERO,
+            Duration::from_secs(2),
+        )]);
         let (a, b, c) = tokio::join!(live.collect_now(), live.collect_now(), live.collect_now());
         assert!(a.is_ok() && b.is_ok() && c.is_ok());
         assert_eq!(hv.calls(), 1, "three concurrent callers, one collection");
@@ -426,7 +561,12 @@ mod tests {
         let hv = fake();
         hv.set_down(Some("no libvirtd"));
         let live = LiveCollector::new(hv);
-        live.set_instances(vec![instance("a", StatsGroups::CPU_TOTAL, Duration::ZERO, Duration::from_secs(1))]);
+        live.set_instances(vec![instance(
+            "a",
+            StatsGroups::CPU_TOTAL,
+            Duration::ZERO,
+            Duration::from_secs(1),
+        )]);
         let err = live.collect_now().await.unwrap_err();
         assert!(err.contains("no libvirtd"), "{err}");
     }

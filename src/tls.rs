@@ -28,12 +28,21 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 pub fn server_config(tls: &TlsServerConfig) -> Result<Arc<ServerConfig>, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&tls.cert_file)
         .and_then(|it| it.collect::<Result<_, _>>())
-        .map_err(|e| format!("cannot read certificates from {}: {e}", tls.cert_file.display()))?;
+        .map_err(|e| {
+            format!(
+                "cannot read certificates from {}: {e}",
+                tls.cert_file.display()
+            )
+        })?;
     if certs.is_empty() {
         return Err(format!("no certificate in {}", tls.cert_file.display()));
     }
-    let key = PrivateKeyDer::from_pem_file(&tls.key_file)
-        .map_err(|e| format!("cannot read the private key from {}: {e}", tls.key_file.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&tls.key_file).map_err(|e| {
+        format!(
+            "cannot read the private key from {}: {e}",
+            tls.key_file.display()
+        )
+    })?;
     let versions: &[&rustls::SupportedProtocolVersion] = match tls.min_version {
         TlsVersion::TLS12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::TLS13 => &[&rustls::version::TLS13],
@@ -44,9 +53,13 @@ pub fn server_config(tls: &TlsServerConfig) -> Result<Arc<ServerConfig>, String>
     let builder = match (tls.client_auth_type, &tls.client_ca_file) {
         (ClientAuth::RequireAndVerifyClientCert, Some(ca)) => {
             let mut roots = RootCertStore::empty();
-            for cert in CertificateDer::pem_file_iter(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))? {
+            for cert in CertificateDer::pem_file_iter(ca)
+                .map_err(|e| format!("cannot read {}: {e}", ca.display()))?
+            {
                 let cert = cert.map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
-                roots.add(cert).map_err(|e| format!("bad CA certificate in {}: {e}", ca.display()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("bad CA certificate in {}: {e}", ca.display()))?;
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
                 .build()
@@ -55,7 +68,9 @@ pub fn server_config(tls: &TlsServerConfig) -> Result<Arc<ServerConfig>, String>
         }
         _ => builder.with_no_client_auth(),
     };
-    let mut config = builder.with_single_cert(certs, key).map_err(|e| format!("certificate and key do not match: {e}"))?;
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("certificate and key do not match: {e}"))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -87,7 +102,9 @@ impl TlsListener {
                         Ok(Ok(tls)) => {
                             let _ = sender.send((tls, addr)).await;
                         }
-                        Ok(Err(e)) => tracing::debug!(peer = %addr, error = %e, "TLS handshake failed"),
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = %addr, error = %e, "TLS handshake failed")
+                        }
                         Err(_) => tracing::debug!(peer = %addr, "TLS handshake timed out"),
                     }
                 });

@@ -51,29 +51,56 @@ pub fn load(path: &Path) -> Result<WebConfig, ConfigErrors> {
     let file = path.display().to_string();
     let fail = |position, path: String, message: String| ConfigErrors {
         file: file.clone(),
-        diagnostics: vec![Diagnostic { position, path, message }],
+        diagnostics: vec![Diagnostic {
+            position,
+            path,
+            message,
+        }],
     };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| fail(Default::default(), String::new(), format!("cannot read the web config file: {e}")))?;
-    let (value, locations, _) = yaml::parse(&text).map_err(|e| fail(e.position, String::new(), e.message))?;
-    let mut config: WebConfig = PluginOptions::new(value).decode_all().map_err(|errors| ConfigErrors {
-        file: file.clone(),
-        diagnostics: errors
-            .into_iter()
-            .map(|e| {
-                let position =
-                    if e.message.starts_with("unknown field") { locations.key(&e.path) } else { locations.value(&e.path) };
-                Diagnostic { position, path: e.path.join("."), message: e.message }
-            })
-            .collect(),
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        fail(
+            Default::default(),
+            String::new(),
+            format!("cannot read the web config file: {e}"),
+        )
     })?;
+    let (value, locations, _) =
+        yaml::parse(&text).map_err(|e| fail(e.position, String::new(), e.message))?;
+    let mut config: WebConfig =
+        PluginOptions::new(value)
+            .decode_all()
+            .map_err(|errors| ConfigErrors {
+                file: file.clone(),
+                diagnostics: errors
+                    .into_iter()
+                    .map(|e| {
+                        let position = if e.message.starts_with("unknown field") {
+                            locations.key(&e.path)
+                        } else {
+                            locations.value(&e.path)
+                        };
+                        Diagnostic {
+                            position,
+                            path: e.path.join("."),
+                            message: e.message,
+                        }
+                    })
+                    .collect(),
+            })?;
     let base = path.parent().unwrap_or(Path::new("."));
     let mut diags = Vec::new();
     if let Some(tls) = &mut config.tls_server_config {
-        for (key, p) in [("cert_file", &mut tls.cert_file), ("key_file", &mut tls.key_file)] {
+        for (key, p) in [
+            ("cert_file", &mut tls.cert_file),
+            ("key_file", &mut tls.key_file),
+        ] {
             let at = vec!["tls_server_config".to_string(), key.to_string()];
             if p.as_os_str().is_empty() {
-                diags.push(Diagnostic { position: locations.key(&at), path: at.join("."), message: "is required".into() });
+                diags.push(Diagnostic {
+                    position: locations.key(&at),
+                    path: at.join("."),
+                    message: "is required".into(),
+                });
             } else if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -83,8 +110,13 @@ pub fn load(path: &Path) -> Result<WebConfig, ConfigErrors> {
                 *ca = base.join(&*ca);
             }
         }
-        if tls.client_auth_type == ClientAuth::RequireAndVerifyClientCert && tls.client_ca_file.is_none() {
-            let at = vec!["tls_server_config".to_string(), "client_auth_type".to_string()];
+        if tls.client_auth_type == ClientAuth::RequireAndVerifyClientCert
+            && tls.client_ca_file.is_none()
+        {
+            let at = vec![
+                "tls_server_config".to_string(),
+                "client_auth_type".to_string(),
+            ];
             diags.push(Diagnostic {
                 position: locations.value(&at),
                 path: at.join("."),
@@ -98,14 +130,18 @@ pub fn load(path: &Path) -> Result<WebConfig, ConfigErrors> {
             diags.push(Diagnostic {
                 position: locations.value(&at),
                 path: at.join("."),
-                message: "expected a bcrypt hash ($2y$…); make one with `vadvisor --hash-password`".into(),
+                message: "expected a bcrypt hash ($2y$…); make one with `vadvisor --hash-password`"
+                    .into(),
             });
         }
     }
     if diags.is_empty() {
         Ok(config)
     } else {
-        Err(ConfigErrors { file, diagnostics: diags })
+        Err(ConfigErrors {
+            file,
+            diagnostics: diags,
+        })
     }
 }
 
@@ -133,9 +169,17 @@ mod tests {
     fn reports_located_errors() {
         let f = write("tls_server_config:\n  cert_fil: x\nbasic_auth_users:\n  bob: plaintext\n");
         let err = load(f.path()).unwrap_err().to_string();
-        assert!(err.contains(":2:3: tls_server_config.cert_fil: unknown field `cert_fil`, expected one of"), "{err}");
+        assert!(
+            err.contains(
+                ":2:3: tls_server_config.cert_fil: unknown field `cert_fil`, expected one of"
+            ),
+            "{err}"
+        );
         let f = write("basic_auth_users:\n  bob: plaintext\n");
         let err = load(f.path()).unwrap_err().to_string();
-        assert!(err.contains(":2:8: basic_auth_users.bob: expected a bcrypt hash"), "{err}");
+        assert!(
+            err.contains(":2:8: basic_auth_users.bob: expected a bcrypt hash"),
+            "{err}"
+        );
     }
 }

@@ -24,7 +24,10 @@ impl fmt::Display for Position {
 }
 
 fn pos(loc: &serde_saphyr::Location) -> Position {
-    Position { line: loc.line(), column: loc.column() }
+    Position {
+        line: loc.line(),
+        column: loc.column(),
+    }
 }
 
 /// Positions of keys and values by key path (`["sinks", "rest", "retention"]`).
@@ -171,11 +174,20 @@ pub type Parsed = (Value, Locations, Vec<(Position, String)>);
 /// are reported as errors (third element) rather than silently overwritten.
 pub fn parse(text: &str) -> Result<Parsed, SyntaxError> {
     if text.trim().is_empty() {
-        return Ok((Value::Object(Default::default()), Locations::default(), Vec::new()));
+        return Ok((
+            Value::Object(Default::default()),
+            Locations::default(),
+            Vec::new(),
+        ));
     }
     let root: Spanned<Node> = serde_saphyr::from_str(text).map_err(|e| {
         let position = e.location().map(|l| pos(&l)).unwrap_or_default();
-        let message = e.to_string().lines().next().unwrap_or("invalid YAML").to_string();
+        let message = e
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or("invalid YAML")
+            .to_string();
         SyntaxError { position, message }
     })?;
     let mut locs = Locations::default();
@@ -189,13 +201,20 @@ pub fn parse(text: &str) -> Result<Parsed, SyntaxError> {
     Ok((value, locs, dups))
 }
 
-fn convert(node: Node, path: &mut Vec<String>, locs: &mut Locations, dups: &mut Vec<(Position, String)>) -> Value {
+fn convert(
+    node: Node,
+    path: &mut Vec<String>,
+    locs: &mut Locations,
+    dups: &mut Vec<(Position, String)>,
+) -> Value {
     match node {
         Node::Null => Value::Null,
         Node::Bool(b) => Value::Bool(b),
         Node::Int(i) => Value::from(i),
         Node::UInt(u) => Value::from(u),
-        Node::Float(f) => serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null),
+        Node::Float(f) => serde_json::Number::from_f64(f)
+            .map(Value::Number)
+            .unwrap_or(Value::Null),
         Node::Str(s) => Value::String(s),
         Node::Seq(items) => Value::Array(
             items
@@ -244,11 +263,23 @@ mod tests {
         assert!(dups.is_empty());
         assert_eq!(v["sinks"]["rest"]["max_samples"], 10);
         assert_eq!(v["sinks"]["statsd/b"]["port"], 8125);
-        assert_eq!(locs.key(&p(&["sinks", "rest", "max_samples"])), Position { line: 5, column: 5 });
-        assert_eq!(locs.value(&p(&["sinks", "rest", "max_samples"])), Position { line: 5, column: 18 });
+        assert_eq!(
+            locs.key(&p(&["sinks", "rest", "max_samples"])),
+            Position { line: 5, column: 5 }
+        );
+        assert_eq!(
+            locs.value(&p(&["sinks", "rest", "max_samples"])),
+            Position {
+                line: 5,
+                column: 18
+            }
+        );
         assert_eq!(locs.key(&p(&["sinks", "statsd/b", "port"])).line, 6);
         // Unknown paths fall back to the closest ancestor.
-        assert_eq!(locs.key(&p(&["sinks", "rest", "nothing"])), Position { line: 4, column: 3 });
+        assert_eq!(
+            locs.key(&p(&["sinks", "rest", "nothing"])),
+            Position { line: 4, column: 3 }
+        );
     }
 
     #[test]

@@ -27,7 +27,12 @@ fn hash(password: &str) -> String {
         .stdout(Stdio::piped())
         .spawn()
         .expect("run vadvisor");
-    child.stdin.take().expect("stdin").write_all(format!("{password}\n").as_bytes()).expect("write");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{password}\n").as_bytes())
+        .expect("write");
     let out = child.wait_with_output().expect("wait");
     assert!(out.status.success());
     String::from_utf8_lossy(&out.stdout).trim().to_string()
@@ -49,7 +54,17 @@ fn curl(args: &[&str]) -> (u16, String) {
 fn tls_and_basic_auth_from_a_web_config_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let status = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+        ])
         .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
         .arg("-keyout")
         .arg(dir.path().join("server.key"))
@@ -78,11 +93,24 @@ fn tls_and_basic_auth_from_a_web_config_file() {
         ),
     )
     .expect("write config");
-    let check = Command::new(env!("CARGO_BIN_EXE_vadvisor")).arg("--check-config").arg(&config).output().expect("check");
-    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    let check = Command::new(env!("CARGO_BIN_EXE_vadvisor"))
+        .arg("--check-config")
+        .arg(&config)
+        .output()
+        .expect("check");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
 
     let _agent = Child(
-        Command::new(env!("CARGO_BIN_EXE_vadvisor")).arg("--config").arg(&config).stderr(Stdio::null()).spawn().expect("start"),
+        Command::new(env!("CARGO_BIN_EXE_vadvisor"))
+            .arg("--config")
+            .arg(&config)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start"),
     );
     let base = format!("https://127.0.0.1:{port}");
     let ca = dir.path().join("server.crt").display().to_string();
@@ -92,15 +120,36 @@ fn tls_and_basic_auth_from_a_web_config_file() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
-    let (code, body) = curl(&["--cacert", &ca, "-u", "alice:correct horse", &format!("{base}/api/v1.0/stats/")]);
+    let (code, body) = curl(&[
+        "--cacert",
+        &ca,
+        "-u",
+        "alice:correct horse",
+        &format!("{base}/api/v1.0/stats/"),
+    ]);
     assert_eq!(code, 200, "{body}");
-    assert!(serde_json::from_str::<serde_json::Value>(&body).is_ok(), "{body}");
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&body).is_ok(),
+        "{body}"
+    );
 
-    let (code, body) = curl(&["--cacert", &ca, "-u", "alice:wrong", &format!("{base}/api/v1.0/stats/")]);
+    let (code, body) = curl(&[
+        "--cacert",
+        &ca,
+        "-u",
+        "alice:wrong",
+        &format!("{base}/api/v1.0/stats/"),
+    ]);
     assert_eq!(code, 401);
     let v: serde_json::Value = serde_json::from_str(&body).expect("401 body is JSON");
     assert_eq!(v["status"], 401);
-    let (code, _) = curl(&["--cacert", &ca, "-u", "mallory:correct horse", &format!("{base}/api/v1.0/stats/")]);
+    let (code, _) = curl(&[
+        "--cacert",
+        &ca,
+        "-u",
+        "mallory:correct horse",
+        &format!("{base}/api/v1.0/stats/"),
+    ]);
     assert_eq!(code, 401, "unknown user");
     let (code, _) = curl(&["--cacert", &ca, &format!("{base}/api/v1.0/stats/")]);
     assert_eq!(code, 401, "no credentials");
@@ -120,9 +169,23 @@ fn web_config_mistakes_are_located_config_errors() {
     std::fs::write(&web, "basic_auth_users:\n  bob: hunter2\ntls_server_config:\n  cert_file: /nonexistent.crt\n  key_file: /nonexistent.key\n")
         .expect("write");
     let config = dir.path().join("config.yaml");
-    std::fs::write(&config, format!("http:\n  web_config_file: {}\n", web.display())).expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_vadvisor")).arg("--check-config").arg(&config).output().expect("run");
+    std::fs::write(
+        &config,
+        format!("http:\n  web_config_file: {}\n", web.display()),
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_vadvisor"))
+        .arg("--check-config")
+        .arg(&config)
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&format!("{}:2:8: basic_auth_users.bob: expected a bcrypt hash", web.display())), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:2:8: basic_auth_users.bob: expected a bcrypt hash",
+            web.display()
+        )),
+        "{stderr}"
+    );
 }

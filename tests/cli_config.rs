@@ -5,7 +5,10 @@ use std::io::Write;
 use std::process::Command;
 
 fn vadvisor(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_vadvisor")).args(args).output().expect("run vadvisor")
+    Command::new(env!("CARGO_BIN_EXE_vadvisor"))
+        .args(args)
+        .output()
+        .expect("run vadvisor")
 }
 
 fn write(text: &str) -> tempfile::NamedTempFile {
@@ -44,7 +47,9 @@ fn plugin_option_errors_are_located_and_list_choices() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains(&format!("{path}:3:5: collectors.cpu.per_vcpus: unknown field `per_vcpus`, expected `per_vcpu`")),
+        stderr.contains(&format!(
+            "{path}:3:5: collectors.cpu.per_vcpus: unknown field `per_vcpus`, expected `per_vcpu`"
+        )),
         "{stderr}"
     );
     assert!(stderr.contains("interval, timeout, enabled"), "{stderr}");
@@ -52,21 +57,32 @@ fn plugin_option_errors_are_located_and_list_choices() {
 
 #[test]
 fn valid_config_checks_clean() {
-    let out = vadvisor(&["--check-config", concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml")]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = vadvisor(&[
+        "--check-config",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml"),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
 fn missing_config_file_is_a_clear_error() {
     let out = vadvisor(&["--config", "/nonexistent/vadvisor.yaml"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file /nonexistent/vadvisor.yaml"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("cannot read config file /nonexistent/vadvisor.yaml"));
 }
 
 #[test]
 fn print_default_config_is_the_example_file() {
     let out = vadvisor(&["--print-default-config"]);
     assert_eq!(out.status.code(), Some(0));
-    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml")).expect("read");
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml"))
+            .expect("read");
     assert_eq!(String::from_utf8_lossy(&out.stdout), example);
 }

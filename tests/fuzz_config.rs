@@ -22,13 +22,57 @@ fn check(text: &str) {
 /// deep into the loader (sections, instances, core keys, plugin options).
 fn yamlish() -> impl Strategy<Value = String> {
     let key = prop::sample::select(vec![
-        "libvirt", "http", "collectors", "sinks", "uri", "listen", "cpu", "memory", "block", "net", "rest",
-        "statsd", "statsd/a", "prometheus", "events", "specs", "interval", "timeout", "enabled", "host", "port",
-        "retention", "max_samples", "path", "per_vcpu", "refresh", "web_config_file", "x", "cpu/",
+        "libvirt",
+        "http",
+        "collectors",
+        "sinks",
+        "uri",
+        "listen",
+        "cpu",
+        "memory",
+        "block",
+        "net",
+        "rest",
+        "statsd",
+        "statsd/a",
+        "prometheus",
+        "events",
+        "specs",
+        "interval",
+        "timeout",
+        "enabled",
+        "host",
+        "port",
+        "retention",
+        "max_samples",
+        "path",
+        "per_vcpu",
+        "refresh",
+        "web_config_file",
+        "x",
+        "cpu/",
     ]);
     let scalar = prop::sample::select(vec![
-        "1s", "0s", "-1", "8125", "true", "null", "~", "[]", "{}", "\"\"", "0.0.0.0:8181", "qemu:///system",
-        "99999999999999999999", "1e400", "'a: b'", "&a x", "*a", "!!binary x", "10m", "1ms",
+        "1s",
+        "0s",
+        "-1",
+        "8125",
+        "true",
+        "null",
+        "~",
+        "[]",
+        "{}",
+        "\"\"",
+        "0.0.0.0:8181",
+        "qemu:///system",
+        "99999999999999999999",
+        "1e400",
+        "'a: b'",
+        "&a x",
+        "*a",
+        "!!binary x",
+        "10m",
+        "1ms",
     ]);
     let line = (0usize..4, key, prop::option::of(scalar)).prop_map(|(indent, k, v)| match v {
         Some(v) => format!("{}{k}: {v}", "  ".repeat(indent)),
@@ -62,7 +106,12 @@ fn loader_survives_hostile_documents() {
         "\u{feff}sinks: {}",
         "sinks:\n\trest: {}",
         &"[".repeat(10_000),
-        &format!("collectors:\n{}", (0..2000).map(|i| format!("  cpu/c{i}: {{}}\n")).collect::<String>()),
+        &format!(
+            "collectors:\n{}",
+            (0..2000)
+                .map(|i| format!("  cpu/c{i}: {{}}\n"))
+                .collect::<String>()
+        ),
     ] {
         check(text);
     }

@@ -27,14 +27,18 @@ impl Drop for Restore {
             _ => None,
         };
         if let Some(a) = action {
-            let _ = std::process::Command::new("virsh").args(["-c", "qemu:///system", a, &self.0]).status();
+            let _ = std::process::Command::new("virsh")
+                .args(["-c", "qemu:///system", a, &self.0])
+                .status();
         }
     }
 }
 
 fn latest_state(agent: &Agent, uuid: &str) -> Option<String> {
     let v = agent.get_json(&format!("/api/v1.0/stats/{uuid}"));
-    v[uuid].as_array()?.last()?["state"].as_str().map(str::to_string)
+    v[uuid].as_array()?.last()?["state"]
+        .as_str()
+        .map(str::to_string)
 }
 
 #[test]
@@ -45,37 +49,72 @@ fn paused_guest_is_reported_and_destroyed_guest_vanishes_from_live_results() {
     let (name, uuid) = guests.last().cloned().expect("a guest");
     let _restore = Restore(name.clone());
     let agent = Agent::start(CONFIG);
-    wait_for(Duration::from_secs(10), || latest_state(&agent, &uuid).filter(|s| s == "Running"))
-        .expect("the guest is reported Running");
+    wait_for(Duration::from_secs(10), || {
+        latest_state(&agent, &uuid).filter(|s| s == "Running")
+    })
+    .expect("the guest is reported Running");
 
     virsh(&["suspend", &name]);
-    let paused = wait_for(Duration::from_secs(5), || latest_state(&agent, &uuid).filter(|s| s == "Paused"));
+    let paused = wait_for(Duration::from_secs(5), || {
+        latest_state(&agent, &uuid).filter(|s| s == "Paused")
+    });
     assert!(paused.is_some(), "{name} not reported Paused within 5 s");
     let v = agent.get_json(&format!("/api/v1.0/stats/{uuid}"));
-    let last = v[&uuid].as_array().and_then(|a| a.last()).cloned().unwrap_or_default();
-    assert!(last["cpu"]["usage"]["cpu_time"].is_number(), "a paused guest still has its figures: {last}");
+    let last = v[&uuid]
+        .as_array()
+        .and_then(|a| a.last())
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        last["cpu"]["usage"]["cpu_time"].is_number(),
+        "a paused guest still has its figures: {last}"
+    );
     virsh(&["resume", &name]);
-    wait_for(Duration::from_secs(5), || latest_state(&agent, &uuid).filter(|s| s == "Running")).expect("resumed");
+    wait_for(Duration::from_secs(5), || {
+        latest_state(&agent, &uuid).filter(|s| s == "Running")
+    })
+    .expect("resumed");
 
     let errors_before = agent.get_json("/healthz")["collectors"].clone();
     virsh(&["destroy", &name]);
     let live = agent.get_json("/api/v1.0/stats/?live=true");
-    assert!(live.get(&uuid).is_none(), "destroyed guest still in live results: {live}");
+    assert!(
+        live.get(&uuid).is_none(),
+        "destroyed guest still in live results: {live}"
+    );
     for (other, other_uuid) in guests.iter().filter(|(n, _)| *n != name) {
-        let samples = live[other_uuid.as_str()].as_array().unwrap_or_else(|| panic!("{other} missing: {live}"));
+        let samples = live[other_uuid.as_str()]
+            .as_array()
+            .unwrap_or_else(|| panic!("{other} missing: {live}"));
         assert_eq!(samples.len(), 1);
-        assert!(samples[0]["cpu"]["usage"]["cpu_time"].as_f64().is_some_and(|t| t > 0.0), "{other}");
+        assert!(
+            samples[0]["cpu"]["usage"]["cpu_time"]
+                .as_f64()
+                .is_some_and(|t| t > 0.0),
+            "{other}"
+        );
     }
     // The scheduled collections go on for the others without a failed run.
     std::thread::sleep(Duration::from_secs(2));
     let health = agent.get_json("/healthz");
     for c in ["cpu", "memory", "block", "net"] {
-        assert_eq!(health["collectors"][c]["last_success"], true, "{c}: {health}");
-        assert_eq!(health["collectors"][c]["errors"], errors_before[c]["errors"], "{c}: {health}");
+        assert_eq!(
+            health["collectors"][c]["last_success"], true,
+            "{c}: {health}"
+        );
+        assert_eq!(
+            health["collectors"][c]["errors"], errors_before[c]["errors"],
+            "{c}: {health}"
+        );
     }
     let v = agent.get_json("/api/v1.0/stats/");
     for (other, other_uuid) in guests.iter().filter(|(n, _)| *n != name) {
-        assert!(v[other_uuid.as_str()].as_array().is_some_and(|a| !a.is_empty()), "{other}");
+        assert!(
+            v[other_uuid.as_str()]
+                .as_array()
+                .is_some_and(|a| !a.is_empty()),
+            "{other}"
+        );
     }
     virsh(&["start", &name]);
 }

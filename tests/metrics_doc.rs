@@ -4,7 +4,10 @@ use std::process::Command;
 
 #[test]
 fn docs_metrics_md_is_up_to_date() {
-    let out = Command::new(env!("CARGO_BIN_EXE_vadvisor")).arg("--print-metrics-reference").output().expect("run");
+    let out = Command::new(env!("CARGO_BIN_EXE_vadvisor"))
+        .arg("--print-metrics-reference")
+        .output()
+        .expect("run");
     assert!(out.status.success());
     let generated = String::from_utf8_lossy(&out.stdout);
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/metrics.md");
@@ -13,7 +16,12 @@ fn docs_metrics_md_is_up_to_date() {
         committed == generated,
         "docs/metrics.md is out of date: run `cargo run -- --print-metrics-reference > docs/metrics.md`"
     );
-    for name in ["vm_cpu_time_seconds_total", "vm_disk_read_bytes_total", "vm_memory_bytes", "vm_network_transmit_dropped_packets_total"] {
+    for name in [
+        "vm_cpu_time_seconds_total",
+        "vm_disk_read_bytes_total",
+        "vm_memory_bytes",
+        "vm_network_transmit_dropped_packets_total",
+    ] {
         assert!(generated.contains(&format!("`{name}`")), "{name} missing");
     }
 }

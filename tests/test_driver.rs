@@ -22,18 +22,28 @@ fn stats_of_the_test_domain_in_vadvisor_shape() {
     let last = samples.last().expect("sample");
     assert_eq!(last["state"], "Running");
     assert_eq!(last["name"], "test");
-    assert!(last["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')), "{last}");
-    let cpu_time = last["cpu"]["usage"]["cpu_time"].as_f64().expect("cpu_time in ms");
+    assert!(
+        last["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{last}"
+    );
+    let cpu_time = last["cpu"]["usage"]["cpu_time"]
+        .as_f64()
+        .expect("cpu_time in ms");
     assert!(cpu_time > 0.0);
     assert!(last["cpu"]["usage"]["user_time"].is_number());
     assert!(last["cpu"]["usage"]["system_time"].is_number());
-    let vcpus = last["cpu"]["per_cpu_usage"].as_array().expect("per_cpu_usage");
+    let vcpus = last["cpu"]["per_cpu_usage"]
+        .as_array()
+        .expect("per_cpu_usage");
     assert!(!vcpus.is_empty());
     assert_eq!(vcpus[0]["index"], 0);
     assert!(vcpus[0]["vcpu_time"].is_number());
     assert!(vcpus[0]["state"].is_string());
     // oldest first
-    let t0 = samples[0]["timestamp"].as_str().unwrap_or_default().to_string();
+    let t0 = samples[0]["timestamp"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let t1 = last["timestamp"].as_str().unwrap_or_default().to_string();
     assert!(t0 < t1, "{t0} < {t1}");
 
@@ -51,37 +61,78 @@ fn rest_errors_redirects_and_live() {
     let agent = Agent::start(CONFIG);
     let http = client();
 
-    let r = http.get(format!("{}/api/v1.0/stats/00000000-0000-0000-0000-000000000000", agent.base)).send().unwrap();
+    let r = http
+        .get(format!(
+            "{}/api/v1.0/stats/00000000-0000-0000-0000-000000000000",
+            agent.base
+        ))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 404);
     let body: serde_json::Value = r.json().unwrap();
-    assert!(body["message"].as_str().is_some_and(|m| m.contains("00000000")), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("00000000")),
+        "{body}"
+    );
 
-    let r = http.get(format!("{}/api/v1.0/stats/?live=maybe", agent.base)).send().unwrap();
+    let r = http
+        .get(format!("{}/api/v1.0/stats/?live=maybe", agent.base))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 400);
     let body: serde_json::Value = r.json().unwrap();
-    assert!(body["message"].as_str().is_some_and(|m| m.contains("live")), "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| m.contains("live")),
+        "{body}"
+    );
 
-    let r = http.get(format!("{}/api/v1.0/stats/?bogus=1", agent.base)).send().unwrap();
+    let r = http
+        .get(format!("{}/api/v1.0/stats/?bogus=1", agent.base))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 400);
 
-    let r = http.get(format!("{}/api/v1.0/stats?live=true", agent.base)).send().unwrap();
+    let r = http
+        .get(format!("{}/api/v1.0/stats?live=true", agent.base))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 308);
     assert_eq!(r.headers()["location"], "/api/v1.0/stats/?live=true");
 
     let live = agent.get_json("/api/v1.0/stats/?live=true");
     assert_eq!(live[TEST_UUID].as_array().map(Vec::len), Some(1), "{live}");
 
-    let r = http.get(format!("{}/no/such/path", agent.base)).send().unwrap();
+    let r = http
+        .get(format!("{}/no/such/path", agent.base))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 404);
     assert!(r.json::<serde_json::Value>().is_ok());
-    let r = http.post(format!("{}/api/v1.0/stats/", agent.base)).send().unwrap();
+    let r = http
+        .post(format!("{}/api/v1.0/stats/", agent.base))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 405);
     assert!(r.json::<serde_json::Value>().is_ok());
 
     // A client that does not decompress by itself, to see the encoding.
-    let raw = reqwest::blocking::Client::builder().no_gzip().build().unwrap();
-    let r = raw.get(format!("{}/api/v1.0/stats/", agent.base)).header("accept-encoding", "gzip").send().unwrap();
-    assert_eq!(r.headers().get("content-encoding").map(|v| v.to_str().unwrap_or("")), Some("gzip"));
+    let raw = reqwest::blocking::Client::builder()
+        .no_gzip()
+        .build()
+        .unwrap();
+    let r = raw
+        .get(format!("{}/api/v1.0/stats/", agent.base))
+        .header("accept-encoding", "gzip")
+        .send()
+        .unwrap();
+    assert_eq!(
+        r.headers()
+            .get("content-encoding")
+            .map(|v| v.to_str().unwrap_or("")),
+        Some("gzip")
+    );
 }
 
 #[test]
@@ -104,7 +155,15 @@ fn keeps_running_without_libvirtd_and_says_so() {
     let r = agent.get("/api/v1.0/stats/?live=true").unwrap();
     assert_eq!(r.status(), 503);
     let body: serde_json::Value = r.json().unwrap();
-    assert!(body["message"].as_str().is_some_and(|m| m.contains("not connected")), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not connected")),
+        "{body}"
+    );
     let health = agent.get_json("/healthz");
-    assert_eq!(health["collectors"]["cpu"]["last_success"], false, "{health}");
+    assert_eq!(
+        health["collectors"]["cpu"]["last_success"], false,
+        "{health}"
+    );
 }

@@ -55,7 +55,10 @@ impl CollectContext {
     pub async fn domain_stats(&self) -> Result<Arc<[DomainStats]>, HypervisorError> {
         self.stats
             .get_or_init(|| async {
-                self.hypervisor.domain_stats(self.groups).await.map(Arc::from)
+                self.hypervisor
+                    .domain_stats(self.groups)
+                    .await
+                    .map(Arc::from)
             })
             .await
             .clone()

@@ -13,7 +13,8 @@ use std::collections::HashMap;
 use tokio::sync::broadcast;
 
 use crate::hypervisor::{
-    ConnectionStatus, DomainEntry, DomainStats, Hypervisor, HypervisorError, StatsGroups, TypedValue,
+    ConnectionStatus, DomainEntry, DomainStats, Hypervisor, HypervisorError, StatsGroups,
+    TypedValue,
 };
 use crate::model::{DomainRef, DomainState, LifecycleEvent};
 
@@ -49,12 +50,18 @@ impl FakeHypervisor {
 
     /// Sets the XML description of a domain (looked up by UUID or name).
     pub fn set_xml(&self, uuid: &str, xml: &str) {
-        self.xml.lock().unwrap_or_else(|e| e.into_inner()).insert(uuid.to_string(), xml.to_string());
+        self.xml
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(uuid.to_string(), xml.to_string());
     }
 
     /// Adds a defined but inactive domain.
     pub fn put_inactive(&self, uuid: &str, name: &str) {
-        self.inactive.lock().unwrap_or_else(|e| e.into_inner()).push(DomainRef::new(uuid, name));
+        self.inactive
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(DomainRef::new(uuid, name));
     }
 
     /// Delivers a lifecycle event to every subscriber.
@@ -77,7 +84,11 @@ impl FakeHypervisor {
 
     /// Sets one parameter of an existing domain.
     pub fn set_param(&self, uuid: &str, key: &str, value: TypedValue) {
-        if let Some(d) = self.lock_domains().iter_mut().find(|d| &*d.domain.uuid == uuid) {
+        if let Some(d) = self
+            .lock_domains()
+            .iter_mut()
+            .find(|d| &*d.domain.uuid == uuid)
+        {
             d.params.insert(key.to_string(), value);
         }
     }
@@ -127,7 +138,8 @@ impl Hypervisor for FakeHypervisor {
             .iter()
             .map(|d| {
                 let mut out = d.clone();
-                out.params.retain(|k, _| wanted.iter().any(|p| k.starts_with(p)));
+                out.params
+                    .retain(|k, _| wanted.iter().any(|p| k.starts_with(p)));
                 out
             })
             .collect())
@@ -143,12 +155,23 @@ impl Hypervisor for FakeHypervisor {
             .iter()
             .map(|d| DomainEntry {
                 domain: d.domain.clone(),
-                state: d.state().unwrap_or(DomainState::new(DomainState::RUNNING, 0)),
+                state: d
+                    .state()
+                    .unwrap_or(DomainState::new(DomainState::RUNNING, 0)),
                 active: true,
             })
             .collect();
-        for d in self.inactive.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            out.push(DomainEntry { domain: d.clone(), state: DomainState::new(5, 0), active: false });
+        for d in self
+            .inactive
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            out.push(DomainEntry {
+                domain: d.clone(),
+                state: DomainState::new(5, 0),
+                active: false,
+            });
         }
         Ok(out)
     }
@@ -192,11 +215,15 @@ mod tests {
     #[tokio::test]
     async fn returns_only_requested_groups() {
         let hv = FakeHypervisor::new();
-        hv.put_domain("u1", "one", &[
-            ("state.state", TypedValue::Int(1)),
-            ("cpu.time", TypedValue::ULLong(5)),
-            ("block.count", TypedValue::UInt(0)),
-        ]);
+        hv.put_domain(
+            "u1",
+            "one",
+            &[
+                ("state.state", TypedValue::Int(1)),
+                ("cpu.time", TypedValue::ULLong(5)),
+                ("block.count", TypedValue::UInt(0)),
+            ],
+        );
         let stats = hv.domain_stats(StatsGroups::CPU_TOTAL).await.unwrap();
         assert_eq!(stats.len(), 1);
         assert_eq!(stats[0].u64("cpu.time"), Some(5));
@@ -218,7 +245,10 @@ mod tests {
         assert_eq!(list[0].state.name(), "Paused");
         assert!(!list[1].active);
         assert_eq!(hv.domain_xml("two").await.unwrap(), "<domain/>");
-        assert!(matches!(hv.domain_xml("nope").await, Err(HypervisorError::NoDomain(_))));
+        assert!(matches!(
+            hv.domain_xml("nope").await,
+            Err(HypervisorError::NoDomain(_))
+        ));
         let mut rx = hv.lifecycle_events().unwrap();
         hv.emit_event(LifecycleEvent {
             at: std::time::SystemTime::now(),
@@ -233,7 +263,13 @@ mod tests {
     #[test]
     fn indices_tolerate_gaps_and_sort_numerically() {
         let mut s = DomainStats::new(DomainRef::new("u", "n"));
-        for k in ["vcpu.10.time", "vcpu.2.time", "vcpu.2.state", "vcpu.current", "vcpux.1.a"] {
+        for k in [
+            "vcpu.10.time",
+            "vcpu.2.time",
+            "vcpu.2.state",
+            "vcpu.current",
+            "vcpux.1.a",
+        ] {
             s.params.insert(k.into(), TypedValue::ULLong(1));
         }
         assert_eq!(s.indices("vcpu"), vec![2, 10]);

@@ -95,11 +95,17 @@ impl Health {
     }
 
     pub fn domains(&self) -> BTreeMap<String, DomainHealth> {
-        self.domains.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.domains
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn collectors(&self) -> BTreeMap<String, CollectorHealth> {
-        self.collectors.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.collectors
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn sink(&self, id: &str) -> Arc<SinkHealth> {

@@ -112,7 +112,11 @@ pub struct DomainStats {
 
 impl DomainStats {
     pub fn new(domain: DomainRef) -> Self {
-        Self { domain, params: BTreeMap::new(), errors: Vec::new() }
+        Self {
+            domain,
+            params: BTreeMap::new(),
+            errors: Vec::new(),
+        }
     }
 
     pub fn get(&self, key: &str) -> Option<&TypedValue> {
@@ -141,7 +145,10 @@ impl DomainStats {
     /// Whether any parameter of a group (by key prefix, e.g. `block`) is present.
     pub fn has_group(&self, prefix: &str) -> bool {
         let dotted = format!("{prefix}.");
-        self.params.range(dotted.clone()..).next().is_some_and(|(k, _)| k.starts_with(&dotted))
+        self.params
+            .range(dotted.clone()..)
+            .next()
+            .is_some_and(|(k, _)| k.starts_with(&dotted))
     }
 
     /// The distinct numeric indices `N` of keys `<prefix>.N.*`, sorted; tolerates gaps.
@@ -176,7 +183,10 @@ pub enum HypervisorError {
     #[error("not connected to libvirt: {0}")]
     Disconnected(String),
     #[error("libvirt call `{call}` did not answer within {timeout:?}")]
-    Timeout { call: &'static str, timeout: Duration },
+    Timeout {
+        call: &'static str,
+        timeout: Duration,
+    },
     #[error("libvirt call `{call}` failed: {message}")]
     Call { call: &'static str, message: String },
     #[error("no such domain: {0}")]

@@ -18,11 +18,14 @@ pub mod sink;
 
 pub use async_trait::async_trait;
 pub use axum;
-pub use collector::{CollectContext, CollectError, Collected, Collector, EventSource, SourceContext};
+pub use collector::{
+    CollectContext, CollectError, Collected, Collector, EventSource, SourceContext,
+};
 pub use fake::FakeHypervisor;
 pub use health::{CollectorHealth, DomainHealth, Health, SinkHealth};
 pub use hypervisor::{
-    ConnectionStatus, DomainEntry, DomainStats, Hypervisor, HypervisorError, StatsGroups, TypedValue,
+    ConnectionStatus, DomainEntry, DomainStats, Hypervisor, HypervisorError, StatsGroups,
+    TypedValue,
 };
 pub use metric::{JsonPath, MetricDesc, MetricKind, Unit};
 pub use model::{

@@ -113,7 +113,10 @@ impl Unit {
     /// Whether values in this unit are whole numbers when they come from libvirt
     /// (renders JSON integers instead of floats).
     pub fn is_integral(self) -> bool {
-        !matches!(self, Unit::Milliseconds | Unit::Seconds | Unit::Microseconds)
+        !matches!(
+            self,
+            Unit::Milliseconds | Unit::Seconds | Unit::Microseconds
+        )
     }
 }
 
@@ -211,16 +214,25 @@ impl MetricDesc {
     }
 
     pub const fn json(self, path: &'static str, unit: Unit) -> Self {
-        Self { json: Some(JsonField { path, unit }), ..self }
+        Self {
+            json: Some(JsonField { path, unit }),
+            ..self
+        }
     }
 
     /// Also places the value at `path` in the JSON sample (after [`MetricDesc::json`]).
     pub const fn json_also(self, path: &'static str) -> Self {
-        Self { json_also: Some(path), ..self }
+        Self {
+            json_also: Some(path),
+            ..self
+        }
     }
 
     pub const fn statsd(self, name: &'static str, unit: Unit) -> Self {
-        Self { statsd: Some(StatsdField { name, unit }), ..self }
+        Self {
+            statsd: Some(StatsdField { name, unit }),
+            ..self
+        }
     }
 
     pub const fn states(self, states: &'static [&'static str]) -> Self {
@@ -232,18 +244,26 @@ impl MetricDesc {
     }
 
     pub const fn source(self, source: &'static str, since: &'static str) -> Self {
-        Self { source, since, ..self }
+        Self {
+            source,
+            since,
+            ..self
+        }
     }
 
     /// Checks the declaration against the naming rules sinks rely on.
     pub fn validate(&self) -> Result<(), String> {
         let valid_name = |n: &str| {
             !n.is_empty()
-                && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
                 && !n.starts_with(|c: char| c.is_ascii_digit())
         };
         if !valid_name(self.name) {
-            return Err(format!("metric name `{}` is not a valid Prometheus name", self.name));
+            return Err(format!(
+                "metric name `{}` is not a valid Prometheus name",
+                self.name
+            ));
         }
         if self.kind == MetricKind::Counter && !self.name.ends_with("_total") {
             return Err(format!("counter `{}` must end in `_total`", self.name));
@@ -253,24 +273,38 @@ impl MetricDesc {
         }
         let base = self.unit.base();
         if matches!(base, Unit::Seconds | Unit::Bytes) && !self.name.contains(base.as_str()) {
-            return Err(format!("metric `{}` must carry its base unit `{}` in its name", self.name, base.as_str()));
+            return Err(format!(
+                "metric `{}` must carry its base unit `{}` in its name",
+                self.name,
+                base.as_str()
+            ));
         }
         for label in self.labels {
             if !valid_name(label) || matches!(*label, "uuid" | "name") {
-                return Err(format!("metric `{}`: invalid or reserved label name `{label}`", self.name));
+                return Err(format!(
+                    "metric `{}`: invalid or reserved label name `{label}`",
+                    self.name
+                ));
             }
         }
         if let Some(json) = &self.json {
             for raw in std::iter::once(json.path).chain(self.json_also) {
-                let path = JsonPath::parse(raw).map_err(|e| format!("metric `{}`: JSON path: {e}", self.name))?;
+                let path = JsonPath::parse(raw)
+                    .map_err(|e| format!("metric `{}`: JSON path: {e}", self.name))?;
                 for label in path.labels() {
                     if !self.labels.contains(&label) {
-                        return Err(format!("metric `{}`: JSON path uses undeclared label `{label}`", self.name));
+                        return Err(format!(
+                            "metric `{}`: JSON path uses undeclared label `{label}`",
+                            self.name
+                        ));
                     }
                 }
             }
             if !self.unit.convertible_to(json.unit) {
-                return Err(format!("metric `{}`: JSON unit is not convertible", self.name));
+                return Err(format!(
+                    "metric `{}`: JSON unit is not convertible",
+                    self.name
+                ));
             }
         }
         if self.json_also.is_some() && self.json.is_none() {
@@ -278,12 +312,18 @@ impl MetricDesc {
         }
         if let Some(s) = &self.statsd {
             if !self.unit.convertible_to(s.unit) {
-                return Err(format!("metric `{}`: StatsD unit is not convertible", self.name));
+                return Err(format!(
+                    "metric `{}`: StatsD unit is not convertible",
+                    self.name
+                ));
             }
         }
         for alias in self.aliases {
             if !valid_name(alias.name) || !self.unit.convertible_to(alias.unit) {
-                return Err(format!("metric `{}`: invalid alias `{}`", self.name, alias.name));
+                return Err(format!(
+                    "metric `{}`: invalid alias `{}`",
+                    self.name, alias.name
+                ));
             }
         }
         Ok(())
@@ -295,7 +335,12 @@ impl MetricDesc {
 pub enum JsonSegment {
     Key(String),
     /// `list[key=label]` or `list[key=#label]`.
-    Item { list: String, key: String, label: String, numeric: bool },
+    Item {
+        list: String,
+        key: String,
+        label: String,
+        numeric: bool,
+    },
 }
 
 /// A parsed JSON placement path.
@@ -306,12 +351,17 @@ pub struct JsonPath {
 
 impl JsonPath {
     pub fn parse(path: &str) -> Result<Self, String> {
-        let is_ident = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let is_ident =
+            |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         let mut segments = Vec::new();
         for part in path.split('.') {
             if let Some((list, rest)) = part.split_once('[') {
-                let inner = rest.strip_suffix(']').ok_or_else(|| format!("`{part}`: missing `]`"))?;
-                let (key, label) = inner.split_once('=').ok_or_else(|| format!("`{part}`: expected `[key=label]`"))?;
+                let inner = rest
+                    .strip_suffix(']')
+                    .ok_or_else(|| format!("`{part}`: missing `]`"))?;
+                let (key, label) = inner
+                    .split_once('=')
+                    .ok_or_else(|| format!("`{part}`: expected `[key=label]`"))?;
                 let (label, numeric) = match label.strip_prefix('#') {
                     Some(l) => (l, true),
                     None => (label, false),
@@ -352,7 +402,10 @@ mod tests {
 
     #[test]
     fn converts_nanoseconds_to_milliseconds_like_vadvisor() {
-        assert_eq!(Unit::Nanoseconds.convert(123_456_789_012.0, Unit::Milliseconds), 123_456.789_012);
+        assert_eq!(
+            Unit::Nanoseconds.convert(123_456_789_012.0, Unit::Milliseconds),
+            123_456.789_012
+        );
         assert_eq!(Unit::Kibibytes.convert(2.0, Unit::Bytes), 2048.0);
         assert_eq!(Unit::Bytes.convert(2048.0, Unit::Kibibytes), 2.0);
         assert_eq!(Unit::Nanoseconds.convert(1.5e9, Unit::Seconds), 1.5);
@@ -365,7 +418,12 @@ mod tests {
         assert_eq!(p.segments.len(), 3);
         assert_eq!(
             p.segments[1],
-            JsonSegment::Item { list: "per_cpu_usage".into(), key: "index".into(), label: "vcpu".into(), numeric: true }
+            JsonSegment::Item {
+                list: "per_cpu_usage".into(),
+                key: "index".into(),
+                label: "vcpu".into(),
+                numeric: true
+            }
         );
         assert_eq!(p.labels().collect::<Vec<_>>(), vec!["vcpu"]);
         assert!(JsonPath::parse("a[b=c]").is_err(), "must end with a key");
@@ -377,10 +435,20 @@ mod tests {
     fn validation_catches_naming_mistakes() {
         let ok = MetricDesc::counter("vm_x_seconds_total", "h", Unit::Nanoseconds);
         assert!(ok.validate().is_ok());
-        assert!(MetricDesc::counter("vm_x_seconds", "h", Unit::Nanoseconds).validate().is_err());
-        assert!(MetricDesc::gauge("vm_x", "h", Unit::Bytes).validate().is_err());
-        assert!(MetricDesc::gauge("vm_x", "h", Unit::Count).labels(&["uuid"]).validate().is_err());
+        assert!(MetricDesc::counter("vm_x_seconds", "h", Unit::Nanoseconds)
+            .validate()
+            .is_err());
+        assert!(MetricDesc::gauge("vm_x", "h", Unit::Bytes)
+            .validate()
+            .is_err());
+        assert!(MetricDesc::gauge("vm_x", "h", Unit::Count)
+            .labels(&["uuid"])
+            .validate()
+            .is_err());
         let bad_json = MetricDesc::gauge("vm_x", "h", Unit::Count).json("a[n=dev].x", Unit::Count);
-        assert!(bad_json.validate().unwrap_err().contains("undeclared label"));
+        assert!(bad_json
+            .validate()
+            .unwrap_err()
+            .contains("undeclared label"));
     }
 }

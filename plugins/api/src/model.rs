@@ -17,7 +17,10 @@ pub struct DomainRef {
 
 impl DomainRef {
     pub fn new(uuid: impl Into<Arc<str>>, name: impl Into<Arc<str>>) -> Self {
-        Self { uuid: uuid.into(), name: name.into() }
+        Self {
+            uuid: uuid.into(),
+            name: name.into(),
+        }
     }
 }
 
@@ -31,7 +34,14 @@ pub struct DomainState {
 impl DomainState {
     /// vAdvisor's names of `virDomainState`, indexed by code.
     pub const NAMES: [&'static str; 8] = [
-        "Unknown", "Running", "Blocked", "Paused", "Shutdown", "Shutoff", "Crashed", "PMSuspended",
+        "Unknown",
+        "Running",
+        "Blocked",
+        "Paused",
+        "Shutdown",
+        "Shutoff",
+        "Crashed",
+        "PMSuspended",
     ];
 
     pub const RUNNING: u32 = 1;
@@ -42,7 +52,10 @@ impl DomainState {
 
     /// The state as vAdvisor names it (`Running`, `Paused`, …); unknown codes are `Unknown`.
     pub fn name(&self) -> &'static str {
-        Self::NAMES.get(self.state as usize).copied().unwrap_or("Unknown")
+        Self::NAMES
+            .get(self.state as usize)
+            .copied()
+            .unwrap_or("Unknown")
     }
 
     /// The reason as libvirt documents it for this state (`virDomain<State>Reason`).
@@ -50,26 +63,57 @@ impl DomainState {
         let table: &[&str] = match self.state {
             0 => &["unknown"],
             1 => &[
-                "unknown", "booted", "migrated", "restored", "from snapshot", "unpaused",
-                "migration canceled", "save canceled", "wakeup", "crashed", "post-copy",
+                "unknown",
+                "booted",
+                "migrated",
+                "restored",
+                "from snapshot",
+                "unpaused",
+                "migration canceled",
+                "save canceled",
+                "wakeup",
+                "crashed",
+                "post-copy",
                 "post-copy failed",
             ],
             2 => &["unknown"],
             3 => &[
-                "unknown", "user", "migration", "save", "dump", "ioerror", "watchdog",
-                "from snapshot", "shutting down", "snapshot", "crashed", "starting up",
-                "post-copy", "post-copy failed", "api error",
+                "unknown",
+                "user",
+                "migration",
+                "save",
+                "dump",
+                "ioerror",
+                "watchdog",
+                "from snapshot",
+                "shutting down",
+                "snapshot",
+                "crashed",
+                "starting up",
+                "post-copy",
+                "post-copy failed",
+                "api error",
             ],
             4 => &["unknown", "user"],
             5 => &[
-                "unknown", "shutdown", "destroyed", "crashed", "migrated", "saved", "failed",
-                "from snapshot", "daemon",
+                "unknown",
+                "shutdown",
+                "destroyed",
+                "crashed",
+                "migrated",
+                "saved",
+                "failed",
+                "from snapshot",
+                "daemon",
             ],
             6 => &["unknown", "panicked"],
             7 => &["unknown"],
             _ => &[],
         };
-        table.get(self.reason as usize).copied().unwrap_or("unknown")
+        table
+            .get(self.reason as usize)
+            .copied()
+            .unwrap_or("unknown")
     }
 
     pub fn is_running(&self) -> bool {
@@ -90,12 +134,20 @@ pub struct Sample {
 impl Sample {
     /// A sample of a metric without labels.
     pub fn new(metric: u16, value: f64) -> Self {
-        Self { metric, labels: Vec::new(), value }
+        Self {
+            metric,
+            labels: Vec::new(),
+            value,
+        }
     }
 
     /// A sample of a labelled metric.
     pub fn labelled(metric: u16, labels: Vec<Arc<str>>, value: f64) -> Self {
-        Self { metric, labels, value }
+        Self {
+            metric,
+            labels,
+            value,
+        }
     }
 }
 
@@ -113,7 +165,12 @@ pub struct DomainSamples {
 
 impl DomainSamples {
     pub fn new(domain: DomainRef) -> Self {
-        Self { domain, state: None, samples: Vec::new(), errors: Vec::new() }
+        Self {
+            domain,
+            state: None,
+            samples: Vec::new(),
+            errors: Vec::new(),
+        }
     }
 }
 

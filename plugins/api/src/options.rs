@@ -17,12 +17,18 @@ pub struct OptionError {
 impl OptionError {
     /// An error about the value at `path` (e.g. `&["port"]`).
     pub fn at(path: &[&str], message: impl Into<String>) -> Self {
-        Self { path: path.iter().map(|s| s.to_string()).collect(), message: message.into() }
+        Self {
+            path: path.iter().map(|s| s.to_string()).collect(),
+            message: message.into(),
+        }
     }
 
     /// An error about the whole options block.
     pub fn whole(message: impl Into<String>) -> Self {
-        Self { path: Vec::new(), message: message.into() }
+        Self {
+            path: Vec::new(),
+            message: message.into(),
+        }
     }
 }
 
@@ -44,7 +50,8 @@ impl PluginOptions {
     /// Decodes the options into the plugin's own type. An empty block decodes as `{}`.
     /// Returns the first error; see [`PluginOptions::decode_all`] for all of them.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, OptionError> {
-        self.decode_all().map_err(|mut errors| errors.swap_remove(0))
+        self.decode_all()
+            .map_err(|mut errors| errors.swap_remove(0))
     }
 
     /// Decodes the options, reporting every bad key: after each error the offending key
@@ -77,7 +84,9 @@ impl PluginOptions {
 }
 
 fn remove_path(value: &mut serde_json::Value, path: &[String]) -> bool {
-    let Some((last, parents)) = path.split_last() else { return false };
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
     let mut cur = value;
     for p in parents {
         cur = match cur {
@@ -85,7 +94,8 @@ fn remove_path(value: &mut serde_json::Value, path: &[String]) -> bool {
                 Some(v) => v,
                 None => return false,
             },
-            serde_json::Value::Array(a) => match p.parse::<usize>().ok().and_then(|i| a.get_mut(i)) {
+            serde_json::Value::Array(a) => match p.parse::<usize>().ok().and_then(|i| a.get_mut(i))
+            {
                 Some(v) => v,
                 None => return false,
             },
@@ -147,15 +157,18 @@ mod tests {
 
     #[test]
     fn empty_block_decodes_to_defaults() {
-        let o: Opts = PluginOptions::new(serde_json::Value::Null).decode().unwrap();
+        let o: Opts = PluginOptions::new(serde_json::Value::Null)
+            .decode()
+            .unwrap();
         assert_eq!(o, Opts::default());
     }
 
     #[test]
     fn decode_all_reports_every_bad_key() {
-        let errs = PluginOptions::new(serde_json::json!({"port": "x", "nested": {"sise": 1}, "zz": 1}))
-            .decode_all::<Opts>()
-            .unwrap_err();
+        let errs =
+            PluginOptions::new(serde_json::json!({"port": "x", "nested": {"sise": 1}, "zz": 1}))
+                .decode_all::<Opts>()
+                .unwrap_err();
         let paths: Vec<String> = errs.iter().map(|e| e.path.join(".")).collect();
         assert_eq!(errs.len(), 3, "{paths:?}");
         assert!(paths.contains(&"port".to_string()));
@@ -171,7 +184,9 @@ mod tests {
         assert_eq!(err.path, vec!["nested", "sise"]);
         assert!(err.message.contains("expected `size`"), "{}", err.message);
 
-        let err = PluginOptions::new(serde_json::json!({"port": "x"})).decode::<Opts>().unwrap_err();
+        let err = PluginOptions::new(serde_json::json!({"port": "x"}))
+            .decode::<Opts>()
+            .unwrap_err();
         assert_eq!(err.path, vec!["port"]);
         assert!(err.message.contains("expected u16"), "{}", err.message);
     }

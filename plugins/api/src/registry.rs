@@ -52,13 +52,21 @@ pub struct SinkBuildContext<'a> {
 pub trait CollectorFactory: Send + Sync + 'static {
     fn description(&self) -> &'static str;
     /// Builds an instance; every problem found in the options is returned.
-    fn build(&self, options: &PluginOptions, cx: &CollectorBuildContext) -> Result<CollectorPlugin, Vec<OptionError>>;
+    fn build(
+        &self,
+        options: &PluginOptions,
+        cx: &CollectorBuildContext,
+    ) -> Result<CollectorPlugin, Vec<OptionError>>;
 }
 
 pub trait SinkFactory: Send + Sync + 'static {
     fn description(&self) -> &'static str;
     /// Builds an instance; every problem found in the options is returned.
-    fn build(&self, options: &PluginOptions, cx: &mut SinkBuildContext<'_>) -> Result<Box<dyn Sink>, Vec<OptionError>>;
+    fn build(
+        &self,
+        options: &PluginOptions,
+        cx: &mut SinkBuildContext<'_>,
+    ) -> Result<Box<dyn Sink>, Vec<OptionError>>;
 }
 
 struct TypedCollector<O, F> {
@@ -70,12 +78,19 @@ struct TypedCollector<O, F> {
 impl<O, F> CollectorFactory for TypedCollector<O, F>
 where
     O: DeserializeOwned + 'static,
-    F: Fn(O, &CollectorBuildContext) -> Result<CollectorPlugin, OptionError> + Send + Sync + 'static,
+    F: Fn(O, &CollectorBuildContext) -> Result<CollectorPlugin, OptionError>
+        + Send
+        + Sync
+        + 'static,
 {
     fn description(&self) -> &'static str {
         self.description
     }
-    fn build(&self, options: &PluginOptions, cx: &CollectorBuildContext) -> Result<CollectorPlugin, Vec<OptionError>> {
+    fn build(
+        &self,
+        options: &PluginOptions,
+        cx: &CollectorBuildContext,
+    ) -> Result<CollectorPlugin, Vec<OptionError>> {
         (self.build)(options.decode_all()?, cx).map_err(|e| vec![e])
     }
 }
@@ -89,12 +104,19 @@ struct TypedSink<O, F> {
 impl<O, F> SinkFactory for TypedSink<O, F>
 where
     O: DeserializeOwned + 'static,
-    F: Fn(O, &mut SinkBuildContext<'_>) -> Result<Box<dyn Sink>, OptionError> + Send + Sync + 'static,
+    F: Fn(O, &mut SinkBuildContext<'_>) -> Result<Box<dyn Sink>, OptionError>
+        + Send
+        + Sync
+        + 'static,
 {
     fn description(&self) -> &'static str {
         self.description
     }
-    fn build(&self, options: &PluginOptions, cx: &mut SinkBuildContext<'_>) -> Result<Box<dyn Sink>, Vec<OptionError>> {
+    fn build(
+        &self,
+        options: &PluginOptions,
+        cx: &mut SinkBuildContext<'_>,
+    ) -> Result<Box<dyn Sink>, Vec<OptionError>> {
         (self.build)(options.decode_all()?, cx).map_err(|e| vec![e])
     }
 }
@@ -134,11 +156,18 @@ impl Registry {
     pub fn add_collector<O, F>(&mut self, kind: &'static str, description: &'static str, build: F)
     where
         O: DeserializeOwned + 'static,
-        F: Fn(O, &CollectorBuildContext) -> Result<CollectorPlugin, OptionError> + Send + Sync + 'static,
+        F: Fn(O, &CollectorBuildContext) -> Result<CollectorPlugin, OptionError>
+            + Send
+            + Sync
+            + 'static,
     {
         self.collectors.insert(
             kind,
-            Arc::new(TypedCollector { description, build, _options: std::marker::PhantomData }),
+            Arc::new(TypedCollector {
+                description,
+                build,
+                _options: std::marker::PhantomData,
+            }),
         );
     }
 
@@ -146,9 +175,19 @@ impl Registry {
     pub fn add_sink<O, F>(&mut self, kind: &'static str, description: &'static str, build: F)
     where
         O: DeserializeOwned + 'static,
-        F: Fn(O, &mut SinkBuildContext<'_>) -> Result<Box<dyn Sink>, OptionError> + Send + Sync + 'static,
+        F: Fn(O, &mut SinkBuildContext<'_>) -> Result<Box<dyn Sink>, OptionError>
+            + Send
+            + Sync
+            + 'static,
     {
-        self.sinks.insert(kind, Arc::new(TypedSink { description, build, _options: std::marker::PhantomData }));
+        self.sinks.insert(
+            kind,
+            Arc::new(TypedSink {
+                description,
+                build,
+                _options: std::marker::PhantomData,
+            }),
+        );
     }
 
     pub fn collector(&self, kind: &str) -> Option<Arc<dyn CollectorFactory>> {

@@ -34,7 +34,10 @@ impl Bus {
     }
 
     pub fn subscribe(&self, health: Arc<SinkHealth>) -> RecordStream {
-        RecordStream { rx: self.tx.subscribe(), health }
+        RecordStream {
+            rx: self.tx.subscribe(),
+            health,
+        }
     }
 }
 
@@ -95,7 +98,9 @@ impl HttpRoutes {
             return Err(format!("HTTP path `{path}` must start with `/`"));
         }
         if !self.paths.insert(path.to_string()) {
-            return Err(format!("HTTP path `{path}` is already served by another sink"));
+            return Err(format!(
+                "HTTP path `{path}` is already served by another sink"
+            ));
         }
         let router = std::mem::take(&mut self.router);
         self.router = router.route(path, handler);
@@ -142,9 +147,15 @@ mod tests {
     #[test]
     fn duplicate_routes_are_errors() {
         let mut routes = HttpRoutes::new();
-        routes.route("/a", axum::routing::get(|| async { "a" })).unwrap();
-        let err = routes.route("/a", axum::routing::get(|| async { "b" })).unwrap_err();
+        routes
+            .route("/a", axum::routing::get(|| async { "a" }))
+            .unwrap();
+        let err = routes
+            .route("/a", axum::routing::get(|| async { "b" }))
+            .unwrap_err();
         assert!(err.contains("already served"));
-        assert!(routes.route("nope", axum::routing::get(|| async { "" })).is_err());
+        assert!(routes
+            .route("nope", axum::routing::get(|| async { "" }))
+            .is_err());
     }
 }

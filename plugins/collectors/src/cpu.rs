@@ -7,8 +7,8 @@ use std::sync::Arc;
 use serde::Deserialize;
 use vadvisor_api::metric::Alias;
 use vadvisor_api::{
-    async_trait, CollectContext, CollectError, Collected, Collector, CollectorPlugin, MetricDesc, Registry,
-    StatsGroups, Unit,
+    async_trait, CollectContext, CollectError, Collected, Collector, CollectorPlugin, MetricDesc,
+    Registry, StatsGroups, Unit,
 };
 
 use crate::params::{for_each_domain, push};
@@ -98,9 +98,11 @@ impl CpuCollector {
 }
 
 pub fn register(registry: &mut Registry) {
-    registry.add_collector("cpu", "Domain and per-vCPU CPU time and state", |o: CpuOptions, _cx| {
-        Ok(CollectorPlugin::polled(CpuCollector::new(o)))
-    });
+    registry.add_collector(
+        "cpu",
+        "Domain and per-vCPU CPU time and state",
+        |o: CpuOptions, _cx| Ok(CollectorPlugin::polled(CpuCollector::new(o))),
+    );
 }
 
 #[async_trait]
@@ -144,7 +146,11 @@ mod tests {
 
     fn cx(hv: Arc<FakeHypervisor>, c: &CpuCollector) -> CollectContext {
         let hv: Arc<dyn Hypervisor> = hv;
-        CollectContext::new(hv, c.stats_groups(), Instant::now() + Duration::from_secs(1))
+        CollectContext::new(
+            hv,
+            c.stats_groups(),
+            Instant::now() + Duration::from_secs(1),
+        )
     }
 
     #[test]
@@ -157,20 +163,24 @@ mod tests {
     #[tokio::test]
     async fn reports_totals_and_non_contiguous_vcpus() {
         let hv = Arc::new(FakeHypervisor::new());
-        hv.put_domain("u1", "one", &[
-            ("state.state", TypedValue::Int(1)),
-            ("state.reason", TypedValue::Int(1)),
-            ("cpu.time", TypedValue::ULLong(3_000_000_000)),
-            ("cpu.user", TypedValue::ULLong(1_000_000_000)),
-            ("cpu.system", TypedValue::ULLong(500_000_000)),
-            ("vcpu.current", TypedValue::UInt(2)),
-            ("vcpu.maximum", TypedValue::UInt(4)),
-            ("vcpu.0.state", TypedValue::Int(1)),
-            ("vcpu.0.time", TypedValue::ULLong(10)),
-            ("vcpu.3.state", TypedValue::Int(2)),
-            ("vcpu.3.time", TypedValue::ULLong(20)),
-            ("vcpu.3.wait", TypedValue::ULLong(7)),
-        ]);
+        hv.put_domain(
+            "u1",
+            "one",
+            &[
+                ("state.state", TypedValue::Int(1)),
+                ("state.reason", TypedValue::Int(1)),
+                ("cpu.time", TypedValue::ULLong(3_000_000_000)),
+                ("cpu.user", TypedValue::ULLong(1_000_000_000)),
+                ("cpu.system", TypedValue::ULLong(500_000_000)),
+                ("vcpu.current", TypedValue::UInt(2)),
+                ("vcpu.maximum", TypedValue::UInt(4)),
+                ("vcpu.0.state", TypedValue::Int(1)),
+                ("vcpu.0.time", TypedValue::ULLong(10)),
+                ("vcpu.3.state", TypedValue::Int(2)),
+                ("vcpu.3.time", TypedValue::ULLong(20)),
+                ("vcpu.3.wait", TypedValue::ULLong(7)),
+            ],
+        );
         // A domain that lacks everything but its state is reported with what it has.
         hv.put_domain("u2", "two", &[("state.state", TypedValue::Int(3))]);
         let c = CpuCollector::new(CpuOptions::default());
@@ -199,7 +209,14 @@ mod tests {
     #[tokio::test]
     async fn per_vcpu_can_be_switched_off() {
         let hv = Arc::new(FakeHypervisor::new());
-        hv.put_domain("u1", "one", &[("cpu.time", TypedValue::ULLong(1)), ("vcpu.0.time", TypedValue::ULLong(1))]);
+        hv.put_domain(
+            "u1",
+            "one",
+            &[
+                ("cpu.time", TypedValue::ULLong(1)),
+                ("vcpu.0.time", TypedValue::ULLong(1)),
+            ],
+        );
         let c = CpuCollector::new(CpuOptions { per_vcpu: false });
         let out = c.collect(&cx(hv, &c)).await.unwrap();
         assert!(out.domains[0].samples.iter().all(|s| s.metric != VCPU_TIME));

@@ -38,11 +38,18 @@ mod tests {
     fn unnamed_and_duplicate_devices_get_unique_labels() {
         let mut s = DomainStats::new(DomainRef::new("u", "n"));
         s.params.insert("net.count".into(), TypedValue::UInt(3));
-        s.params.insert("net.0.name".into(), TypedValue::String("vnet0".into()));
-        s.params.insert("net.0.rx.bytes".into(), TypedValue::ULLong(1));
-        s.params.insert("net.1.rx.bytes".into(), TypedValue::ULLong(1));
-        s.params.insert("net.2.name".into(), TypedValue::String("vnet0".into()));
-        let labels: Vec<String> = device_labels(&s, "net").into_iter().map(|(_, l)| l.to_string()).collect();
+        s.params
+            .insert("net.0.name".into(), TypedValue::String("vnet0".into()));
+        s.params
+            .insert("net.0.rx.bytes".into(), TypedValue::ULLong(1));
+        s.params
+            .insert("net.1.rx.bytes".into(), TypedValue::ULLong(1));
+        s.params
+            .insert("net.2.name".into(), TypedValue::String("vnet0".into()));
+        let labels: Vec<String> = device_labels(&s, "net")
+            .into_iter()
+            .map(|(_, l)| l.to_string())
+            .collect();
         assert_eq!(labels, vec!["vnet0", "net1", "vnet0#2"]);
     }
 }

@@ -13,33 +13,83 @@ use crate::params::{for_each_domain, push};
 
 const I: &[&str] = &["interface"];
 
-const KEYS: &[&str] = &["rx.bytes", "rx.pkts", "rx.errs", "rx.drop", "tx.bytes", "tx.pkts", "tx.errs", "tx.drop"];
+const KEYS: &[&str] = &[
+    "rx.bytes", "rx.pkts", "rx.errs", "rx.drop", "tx.bytes", "tx.pkts", "tx.errs", "tx.drop",
+];
 
 pub const METRICS: &[MetricDesc] = &[
-    MetricDesc::counter("vm_network_receive_bytes_total", "Cumulative count of bytes received", Unit::Bytes)
-        .labels(I).json("network.interfaces[name=interface].rx_bytes", Unit::Bytes)
-        .statsd("network.receive.bytes.total", Unit::Bytes).source("net.<n>.rx.bytes", "1.2.9"),
-    MetricDesc::counter("vm_network_receive_packets_total", "Cumulative count of packets received", Unit::Count)
-        .labels(I).json("network.interfaces[name=interface].rx_packets", Unit::Count)
-        .statsd("network.receive.packets.total", Unit::Count).source("net.<n>.rx.pkts", "1.2.9"),
-    MetricDesc::counter("vm_network_receive_errors_total", "Cumulative count of errors encountered while receiving", Unit::Count)
-        .labels(I).json("network.interfaces[name=interface].rx_errors", Unit::Count)
-        .statsd("network.receive.errors.total", Unit::Count).source("net.<n>.rx.errs", "1.2.9"),
-    MetricDesc::counter("vm_network_receive_dropped_packets_total", "Cumulative count of packets dropped while receiving", Unit::Count)
-        .labels(I).json("network.interfaces[name=interface].rx_dropped", Unit::Count)
-        .statsd("network.receive.dropped.packets.total", Unit::Count).source("net.<n>.rx.drop", "1.2.9"),
-    MetricDesc::counter("vm_network_transmit_bytes_total", "Cumulative count of bytes transmitted", Unit::Bytes)
-        .labels(I).json("network.interfaces[name=interface].tx_bytes", Unit::Bytes)
-        .statsd("network.transmit.bytes.total", Unit::Bytes).source("net.<n>.tx.bytes", "1.2.9"),
-    MetricDesc::counter("vm_network_transmit_packets_total", "Cumulative count of packets transmitted", Unit::Count)
-        .labels(I).json("network.interfaces[name=interface].tx_packets", Unit::Count)
-        .statsd("network.transmit.packets.total", Unit::Count).source("net.<n>.tx.pkts", "1.2.9"),
-    MetricDesc::counter("vm_network_transmit_errors_total", "Cumulative count of errors encountered while transmitting", Unit::Count)
-        .labels(I).json("network.interfaces[name=interface].tx_errors", Unit::Count)
-        .statsd("network.transmit.errors.total", Unit::Count).source("net.<n>.tx.errs", "1.2.9"),
-    MetricDesc::counter("vm_network_transmit_dropped_packets_total", "Cumulative count of packets dropped while transmitting", Unit::Count)
-        .labels(I).json("network.interfaces[name=interface].tx_dropped", Unit::Count)
-        .statsd("network.transmit.dropped.packets.total", Unit::Count).source("net.<n>.tx.drop", "1.2.9"),
+    MetricDesc::counter(
+        "vm_network_receive_bytes_total",
+        "Cumulative count of bytes received",
+        Unit::Bytes,
+    )
+    .labels(I)
+    .json("network.interfaces[name=interface].rx_bytes", Unit::Bytes)
+    .statsd("network.receive.bytes.total", Unit::Bytes)
+    .source("net.<n>.rx.bytes", "1.2.9"),
+    MetricDesc::counter(
+        "vm_network_receive_packets_total",
+        "Cumulative count of packets received",
+        Unit::Count,
+    )
+    .labels(I)
+    .json("network.interfaces[name=interface].rx_packets", Unit::Count)
+    .statsd("network.receive.packets.total", Unit::Count)
+    .source("net.<n>.rx.pkts", "1.2.9"),
+    MetricDesc::counter(
+        "vm_network_receive_errors_total",
+        "Cumulative count of errors encountered while receiving",
+        Unit::Count,
+    )
+    .labels(I)
+    .json("network.interfaces[name=interface].rx_errors", Unit::Count)
+    .statsd("network.receive.errors.total", Unit::Count)
+    .source("net.<n>.rx.errs", "1.2.9"),
+    MetricDesc::counter(
+        "vm_network_receive_dropped_packets_total",
+        "Cumulative count of packets dropped while receiving",
+        Unit::Count,
+    )
+    .labels(I)
+    .json("network.interfaces[name=interface].rx_dropped", Unit::Count)
+    .statsd("network.receive.dropped.packets.total", Unit::Count)
+    .source("net.<n>.rx.drop", "1.2.9"),
+    MetricDesc::counter(
+        "vm_network_transmit_bytes_total",
+        "Cumulative count of bytes transmitted",
+        Unit::Bytes,
+    )
+    .labels(I)
+    .json("network.interfaces[name=interface].tx_bytes", Unit::Bytes)
+    .statsd("network.transmit.bytes.total", Unit::Bytes)
+    .source("net.<n>.tx.bytes", "1.2.9"),
+    MetricDesc::counter(
+        "vm_network_transmit_packets_total",
+        "Cumulative count of packets transmitted",
+        Unit::Count,
+    )
+    .labels(I)
+    .json("network.interfaces[name=interface].tx_packets", Unit::Count)
+    .statsd("network.transmit.packets.total", Unit::Count)
+    .source("net.<n>.tx.pkts", "1.2.9"),
+    MetricDesc::counter(
+        "vm_network_transmit_errors_total",
+        "Cumulative count of errors encountered while transmitting",
+        Unit::Count,
+    )
+    .labels(I)
+    .json("network.interfaces[name=interface].tx_errors", Unit::Count)
+    .statsd("network.transmit.errors.total", Unit::Count)
+    .source("net.<n>.tx.errs", "1.2.9"),
+    MetricDesc::counter(
+        "vm_network_transmit_dropped_packets_total",
+        "Cumulative count of packets dropped while transmitting",
+        Unit::Count,
+    )
+    .labels(I)
+    .json("network.interfaces[name=interface].tx_dropped", Unit::Count)
+    .statsd("network.transmit.dropped.packets.total", Unit::Count)
+    .source("net.<n>.tx.drop", "1.2.9"),
 ];
 
 /// Options of the `net` collector (none yet).
@@ -50,9 +100,11 @@ pub struct NetOptions {}
 pub struct NetCollector;
 
 pub fn register(registry: &mut Registry) {
-    registry.add_collector("net", "Per-interface traffic, errors and drops", |_o: NetOptions, _cx| {
-        Ok(CollectorPlugin::polled(NetCollector))
-    });
+    registry.add_collector(
+        "net",
+        "Per-interface traffic, errors and drops",
+        |_o: NetOptions, _cx| Ok(CollectorPlugin::polled(NetCollector)),
+    );
 }
 
 #[async_trait]
@@ -70,7 +122,13 @@ impl Collector for NetCollector {
             for (n, label) in device_labels(domain, "net") {
                 let labels = [label];
                 for (i, suffix) in KEYS.iter().enumerate() {
-                    push(samples, domain, &format!("net.{n}.{suffix}"), i as u16, &labels);
+                    push(
+                        samples,
+                        domain,
+                        &format!("net.{n}.{suffix}"),
+                        i as u16,
+                        &labels,
+                    );
                 }
             }
         })
@@ -96,15 +154,23 @@ mod tests {
     #[tokio::test]
     async fn transmit_drops_come_from_tx_drop() {
         let hv = Arc::new(FakeHypervisor::new());
-        hv.put_domain("u1", "one", &[
-            ("net.count", TypedValue::UInt(1)),
-            ("net.0.name", TypedValue::String("vnet0".into())),
-            ("net.0.rx.drop", TypedValue::ULLong(1)),
-            ("net.0.tx.drop", TypedValue::ULLong(7)),
-            ("net.0.tx.bytes", TypedValue::ULLong(2000)),
-        ]);
+        hv.put_domain(
+            "u1",
+            "one",
+            &[
+                ("net.count", TypedValue::UInt(1)),
+                ("net.0.name", TypedValue::String("vnet0".into())),
+                ("net.0.rx.drop", TypedValue::ULLong(1)),
+                ("net.0.tx.drop", TypedValue::ULLong(7)),
+                ("net.0.tx.bytes", TypedValue::ULLong(2000)),
+            ],
+        );
         let dyn_hv: Arc<dyn Hypervisor> = hv;
-        let cx = CollectContext::new(dyn_hv, StatsGroups::INTERFACE, Instant::now() + Duration::from_secs(1));
+        let cx = CollectContext::new(
+            dyn_hv,
+            StatsGroups::INTERFACE,
+            Instant::now() + Duration::from_secs(1),
+        );
         let out = NetCollector.collect(&cx).await.unwrap();
         let s = &out.domains[0].samples;
         let v = |m: u16| s.iter().find(|x| x.metric == m).map(|x| x.value);

@@ -23,7 +23,13 @@ pub(crate) async fn for_each_domain(
 }
 
 /// Pushes `metric` with `labels` when `key` is present and numeric; returns whether it was.
-pub(crate) fn push(out: &mut Vec<Sample>, stats: &DomainStats, key: &str, metric: u16, labels: &[Arc<str>]) -> bool {
+pub(crate) fn push(
+    out: &mut Vec<Sample>,
+    stats: &DomainStats,
+    key: &str,
+    metric: u16,
+    labels: &[Arc<str>],
+) -> bool {
     match stats.f64(key) {
         Some(v) => {
             out.push(Sample::labelled(metric, labels.to_vec(), v));

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use vadvisor_api::{CollectContext, CollectorPlugin, FakeHypervisor, Hypervisor, Registry, StatsGroups, TypedValue};
+use vadvisor_api::{
+    CollectContext, CollectorPlugin, FakeHypervisor, Hypervisor, Registry, StatsGroups, TypedValue,
+};
 use vadvisor_collectors::specs::xml_json;
 
 fn typed_value() -> impl Strategy<Value = TypedValue> {
@@ -22,11 +24,36 @@ fn typed_value() -> impl Strategy<Value = TypedValue> {
 }
 
 fn stats_key() -> impl Strategy<Value = String> {
-    let group = prop::sample::select(vec!["state", "cpu", "balloon", "vcpu", "net", "block", "perf", "x"]);
-    let index = prop::option::of(prop_oneof![Just("0".to_string()), Just("4294967296".to_string()), "[0-9]{1,3}", ".{0,3}"]);
+    let group = prop::sample::select(vec![
+        "state", "cpu", "balloon", "vcpu", "net", "block", "perf", "x",
+    ]);
+    let index = prop::option::of(prop_oneof![
+        Just("0".to_string()),
+        Just("4294967296".to_string()),
+        "[0-9]{1,3}",
+        ".{0,3}"
+    ]);
     let field = prop::sample::select(vec![
-        "time", "user", "system", "state", "reason", "current", "maximum", "name", "path", "count", "rd.bytes",
-        "wr.reqs", "rx.drop", "tx.drop", "capacity", "wait", "delay", "last-update", "", ".",
+        "time",
+        "user",
+        "system",
+        "state",
+        "reason",
+        "current",
+        "maximum",
+        "name",
+        "path",
+        "count",
+        "rd.bytes",
+        "wr.reqs",
+        "rx.drop",
+        "tx.drop",
+        "capacity",
+        "wait",
+        "delay",
+        "last-update",
+        "",
+        ".",
     ]);
     (group, index, field).prop_map(|(g, i, f)| match i {
         Some(i) => format!("{g}.{i}.{f}"),
@@ -35,7 +62,10 @@ fn stats_key() -> impl Strategy<Value = String> {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 proptest! {

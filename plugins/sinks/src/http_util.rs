@@ -21,7 +21,10 @@ pub fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
 /// The error is the ready 400 response (a `Response` is large, but this runs once per
 /// request and keeps handlers short).
 #[allow(clippy::result_large_err)]
-pub fn parse_query(raw: Option<&str>, allowed: &[&str]) -> Result<BTreeMap<String, String>, Response> {
+pub fn parse_query(
+    raw: Option<&str>,
+    allowed: &[&str],
+) -> Result<BTreeMap<String, String>, Response> {
     let mut out = BTreeMap::new();
     let Some(raw) = raw else { return Ok(out) };
     for pair in raw.split('&').filter(|p| !p.is_empty()) {
@@ -30,7 +33,10 @@ pub fn parse_query(raw: Option<&str>, allowed: &[&str]) -> Result<BTreeMap<Strin
         if !allowed.contains(&k.as_str()) {
             return Err(json_error(
                 StatusCode::BAD_REQUEST,
-                format!("unknown query parameter `{k}`; valid parameters: {}", allowed.join(", ")),
+                format!(
+                    "unknown query parameter `{k}`; valid parameters: {}",
+                    allowed.join(", ")
+                ),
             ));
         }
         out.insert(k, percent_decode(v));
@@ -59,7 +65,9 @@ fn percent_decode(s: &str) -> String {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(b) => {
                         out.push(b);

@@ -22,7 +22,9 @@ impl JsonScalar {
     fn to_value(&self) -> Value {
         match *self {
             JsonScalar::Int(i) => Value::from(i),
-            JsonScalar::Float(f) => serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null),
+            JsonScalar::Float(f) => serde_json::Number::from_f64(f)
+                .map(Value::Number)
+                .unwrap_or(Value::Null),
             JsonScalar::Str(s) => Value::from(s),
         }
     }
@@ -50,13 +52,23 @@ impl Preparer {
 
     fn path(&self, raw: &'static str) -> Option<Arc<JsonPath>> {
         let mut paths = self.paths.lock().unwrap_or_else(|e| e.into_inner());
-        paths.entry(raw).or_insert_with(|| JsonPath::parse(raw).ok().map(Arc::new)).clone()
+        paths
+            .entry(raw)
+            .or_insert_with(|| JsonPath::parse(raw).ok().map(Arc::new))
+            .clone()
     }
 
     /// Prepares the samples that have a JSON placement; others are skipped.
-    pub fn prepare(&self, metrics: &[MetricDesc], samples: &[Sample], out: &mut Vec<PreparedValue>) {
+    pub fn prepare(
+        &self,
+        metrics: &[MetricDesc],
+        samples: &[Sample],
+        out: &mut Vec<PreparedValue>,
+    ) {
         for sample in samples {
-            let Some(desc) = metrics.get(sample.metric as usize) else { continue };
+            let Some(desc) = metrics.get(sample.metric as usize) else {
+                continue;
+            };
             let Some(json) = desc.json else { continue };
             let value = scalar(desc, json.unit, sample.value);
             for raw in std::iter::once(json.path).chain(desc.json_also) {
@@ -74,7 +86,11 @@ impl Preparer {
                 if keys.len() != path.labels().count() {
                     continue;
                 }
-                out.push(PreparedValue { path, keys, value: value.clone() });
+                out.push(PreparedValue {
+                    path,
+                    keys,
+                    value: value.clone(),
+                });
             }
         }
     }
@@ -82,7 +98,11 @@ impl Preparer {
 
 fn scalar(desc: &MetricDesc, unit: vadvisor_api::Unit, raw: f64) -> JsonScalar {
     if !desc.states.is_empty() {
-        let name = if raw >= 0.0 { desc.states.get(raw as usize).copied() } else { None };
+        let name = if raw >= 0.0 {
+            desc.states.get(raw as usize).copied()
+        } else {
+            None
+        };
         return JsonScalar::Str(name.unwrap_or("Unknown"));
     }
     let v = desc.unit.convert(raw, unit);
@@ -100,14 +120,23 @@ pub fn place(root: &mut Map<String, Value>, values: &[PreparedValue]) {
     }
 }
 
-fn place_one(obj: &mut Map<String, Value>, segments: &[JsonSegment], keys: &[Arc<str>], value: Value) {
-    let Some((first, rest)) = segments.split_first() else { return };
+fn place_one(
+    obj: &mut Map<String, Value>,
+    segments: &[JsonSegment],
+    keys: &[Arc<str>],
+    value: Value,
+) {
+    let Some((first, rest)) = segments.split_first() else {
+        return;
+    };
     match first {
         JsonSegment::Key(k) if rest.is_empty() => {
             obj.insert(k.clone(), value);
         }
         JsonSegment::Key(k) => {
-            let child = obj.entry(k.clone()).or_insert_with(|| Value::Object(Map::new()));
+            let child = obj
+                .entry(k.clone())
+                .or_insert_with(|| Value::Object(Map::new()));
             if !child.is_object() {
                 *child = Value::Object(Map::new());
             }
@@ -115,19 +144,30 @@ fn place_one(obj: &mut Map<String, Value>, segments: &[JsonSegment], keys: &[Arc
                 place_one(m, rest, keys, value);
             }
         }
-        JsonSegment::Item { list, key, numeric, .. } => {
-            let Some((label_value, other_keys)) = keys.split_first() else { return };
+        JsonSegment::Item {
+            list, key, numeric, ..
+        } => {
+            let Some((label_value, other_keys)) = keys.split_first() else {
+                return;
+            };
             let key_value = if *numeric {
-                label_value.parse::<i64>().map(Value::from).unwrap_or_else(|_| Value::from(&**label_value))
+                label_value
+                    .parse::<i64>()
+                    .map(Value::from)
+                    .unwrap_or_else(|_| Value::from(&**label_value))
             } else {
                 Value::from(&**label_value)
             };
-            let arr = obj.entry(list.clone()).or_insert_with(|| Value::Array(Vec::new()));
+            let arr = obj
+                .entry(list.clone())
+                .or_insert_with(|| Value::Array(Vec::new()));
             if !arr.is_array() {
                 *arr = Value::Array(Vec::new());
             }
             let Value::Array(items) = arr else { return };
-            let pos = items.iter().position(|it| it.get(key.as_str()) == Some(&key_value));
+            let pos = items
+                .iter()
+                .position(|it| it.get(key.as_str()) == Some(&key_value));
             let idx = match pos {
                 Some(i) => i,
                 None => {
@@ -150,10 +190,14 @@ mod tests {
     use vadvisor_api::Unit;
 
     const METRICS: &[MetricDesc] = &[
-        MetricDesc::counter("vm_cpu_time_seconds_total", "h", Unit::Nanoseconds).json("cpu.usage.cpu_time", Unit::Milliseconds),
+        MetricDesc::counter("vm_cpu_time_seconds_total", "h", Unit::Nanoseconds)
+            .json("cpu.usage.cpu_time", Unit::Milliseconds),
         MetricDesc::counter("vm_vcpu_time_seconds_total", "h", Unit::Nanoseconds)
             .labels(&["vcpu"])
-            .json("cpu.per_cpu_usage[index=#vcpu].vcpu_time", Unit::Milliseconds),
+            .json(
+                "cpu.per_cpu_usage[index=#vcpu].vcpu_time",
+                Unit::Milliseconds,
+            ),
         MetricDesc::gauge("vm_vcpu_state", "h", Unit::None)
             .labels(&["vcpu"])
             .json("cpu.per_cpu_usage[index=#vcpu].state", Unit::None)
@@ -180,7 +224,11 @@ mod tests {
         ];
         let mut prepared = Vec::new();
         p.prepare(METRICS, &samples, &mut prepared);
-        assert_eq!(prepared.len(), 7, "the metric without JSON placement is skipped");
+        assert_eq!(
+            prepared.len(),
+            7,
+            "the metric without JSON placement is skipped"
+        );
         let mut root = Map::new();
         place(&mut root, &prepared);
         let v = Value::Object(root);

@@ -33,6 +33,9 @@ mod tests {
     fn formats_like_vadvisor() {
         let t = UNIX_EPOCH + Duration::from_micros(1_466_697_934_884_821);
         assert_eq!(iso_utc(t), "2016-06-23T16:05:34.884821Z");
-        assert_eq!(iso_utc(UNIX_EPOCH + Duration::from_secs(1_466_697_934)), "2016-06-23T16:05:34Z");
+        assert_eq!(
+            iso_utc(UNIX_EPOCH + Duration::from_secs(1_466_697_934)),
+            "2016-06-23T16:05:34Z"
+        );
     }
 }

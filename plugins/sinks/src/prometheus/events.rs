@@ -15,7 +15,10 @@ const HELP: &str = "Domain lifecycle events received from libvirt, by event type
 /// `(event_type, reason)` names of an event's codes.
 /// The same names as the REST event API (one table: `crate::events::names`).
 pub fn names(event: u32, detail: u32) -> (&'static str, &'static str) {
-    (crate::events::names::event_type(event), crate::events::names::reason(event, detail))
+    (
+        crate::events::names::event_type(event),
+        crate::events::names::reason(event, detail),
+    )
 }
 
 /// Event counts by (event, detail) code.

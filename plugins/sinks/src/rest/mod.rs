@@ -33,35 +33,45 @@ pub struct RestOptions {
 
 impl Default for RestOptions {
     fn default() -> Self {
-        Self { retention: Duration::from_secs(60), max_samples: 60 }
+        Self {
+            retention: Duration::from_secs(60),
+            max_samples: 60,
+        }
     }
 }
 
 pub fn register(registry: &mut Registry) {
-    registry.add_sink("rest", "vAdvisor's REST API: /api/v1.0/stats with per-domain history", |o: RestOptions, cx| {
-        if o.retention.is_zero() {
-            return Err(OptionError::at(&["retention"], "must be greater than 0"));
-        }
-        if o.max_samples == 0 {
-            return Err(OptionError::at(&["max_samples"], "must be at least 1"));
-        }
-        let state = Arc::new(RestState {
-            store: HistoryStore::new(o.retention, o.max_samples),
-            live: cx.live.clone(),
-        });
-        let route = |r: Result<(), String>| r.map_err(OptionError::whole);
-        let s = state.clone();
-        route(cx.http.route("/api/v1.0/stats/", get(move |q: RawQuery| stats_all(s.clone(), q))))?;
-        let s = state.clone();
-        route(cx.http.route(
-            "/api/v1.0/stats/{uuid}",
-            get(move |p: Path<String>, q: RawQuery| stats_one(s.clone(), p, q)),
-        ))?;
-        route(cx.http.route("/api/v1.0/stats", get(redirect_slash)))?;
-        let specs = Arc::new(specs::SpecCache::default());
-        route(specs::register_routes(cx.http, specs.clone()))?;
-        Ok(Box::new(RestSink { state, specs }))
-    });
+    registry.add_sink(
+        "rest",
+        "vAdvisor's REST API: /api/v1.0/stats with per-domain history",
+        |o: RestOptions, cx| {
+            if o.retention.is_zero() {
+                return Err(OptionError::at(&["retention"], "must be greater than 0"));
+            }
+            if o.max_samples == 0 {
+                return Err(OptionError::at(&["max_samples"], "must be at least 1"));
+            }
+            let state = Arc::new(RestState {
+                store: HistoryStore::new(o.retention, o.max_samples),
+                live: cx.live.clone(),
+            });
+            let route = |r: Result<(), String>| r.map_err(OptionError::whole);
+            let s = state.clone();
+            route(cx.http.route(
+                "/api/v1.0/stats/",
+                get(move |q: RawQuery| stats_all(s.clone(), q)),
+            ))?;
+            let s = state.clone();
+            route(cx.http.route(
+                "/api/v1.0/stats/{uuid}",
+                get(move |p: Path<String>, q: RawQuery| stats_one(s.clone(), p, q)),
+            ))?;
+            route(cx.http.route("/api/v1.0/stats", get(redirect_slash)))?;
+            let specs = Arc::new(specs::SpecCache::default());
+            route(specs::register_routes(cx.http, specs.clone()))?;
+            Ok(Box::new(RestSink { state, specs }))
+        },
+    );
 }
 
 struct RestState {
@@ -108,7 +118,12 @@ async fn render(state: &RestState, query: Option<String>, only: Option<&str>) ->
     let rendered = if live {
         match state.live.collect_now().await {
             Ok(batches) => state.store.render_live(&batches, only),
-            Err(e) => return json_error(StatusCode::SERVICE_UNAVAILABLE, format!("live collection failed: {e}")),
+            Err(e) => {
+                return json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("live collection failed: {e}"),
+                )
+            }
         }
     } else {
         state.store.render(only)
@@ -126,7 +141,11 @@ async fn stats_all(state: Arc<RestState>, RawQuery(q): RawQuery) -> Response {
     render(&state, q, None).await
 }
 
-async fn stats_one(state: Arc<RestState>, Path(uuid): Path<String>, RawQuery(q): RawQuery) -> Response {
+async fn stats_one(
+    state: Arc<RestState>,
+    Path(uuid): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Response {
     render(&state, q, Some(&uuid)).await
 }
 

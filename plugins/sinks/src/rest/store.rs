@@ -32,7 +32,12 @@ pub struct HistoryStore {
 
 impl HistoryStore {
     pub fn new(retention: Duration, max_samples: usize) -> Self {
-        Self { domains: RwLock::new(HashMap::new()), retention, max_samples, preparer: Preparer::new() }
+        Self {
+            domains: RwLock::new(HashMap::new()),
+            retention,
+            max_samples,
+            preparer: Preparer::new(),
+        }
     }
 
     /// Adds a batch: one sample per domain, merged with the last one if it is from the
@@ -42,17 +47,25 @@ impl HistoryStore {
         for ds in &batch.domains {
             let history = domains
                 .entry(ds.domain.uuid.clone())
-                .or_insert_with(|| DomainHistory { name: ds.domain.name.clone(), samples: VecDeque::new() });
+                .or_insert_with(|| DomainHistory {
+                    name: ds.domain.name.clone(),
+                    samples: VecDeque::new(),
+                });
             history.name = ds.domain.name.clone();
             let same_tick = history.samples.back().is_some_and(|s| s.at == batch.at);
             if !same_tick {
-                history.samples.push_back(StoredSample { at: batch.at, state: None, values: Vec::new() });
+                history.samples.push_back(StoredSample {
+                    at: batch.at,
+                    state: None,
+                    values: Vec::new(),
+                });
             }
             if let Some(sample) = history.samples.back_mut() {
                 if ds.state.is_some() {
                     sample.state = ds.state;
                 }
-                self.preparer.prepare(&batch.metrics, &ds.samples, &mut sample.values);
+                self.preparer
+                    .prepare(&batch.metrics, &ds.samples, &mut sample.values);
             }
             while history.samples.len() > self.max_samples {
                 history.samples.pop_front();
@@ -61,7 +74,11 @@ impl HistoryStore {
         Self::expire(&mut domains, self.retention, SystemTime::now());
     }
 
-    fn expire(domains: &mut HashMap<Arc<str>, DomainHistory>, retention: Duration, now: SystemTime) {
+    fn expire(
+        domains: &mut HashMap<Arc<str>, DomainHistory>,
+        retention: Duration,
+        now: SystemTime,
+    ) {
         let cutoff = now.checked_sub(retention).unwrap_or(SystemTime::UNIX_EPOCH);
         domains.retain(|_, h| {
             while h.samples.front().is_some_and(|s| s.at < cutoff) {
@@ -138,7 +155,8 @@ mod tests {
     use vadvisor_api::{DomainRef, DomainSamples, MetricDesc, Sample, Unit};
 
     const METRICS: &[MetricDesc] = &[
-        MetricDesc::counter("vm_cpu_time_seconds_total", "h", Unit::Nanoseconds).json("cpu.usage.cpu_time", Unit::Milliseconds),
+        MetricDesc::counter("vm_cpu_time_seconds_total", "h", Unit::Nanoseconds)
+            .json("cpu.usage.cpu_time", Unit::Milliseconds),
         MetricDesc::counter("vm_x_bytes_total", "h", Unit::Bytes).json("x.bytes", Unit::Bytes),
     ];
 
@@ -174,7 +192,10 @@ mod tests {
         assert_eq!(samples.len(), 3, "capped at max_samples");
         assert_eq!(samples[0]["cpu"]["usage"]["cpu_time"], 2.0, "oldest first");
         assert_eq!(samples[2]["cpu"]["usage"]["cpu_time"], 4.0);
-        assert_eq!(samples[2]["x"]["bytes"], 4, "both collectors of one tick in one sample");
+        assert_eq!(
+            samples[2]["x"]["bytes"], 4,
+            "both collectors of one tick in one sample"
+        );
         assert_eq!(samples[2]["state"], "Running");
         assert_eq!(samples[2]["name"], "name-a");
         assert!(store.render(Some("zzz")).is_none());
@@ -183,7 +204,12 @@ mod tests {
     #[test]
     fn expires_by_time() {
         let store = HistoryStore::new(Duration::from_secs(60), 60);
-        store.ingest(&batch(SystemTime::now() - Duration::from_secs(120), 0, &["old"], 1.0));
+        store.ingest(&batch(
+            SystemTime::now() - Duration::from_secs(120),
+            0,
+            &["old"],
+            1.0,
+        ));
         store.ingest(&batch(SystemTime::now(), 0, &["new"], 1.0));
         let v = store.render(None).unwrap();
         assert!(v.get("old").is_none());
