@@ -78,7 +78,7 @@ async fn healthz(hv: Arc<dyn Hypervisor>, health: Arc<Health>) -> Response {
         .into_iter()
         .map(|(id, h)| {
             (id, serde_json::json!({"last_success": h.last_success, "runs": h.runs, "errors": h.errors,
-                "last_duration_seconds": h.last_duration.as_secs_f64()}))
+                "last_duration_seconds": h.last_duration.as_secs_f64(), "last_tick_libvirt_calls": h.last_tick_libvirt_calls}))
         })
         .collect();
     let now = std::time::SystemTime::now();

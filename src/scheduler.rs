@@ -207,10 +207,12 @@ pub fn spawn(
                         _ = shutdown.cancelled() => return,
                         _ = ticker.tick() => {}
                     }
+                    let calls_before = hv.status().calls;
                     let tick = tokio::select! {
                         _ = shutdown.cancelled() => return,
                         t = run_tick(&hv, &group) => t,
                     };
+                    let tick_calls = hv.status().calls.saturating_sub(calls_before);
                     // Per domain: errors of the shared statistics plus the collectors' own.
                     let mut domains: std::collections::HashMap<Arc<str>, (Arc<str>, u64)> = tick
                         .stats_errors
@@ -225,6 +227,7 @@ pub fn spawn(
                             o.error.is_none(),
                             o.domain_errors.len() as u64,
                         );
+                        health.record_tick_calls(&o.id, tick_calls);
                         latch.observe(&o);
                         if let Some(batch) = o.batch {
                             for ds in &batch.domains {
@@ -487,6 +490,7 @@ mod tests {
         }
         let h = &health.collectors()["a"];
         assert!(h.runs >= 3 && h.errors == 0 && h.last_success);
+        assert_eq!(h.last_tick_libvirt_calls, 1, "one bulk call per tick");
     }
 
     #[tokio::test]

@@ -16,6 +16,9 @@ pub struct CollectorHealth {
     pub errors: u64,
     /// Per-domain collection errors (a domain reported with partial data).
     pub domain_errors: u64,
+    /// libvirt calls made during the collector's last tick (shared by every collector
+    /// of that tick: one bulk call when the host supports it).
+    pub last_tick_libvirt_calls: u64,
 }
 
 /// Counters of one sink instance.
@@ -99,6 +102,14 @@ impl Health {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Records how many libvirt calls the collector's last tick made.
+    pub fn record_tick_calls(&self, collector: &str, calls: u64) {
+        let mut map = self.collectors.write().unwrap_or_else(|e| e.into_inner());
+        map.entry(collector.to_string())
+            .or_default()
+            .last_tick_libvirt_calls = calls;
     }
 
     pub fn collectors(&self) -> BTreeMap<String, CollectorHealth> {

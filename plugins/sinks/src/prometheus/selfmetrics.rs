@@ -72,7 +72,7 @@ impl SelfStats<'_> {
         );
 
         type Figure = fn(&CollectorHealth) -> f64;
-        let per_collector: [(&str, &str, MetricKind, Figure); 5] = [
+        let per_collector: [(&str, &str, MetricKind, Figure); 6] = [
             (
                 "vadvisor_collector_duration_seconds",
                 "How long the collector's last run took",
@@ -96,6 +96,12 @@ impl SelfStats<'_> {
                 "Failed runs of the collector",
                 Counter,
                 |h| h.errors as f64,
+            ),
+            (
+                "vadvisor_collector_libvirt_calls",
+                "libvirt calls made during the collector's last tick (shared by the collectors of that tick)",
+                Gauge,
+                |h| h.last_tick_libvirt_calls as f64,
             ),
             (
                 "vadvisor_domain_collection_errors_total",
