@@ -97,6 +97,30 @@ fn history_holds_at_most_60_one_second_samples() {
     }
 }
 
+#[test]
+#[ignore = "needs the lab: scripts/lab.sh up (scripts/test.sh runs it)"]
+fn all_collectors_of_a_tick_share_one_libvirt_call() {
+    let guests = lab_guests();
+    // Hedging off: a loaded CI host could otherwise add a second, hedged call.
+    let agent = Agent::start(&CONFIG.replace(
+        "uri: qemu:///system",
+        "uri: qemu:///system\n  hedge_after: 0s",
+    ));
+    let health = wait_for(Duration::from_secs(10), || {
+        let h = agent.get_json("/healthz");
+        (h["collectors"]["net"]["runs"].as_u64().unwrap_or(0) >= 3).then_some(h)
+    })
+    .expect("three ticks within 10 s");
+    for c in ["cpu", "memory", "block", "net"] {
+        assert_eq!(
+            health["collectors"][c]["last_tick_libvirt_calls"],
+            1,
+            "{c}: one bulk call for {} guests and four collectors: {health}",
+            guests.len()
+        );
+    }
+}
+
 fn last_sample(stats: &serde_json::Value, uuid: &str) -> serde_json::Value {
     stats[uuid]
         .as_array()
