@@ -11,6 +11,7 @@
 #                the lab test scrapes the agent with) and /usr/bin/promtool (`promtool
 #                check metrics` validates /metrics); plus `wrk` for
 #                scripts/bench-metrics.sh. The packaged daemon is not left running.
+#   tools        curl, openssl, python3 (TLS peer and SQLite checks in the tests).
 #   statsd       Etsy's StatsD daemon from npm (`statsd`, pinned) in
 #                $VADVISOR_PEERS_DIR/statsd (default /opt/vadvisor-test-peers/statsd),
 #                for tests/statsd_daemon.rs; needs node and npm (Debian's if absent).
@@ -128,3 +129,13 @@ step_statsd() {
 }
 
 step_statsd
+
+# ---------------------------------------------------------------- tools
+# curl and openssl: the access-control test makes its certificate with openssl and
+# talks TLS to the agent with curl (a real TLS client); python3 reads SQLite files.
+
+step_tools() {
+	apt_install curl openssl ca-certificates python3
+}
+
+step_tools
