@@ -114,8 +114,7 @@ log "/metrics: $vms VMs, $series series, $bytes bytes"
 # ---------------------------------------------------------------- latency
 # time_total covers connect, request and the whole body.
 latencies() { # [curl options...] URL
-	local i
-	for i in $(seq "$REQUESTS"); do
+	for _ in $(seq "$REQUESTS"); do
 		curl -fs -o /dev/null -w '%{time_total}\n' "$@"
 	done
 }
