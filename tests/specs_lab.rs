@@ -34,7 +34,14 @@ impl Drop for Cleanup {
     }
 }
 
-fn guest_xml() -> String {
+fn guest_xml(disks: &std::path::Path) -> String {
+    let disk = |file: &str, dev: &str| {
+        format!(
+            "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='{}'/><target dev='{dev}' bus='virtio'/></disk>",
+            disks.join(file).display()
+        )
+    };
+    let (vda, vdb) = (disk("a.qcow2", "vda"), disk("b.qcow2", "vdb"));
     format!(
         "<domain type='qemu'><name>{NAME}</name><memory unit='MiB'>192</memory><vcpu>1</vcpu>
   <os><type arch='x86_64' machine='pc'>hvm</type><kernel>{LAB_CACHE}/vmlinuz</kernel>
@@ -42,7 +49,7 @@ fn guest_xml() -> String {
     <boot dev='hd'/><boot dev='network'/></os>
   <features><acpi/></features>
   <clock offset='utc'><timer name='rtc' tickpolicy='catchup'/><timer name='pit' tickpolicy='delay'/></clock>
-  <devices><controller type='usb' model='none'/><memballoon model='none'/></devices>
+  <devices>{vda}{vdb}<controller type='usb' model='none'/><memballoon model='none'/></devices>
 </domain>"
     )
 }
@@ -88,8 +95,17 @@ fn specs_follow_the_lifecycle_of_a_guest() {
     assert!(lab["domain"]["emulator"]["value"].is_string());
 
     let dir = tempfile::tempdir().expect("tempdir");
+    for f in ["a.qcow2", "b.qcow2"] {
+        let ok = Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(dir.path().join(f))
+            .arg("8M")
+            .status()
+            .expect("qemu-img");
+        assert!(ok.success());
+    }
     let xml = dir.path().join("guest.xml");
-    std::fs::write(&xml, guest_xml()).expect("write XML");
+    std::fs::write(&xml, guest_xml(dir.path())).expect("write XML");
     virsh(&["define", xml.to_str().expect("UTF-8 path")]);
     let spec = wait_for(Duration::from_secs(3), || {
         agent
@@ -99,6 +115,17 @@ fn specs_follow_the_lifecycle_of_a_guest() {
             .and_then(|r| r.json::<serde_json::Value>().ok())
     })
     .expect("the defined guest is served within 3 s");
+    // Both disks are listed (each device is its own item of the devices list).
+    let disks: Vec<&str> = spec["domain"]["devices"]
+        .as_array()
+        .map(|d| {
+            d.iter()
+                .filter(|d| d["family"] == "disk")
+                .filter_map(|d| d["target"]["dev"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(disks, vec!["vda", "vdb"], "{spec}");
     // Both boot devices and both timers survive (vAdvisor kept only the last boot).
     assert_eq!(
         spec["domain"]["os"]["boot"].as_array().map(Vec::len),
