@@ -47,7 +47,10 @@ pub fn main_with(registry: Registry) -> i32 {
             return 1;
         }
     };
-    match runtime.block_on(app::run(args, registry)) {
+    let result = runtime.block_on(app::run(args, registry));
+    // Do not wait for blocking threads stuck in libvirt calls or for stuck connections.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    match result {
         Ok(app::Exit::Ok) => 0,
         Ok(app::Exit::Config(errors)) => {
             eprintln!("{errors}");
