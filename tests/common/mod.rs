@@ -315,12 +315,11 @@ impl Agent {
 
     /// Sends SIGTERM and returns at once (see [`Agent::wait_exit`]).
     pub fn send_sigterm(&self) {
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM {}: {status}", self.child.id());
+        assert!(
+            send_signal(self.child.id(), "TERM"),
+            "kill -TERM {}",
+            self.child.id()
+        );
     }
 
     /// Waits up to `timeout` for the process to exit: its status, or `None` if it still
@@ -392,10 +391,12 @@ pub enum Next {
 /// the request: a client that never calls a read method never reads a byte.
 pub struct RawStream {
     pub sock: std::net::TcpStream,
-    /// Received, not yet decoded.
+    /// Received bytes; those before `raw_pos` are decoded.
     raw: Vec<u8>,
-    /// Decoded body, not yet returned as lines.
+    raw_pos: usize,
+    /// Decoded body; bytes before `body_pos` were returned as lines.
     body: Vec<u8>,
+    body_pos: usize,
     /// Data bytes left in the current chunk; `None` while a size line is expected.
     chunk_left: Option<usize>,
     end: Option<StreamEnd>,
@@ -419,7 +420,9 @@ impl RawStream {
         Ok(RawStream {
             sock,
             raw: Vec::new(),
+            raw_pos: 0,
             body: Vec::new(),
+            body_pos: 0,
             chunk_left: None,
             end: None,
             head: String::new(),
@@ -432,8 +435,8 @@ impl RawStream {
     pub fn read_head(&mut self, timeout: Duration) -> std::io::Result<u16> {
         let deadline = Instant::now() + timeout;
         let end = loop {
-            if let Some(i) = self.raw.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i;
+            if let Some(i) = find(&self.raw[self.raw_pos..], b"\r\n\r\n") {
+                break self.raw_pos + i;
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -443,8 +446,8 @@ impl RawStream {
                 return Err(std::io::ErrorKind::UnexpectedEof.into());
             }
         };
-        self.head = String::from_utf8_lossy(&self.raw[..end]).into_owned();
-        self.raw.drain(..end + 4);
+        self.head = String::from_utf8_lossy(&self.raw[self.raw_pos..end]).into_owned();
+        self.raw_pos = end + 4;
         assert!(
             self.head
                 .to_ascii_lowercase()
@@ -464,6 +467,8 @@ impl RawStream {
     /// Reads once from the socket into `raw`: bytes read (0 at EOF).
     fn fill(&mut self, timeout: Duration) -> std::io::Result<usize> {
         use std::io::Read;
+        self.raw.drain(..self.raw_pos);
+        self.raw_pos = 0;
         self.sock
             .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))?;
         let mut buf = [0u8; 65_536];
@@ -475,16 +480,17 @@ impl RawStream {
     /// Decodes as much of `raw` as is complete.
     fn decode(&mut self) {
         while self.end.is_none() {
+            let raw = &self.raw[self.raw_pos..];
             match self.chunk_left {
                 None => {
-                    let Some(i) = self.raw.windows(2).position(|w| w == b"\r\n") else {
+                    let Some(i) = find(raw, b"\r\n") else {
                         return;
                     };
-                    let line = String::from_utf8_lossy(&self.raw[..i]).into_owned();
+                    let line = String::from_utf8_lossy(&raw[..i]).into_owned();
                     let size = line.split(';').next().unwrap_or("").trim();
                     let size = usize::from_str_radix(size, 16)
                         .unwrap_or_else(|_| panic!("bad chunk size line {line:?}"));
-                    self.raw.drain(..i + 2);
+                    self.raw_pos += i + 2;
                     if size == 0 {
                         self.end = Some(StreamEnd::Complete);
                     } else {
@@ -492,19 +498,20 @@ impl RawStream {
                     }
                 }
                 Some(0) => {
-                    if self.raw.len() < 2 {
+                    if raw.len() < 2 {
                         return;
                     }
-                    assert_eq!(&self.raw[..2], b"\r\n", "chunk not followed by CRLF");
-                    self.raw.drain(..2);
+                    assert_eq!(&raw[..2], b"\r\n", "chunk not followed by CRLF");
+                    self.raw_pos += 2;
                     self.chunk_left = None;
                 }
                 Some(left) => {
-                    let n = left.min(self.raw.len());
+                    let n = left.min(raw.len());
                     if n == 0 {
                         return;
                     }
-                    self.body.extend(self.raw.drain(..n));
+                    self.body.extend_from_slice(&raw[..n]);
+                    self.raw_pos += n;
                     self.body_bytes += n as u64;
                     self.chunk_left = Some(left - n);
                 }
@@ -526,9 +533,14 @@ impl RawStream {
         }
         loop {
             self.decode();
-            if let Some(i) = self.body.iter().position(|b| *b == b'\n') {
-                let line = String::from_utf8_lossy(&self.body[..i]).into_owned();
-                self.body.drain(..=i);
+            if let Some(i) = self.body[self.body_pos..].iter().position(|b| *b == b'\n') {
+                let line = &self.body[self.body_pos..self.body_pos + i];
+                let line = String::from_utf8_lossy(line).into_owned();
+                self.body_pos += i + 1;
+                if self.body_pos == self.body.len() || self.body_pos > 1 << 16 {
+                    self.body.drain(..self.body_pos);
+                    self.body_pos = 0;
+                }
                 return Next::Line(line);
             }
             if let Some(end) = self.end {
@@ -550,4 +562,8 @@ impl RawStream {
             }
         }
     }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
