@@ -279,10 +279,15 @@ pub async fn run(args: Args, registry: Registry) -> anyhow::Result<Exit> {
     let router = crate::http::router(pipeline.routes, hv.clone(), health.clone(), auth);
     let server = match tls {
         Some(tls) => {
-            let listener = crate::tls::TlsListener::new(listener, tls).context("TLS listener")?;
+            let listener = crate::tls::TlsListener::new(listener, tls, config.http.write_timeout)
+                .context("TLS listener")?;
             tokio::spawn(crate::http::serve(listener, router, shutdown.clone()))
         }
-        None => tokio::spawn(crate::http::serve(listener, router, shutdown.clone())),
+        None => {
+            let listener =
+                crate::write_timeout::TimeoutListener::new(listener, config.http.write_timeout);
+            tokio::spawn(crate::http::serve(listener, router, shutdown.clone()))
+        }
     };
 
     wait_for_signal().await;

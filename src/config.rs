@@ -102,6 +102,10 @@ pub struct HttpSection {
     pub listen: SocketAddr,
     /// TLS and basic auth, in exporter-toolkit's web config format.
     pub web_config_file: Option<std::path::PathBuf>,
+    /// A connection whose writes make no progress this long (its client stopped
+    /// reading) is closed.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
 }
 
 impl Default for HttpSection {
@@ -109,6 +113,7 @@ impl Default for HttpSection {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8181)),
             web_config_file: None,
+            write_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -255,6 +260,14 @@ pub fn load_partial(
             position: locations.value(&p),
             path: p.join("."),
             message: "must be at least 1".into(),
+        });
+    }
+    if http.write_timeout.is_zero() {
+        let p = vec!["http".to_string(), "write_timeout".to_string()];
+        diags.push(Diagnostic {
+            position: locations.value(&p),
+            path: p.join("."),
+            message: "must be greater than 0".into(),
         });
     }
     for (name, d) in [

@@ -14,6 +14,7 @@ pub mod pipeline;
 pub mod scheduler;
 pub mod tls;
 pub mod web_config;
+pub mod write_timeout;
 pub mod yaml;
 
 use clap::Parser;

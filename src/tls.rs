@@ -17,6 +17,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use crate::web_config::{ClientAuth, TlsServerConfig, TlsVersion};
+use crate::write_timeout::WriteTimeout;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -77,12 +78,16 @@ pub fn server_config(tls: &TlsServerConfig) -> Result<Arc<ServerConfig>, String>
 
 /// A listener yielding TLS streams whose handshake completed.
 pub struct TlsListener {
-    rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    rx: mpsc::Receiver<(TlsStream<WriteTimeout<TcpStream>>, SocketAddr)>,
     local: SocketAddr,
 }
 
 impl TlsListener {
-    pub fn new(tcp: TcpListener, config: Arc<ServerConfig>) -> io::Result<Self> {
+    pub fn new(
+        tcp: TcpListener,
+        config: Arc<ServerConfig>,
+        write_timeout: Duration,
+    ) -> io::Result<Self> {
         let local = tcp.local_addr()?;
         let (tx, rx) = mpsc::channel(64);
         let acceptor = TlsAcceptor::from(config);
@@ -98,6 +103,7 @@ impl TlsListener {
                 };
                 let (acceptor, sender) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
+                    let stream = WriteTimeout::new(stream, write_timeout);
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
                             let _ = sender.send((tls, addr)).await;
@@ -118,7 +124,7 @@ impl TlsListener {
 }
 
 impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
+    type Io = TlsStream<WriteTimeout<TcpStream>>;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
