@@ -7,23 +7,7 @@ use proptest::prelude::*;
 use vadvisor_sinks::events::{query, timeparse};
 use vadvisor_sinks::http_util::{parse_bool, parse_query};
 
-const EVENT_PARAMS: &[&str] = &[
-    "stream",
-    "start_time",
-    "end_time",
-    "max_events",
-    "all_events",
-    "defined_events",
-    "undefined_events",
-    "started_events",
-    "suspended_events",
-    "resumed_events",
-    "stopped_events",
-    "shutdown_events",
-    "pmsuspended_events",
-    "crashed_events",
-    "domain",
-];
+const EVENT_PARAMS: &[&str] = query::ALLOWED;
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
