@@ -11,8 +11,10 @@ use common::{lab_guests, virsh, wait_for, Agent};
 
 const CONFIG: &str = "libvirt:\n  uri: qemu:///system\nhttp:\n  listen: {listen}\ncollectors:\n  cpu: {}\n  memory: {}\n  block: {}\n  net: {}\nsinks:\n  rest: {}\n";
 
-/// Brings the guest back to running, whatever the test did to it.
-struct Restore(String);
+/// Brings the guest back to running, whatever the test did to it, through the lab script
+/// (a bare `virsh start` would leave its tap without the host's link-local address, and
+/// its network counters would stop moving for the tests that follow).
+struct Restore(String, usize);
 
 impl Drop for Restore {
     fn drop(&mut self) {
@@ -31,6 +33,11 @@ impl Drop for Restore {
                 .args(["-c", "qemu:///system", a, &self.0])
                 .status();
         }
+        let _ = std::process::Command::new("bash")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/lab.sh"))
+            .arg("up")
+            .arg(self.1.to_string())
+            .status();
     }
 }
 
@@ -47,7 +54,7 @@ fn paused_guest_is_reported_and_destroyed_guest_vanishes_from_live_results() {
     let guests = lab_guests();
     assert!(guests.len() >= 2, "needs at least 2 lab guests");
     let (name, uuid) = guests.last().cloned().expect("a guest");
-    let _restore = Restore(name.clone());
+    let _restore = Restore(name.clone(), guests.len());
     let agent = Agent::start(CONFIG);
     wait_for(Duration::from_secs(10), || {
         latest_state(&agent, &uuid).filter(|s| s == "Running")
@@ -116,5 +123,5 @@ fn paused_guest_is_reported_and_destroyed_guest_vanishes_from_live_results() {
             "{other}"
         );
     }
-    virsh(&["start", &name]);
+    // `_restore` starts the guest again through the lab script.
 }

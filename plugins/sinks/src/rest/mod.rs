@@ -125,6 +125,9 @@ async fn render(state: &RestState, query: Option<String>, only: Option<&str>) ->
                 )
             }
         }
+    } else if only.is_none() {
+        let body = state.store.render_all_bytes();
+        return ([(header::CONTENT_TYPE, "application/json")], body).into_response();
     } else {
         state.store.render(only)
     };

@@ -6,7 +6,11 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
 use serde_json::{Map, Value};
+use vadvisor_api::axum::body::Bytes;
 use vadvisor_api::{Batch, DomainState};
 
 use crate::json_render::{place, PreparedValue, Preparer};
@@ -28,6 +32,10 @@ pub struct HistoryStore {
     retention: Duration,
     max_samples: usize,
     preparer: Preparer,
+    /// Bumped on every change, so the rendered `{uuid: [...]}` body can be reused until
+    /// the next tick instead of being rebuilt for every request.
+    generation: AtomicU64,
+    rendered_all: Mutex<Option<(u64, Bytes)>>,
 }
 
 impl HistoryStore {
@@ -37,6 +45,8 @@ impl HistoryStore {
             retention,
             max_samples,
             preparer: Preparer::new(),
+            generation: AtomicU64::new(0),
+            rendered_all: Mutex::new(None),
         }
     }
 
@@ -72,27 +82,64 @@ impl HistoryStore {
             }
         }
         Self::expire(&mut domains, self.retention, SystemTime::now());
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
+    /// Drops samples older than the retention; returns whether anything was dropped.
     fn expire(
         domains: &mut HashMap<Arc<str>, DomainHistory>,
         retention: Duration,
         now: SystemTime,
-    ) {
+    ) -> bool {
         let cutoff = now.checked_sub(retention).unwrap_or(SystemTime::UNIX_EPOCH);
+        let mut dropped = false;
         domains.retain(|_, h| {
             while h.samples.front().is_some_and(|s| s.at < cutoff) {
                 h.samples.pop_front();
+                dropped = true;
             }
             !h.samples.is_empty()
         });
+        dropped
     }
 
     /// Drops expired samples (called on reads too, so a vanished VM ages out without
     /// new batches).
     pub fn expire_now(&self) {
-        let mut domains = self.domains.write().unwrap_or_else(|e| e.into_inner());
-        Self::expire(&mut domains, self.retention, SystemTime::now());
+        let cutoff_passed = {
+            let domains = self.domains.read().unwrap_or_else(|e| e.into_inner());
+            let cutoff = SystemTime::now()
+                .checked_sub(self.retention)
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            domains
+                .values()
+                .any(|h| h.samples.front().is_some_and(|s| s.at < cutoff))
+        };
+        if cutoff_passed {
+            let mut domains = self.domains.write().unwrap_or_else(|e| e.into_inner());
+            if Self::expire(&mut domains, self.retention, SystemTime::now()) {
+                self.generation.fetch_add(1, Ordering::Release);
+            }
+        }
+    }
+
+    /// The JSON body of every domain's history, rendered once per change of the
+    /// history and shared by every request until the next one.
+    pub fn render_all_bytes(&self) -> Bytes {
+        self.expire_now();
+        let generation = self.generation.load(Ordering::Acquire);
+        if let Some((g, body)) = &*self.rendered_all.lock().unwrap_or_else(|e| e.into_inner()) {
+            if *g == generation {
+                return body.clone();
+            }
+        }
+        let value = self.render(None).unwrap_or_default();
+        let body = Bytes::from(serde_json::to_vec(&value).unwrap_or_else(|_| b"{}".to_vec()));
+        // Tagged with the generation read before rendering: a change meanwhile only
+        // makes the next request render again.
+        *self.rendered_all.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((generation, body.clone()));
+        body
     }
 
     /// `{uuid: [samples oldest first]}` for every domain, or only `uuid`'s
@@ -199,6 +246,25 @@ mod tests {
         assert_eq!(samples[2]["state"], "Running");
         assert_eq!(samples[2]["name"], "name-a");
         assert!(store.render(Some("zzz")).is_none());
+    }
+
+    #[test]
+    fn rendered_history_is_reused_until_it_changes() {
+        let store = HistoryStore::new(Duration::from_secs(60), 60);
+        let t0 = SystemTime::now();
+        store.ingest(&batch(t0, 0, &["a"], 1_000_000.0));
+        let first = store.render_all_bytes();
+        let again = store.render_all_bytes();
+        assert_eq!(
+            first.as_ptr(),
+            again.as_ptr(),
+            "same body, not rendered twice"
+        );
+        store.ingest(&batch(t0 + Duration::from_secs(1), 0, &["a"], 2_000_000.0));
+        let after = store.render_all_bytes();
+        assert_ne!(first, after, "a new tick is visible at once");
+        let v: Value = serde_json::from_slice(&after).unwrap();
+        assert_eq!(v, store.render(None).unwrap());
     }
 
     #[test]
