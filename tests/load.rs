@@ -251,15 +251,7 @@ fn scratch_name() -> String {
     format!("vadv-load-events-{}", "x".repeat(220))
 }
 
-fn virsh_quiet(args: &[&str]) {
-    let _ = Command::new("virsh")
-        .arg("-c")
-        .arg("qemu:///system")
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
+use common::virsh_quiet;
 
 /// Undefines the scratch domain when the test ends, passed or not.
 struct Undefine;

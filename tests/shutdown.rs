@@ -273,15 +273,7 @@ const LAB_CACHE: &str = "/var/lib/vadvisor-lab/cache";
 const SCRATCH: &str = "vadv-shutdown-storm";
 const SCRATCH_UUID: &str = "5ad0a0b0-0000-4000-8000-00000000e0ae";
 
-fn virsh_quiet(args: &[&str]) {
-    let _ = Command::new("virsh")
-        .arg("-c")
-        .arg("qemu:///system")
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
+use common::virsh_quiet;
 
 /// Undefines the scratch domain when the test ends, passed or not.
 struct Undefine;

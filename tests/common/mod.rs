@@ -24,34 +24,7 @@ impl Agent {
     /// Starts the agent with `config` (YAML, `{listen}` is replaced by a free loopback
     /// address) and waits until `/healthz` answers.
     pub fn start(config: &str) -> Agent {
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let mut file = tempfile::NamedTempFile::new().expect("temp file");
-        file.write_all(config.replace("{listen}", &listen).as_bytes())
-            .expect("write config");
-        let child = Command::new(env!("CARGO_BIN_EXE_vadvisor"))
-            .arg("--config")
-            .arg(file.path())
-            .env("VADVISOR_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start vadvisor");
-        let agent = Agent {
-            child,
-            base: format!("http://{listen}"),
-            _config: file,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(r) = agent.get("/healthz") {
-                if r.status().is_success() {
-                    return agent;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("vadvisor did not answer on {listen} within 20 s");
+        Self::start_with_stderr(config, Stdio::inherit())
     }
 
     /// Like [`Agent::start`], with the agent's stderr (its log) going to `stderr` — e.g.
@@ -566,4 +539,15 @@ impl RawStream {
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// `virsh -c qemu:///system ARGS`, ignoring the outcome (for clean-up).
+pub fn virsh_quiet(args: &[&str]) {
+    let _ = Command::new("virsh")
+        .arg("-c")
+        .arg("qemu:///system")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
 }
