@@ -101,6 +101,12 @@ async fn healthz(hv: Arc<dyn Hypervisor>, health: Arc<Health>) -> Response {
             )
         })
         .collect();
+    // Figures sinks report about themselves (e.g. remote-write delivery).
+    let sinks: serde_json::Map<String, serde_json::Value> = health
+        .reports()
+        .into_iter()
+        .map(|(id, r)| (id, r.health()))
+        .collect();
     // The agent is healthy while it runs; libvirt's state is reported, not judged, so a
     // libvirtd restart does not get the container killed.
     Json(serde_json::json!({
@@ -109,6 +115,7 @@ async fn healthz(hv: Arc<dyn Hypervisor>, health: Arc<Health>) -> Response {
                     "last_error": status.last_error},
         "collectors": collectors,
         "domains": domains,
+        "sinks": sinks,
     }))
     .into_response()
 }

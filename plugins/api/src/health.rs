@@ -1,10 +1,13 @@
-//! Self-observation shared between the core and sinks: per-collector run health and
-//! per-sink drop counts, kept for the Prometheus sink and the health endpoint.
+//! Self-observation shared between the core and sinks: per-collector run health,
+//! per-sink drop counts, and the figures a sink reports about itself ([`SinkReport`]),
+//! kept for the Prometheus sink and the health endpoint.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
+
+use crate::metric::MetricKind;
 
 /// Health of one collector instance.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -37,11 +40,42 @@ impl SinkHealth {
     }
 }
 
+/// One figure a sink reports about itself: exported in `/metrics` as
+/// `name{sink="<id>",labels…}` (families merged across sinks) and shown in `/healthz`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SinkFigure {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub kind: MetricKind,
+    pub labels: Vec<(&'static str, String)>,
+    pub value: f64,
+}
+
+/// A sink's own figures (e.g. the remote-write sink's sent, retried and dropped
+/// samples). Must be cheap and never block: it is read on every scrape.
+pub trait SinkReport: Send + Sync + 'static {
+    fn figures(&self) -> Vec<SinkFigure>;
+    /// What `/healthz` shows under `sinks.<id>`; never secrets.
+    fn health(&self) -> serde_json::Value;
+}
+
+/// Registered reports by sink id.
+#[derive(Default)]
+struct Reports(RwLock<BTreeMap<String, Arc<dyn SinkReport>>>);
+
+impl std::fmt::Debug for Reports {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let map = self.0.read().unwrap_or_else(|e| e.into_inner());
+        f.debug_list().entries(map.keys()).finish()
+    }
+}
+
 /// The registry of health figures for the whole agent.
 #[derive(Debug, Default)]
 pub struct Health {
     collectors: RwLock<BTreeMap<String, CollectorHealth>>,
     sinks: RwLock<BTreeMap<String, Arc<SinkHealth>>>,
+    reports: Reports,
     /// Per-domain collection errors by domain UUID.
     domains: RwLock<BTreeMap<String, DomainHealth>>,
 }
@@ -127,6 +161,18 @@ impl Health {
     pub fn sinks(&self) -> BTreeMap<String, u64> {
         let map = self.sinks.read().unwrap_or_else(|e| e.into_inner());
         map.iter().map(|(k, v)| (k.clone(), v.dropped())).collect()
+    }
+
+    /// Registers (or replaces) the report of sink `id`.
+    pub fn add_report(&self, id: &str, report: Arc<dyn SinkReport>) {
+        let mut map = self.reports.0.write().unwrap_or_else(|e| e.into_inner());
+        map.insert(id.to_string(), report);
+    }
+
+    /// Every sink report, by sink id.
+    pub fn reports(&self) -> Vec<(String, Arc<dyn SinkReport>)> {
+        let map = self.reports.0.read().unwrap_or_else(|e| e.into_inner());
+        map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 }
 

@@ -22,7 +22,7 @@ pub use collector::{
     CollectContext, CollectError, Collected, Collector, EventSource, SourceContext,
 };
 pub use fake::FakeHypervisor;
-pub use health::{CollectorHealth, DomainHealth, Health, SinkHealth};
+pub use health::{CollectorHealth, DomainHealth, Health, SinkFigure, SinkHealth, SinkReport};
 pub use hypervisor::{
     ConnectionStatus, DomainEntry, DomainStats, Hypervisor, HypervisorError, StatsGroups,
     TypedValue,

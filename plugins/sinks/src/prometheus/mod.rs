@@ -28,6 +28,7 @@
 //! [`process`] `process_*`; `body` the zero-copy response body.
 
 mod body;
+pub mod emit;
 pub mod encode;
 pub mod events;
 pub mod families;
@@ -218,6 +219,12 @@ async fn scrape(shared: Arc<Shared>, headers: HeaderMap) -> Response {
 
     let libvirt = shared.hypervisor.status();
     let sink_drops = shared.health.sinks();
+    let sink_figures: Vec<_> = shared
+        .health
+        .reports()
+        .into_iter()
+        .map(|(id, r)| (id, r.figures()))
+        .collect();
     let mut tail = String::with_capacity(8 * 1024);
     let mut enc = Encoder::new(&mut tail, format);
     SelfStats {
@@ -225,6 +232,7 @@ async fn scrape(shared: Arc<Shared>, headers: HeaderMap) -> Response {
         batch_times: &batch_times,
         libvirt: &libvirt,
         sink_drops: &sink_drops,
+        sink_figures: &sink_figures,
     }
     .render(&mut enc);
     shared.process(now).render(&mut enc);

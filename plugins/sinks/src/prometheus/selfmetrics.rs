@@ -1,15 +1,16 @@
 //! The agent's own figures (`vadvisor_*`): per-collector run health (node_exporter
 //! style duration and success, plus run, error and per-domain error counts), when the
 //! exported data of each collector was collected, the libvirt connection, records the
-//! sinks lost, and build information. Rendered fresh on every scrape.
+//! sinks lost, what sinks report about themselves (e.g. remote-write delivery), and
+//! build information. Rendered fresh on every scrape.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use vadvisor_api::{CollectorHealth, ConnectionStatus, MetricKind};
+use vadvisor_api::{CollectorHealth, ConnectionStatus, MetricKind, SinkFigure};
 
-use super::encode::Encoder;
+use super::emit::Emit;
 
 /// Everything the self-metrics are made of, gathered once per scrape.
 pub struct SelfStats<'a> {
@@ -18,6 +19,8 @@ pub struct SelfStats<'a> {
     pub batch_times: &'a [(Arc<str>, SystemTime)],
     pub libvirt: &'a ConnectionStatus,
     pub sink_drops: &'a BTreeMap<String, u64>,
+    /// Figures sinks report about themselves, by sink id.
+    pub sink_figures: &'a [(String, Vec<SinkFigure>)],
 }
 
 fn unix_seconds(t: SystemTime) -> f64 {
@@ -27,7 +30,7 @@ fn unix_seconds(t: SystemTime) -> f64 {
 }
 
 impl SelfStats<'_> {
-    pub fn render(&self, enc: &mut Encoder<'_, '_>) {
+    pub fn render(&self, enc: &mut impl Emit) {
         use MetricKind::{Counter, Gauge};
         enc.family(
             "vadvisor_build_info",
@@ -135,6 +138,29 @@ impl SelfStats<'_> {
         );
         for (id, n) in self.sink_drops {
             enc.sample(name, &[("sink", id.as_str())], *n as f64);
+        }
+
+        // Sink figures: one family per name, in first-seen order, a `sink` label first.
+        let mut names: Vec<&SinkFigure> = Vec::new();
+        for (_, figures) in self.sink_figures {
+            for f in figures {
+                if !names.iter().any(|n| n.name == f.name) {
+                    names.push(f);
+                }
+            }
+        }
+        for family in names {
+            enc.family(family.name, family.help, family.kind);
+            for (id, figures) in self.sink_figures {
+                for f in figures.iter().filter(|f| f.name == family.name) {
+                    enc.begin(f.name);
+                    enc.label("sink", id);
+                    for (k, v) in &f.labels {
+                        enc.label(k, v);
+                    }
+                    enc.value(f.value);
+                }
+            }
         }
     }
 }
