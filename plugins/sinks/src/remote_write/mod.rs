@@ -58,15 +58,6 @@ pub fn register(registry: &mut Registry) {
         |o: RemoteWriteOptions, cx| {
             let url = o.check()?;
             let client = send::client(&o).map_err(|e| OptionError::at(&["tls_config"], e))?;
-            let buffer: Box<dyn Buffer> = match o.buffer.kind {
-                BufferKind::Memory => Box::new(MemoryBuffer::new(o.queue_config.capacity)),
-                BufferKind::Disk => {
-                    let path = o.buffer.path.clone().unwrap_or_default();
-                    Box::new(DiskBuffer::open(&path, o.buffer.max_size).map_err(|e| {
-                        OptionError::at(&["buffer", "path"], format!("cannot open the buffer in `{}`: {e}", path.display()))
-                    })?)
-                }
-            };
             let mut endpoint = url.clone();
             endpoint.set_query(None);
             endpoint.set_fragment(None);
@@ -78,12 +69,11 @@ pub fn register(registry: &mut Registry) {
                 },
                 ..Stats::default()
             });
-            stats.set_buffer(buffer.stats(), buffer.lost());
-            cx.health.add_report(&cx.id, stats.clone());
+            // The buffer is opened and the figures registered when the sink runs (a
+            // disabled instance is built only to check its options).
             Ok(Box::new(RemoteWriteSink {
                 target: Target::new(url, &o),
                 client,
-                buffer: Arc::new(Mutex::new(buffer)),
                 stats,
                 health: cx.health.clone(),
                 hypervisor: cx.hypervisor.clone(),
@@ -98,7 +88,6 @@ struct RemoteWriteSink {
     opts: RemoteWriteOptions,
     target: Target,
     client: reqwest::Client,
-    buffer: SharedBuffer,
     stats: Arc<Stats>,
     health: Arc<Health>,
     hypervisor: Arc<dyn Hypervisor>,
@@ -202,6 +191,37 @@ impl Producer {
 impl Sink for RemoteWriteSink {
     async fn run(self: Box<Self>, mut input: SinkInput) -> Result<(), String> {
         let o = &self.opts;
+        let buffer: Box<dyn Buffer> = match (o.buffer.kind, &o.buffer.path) {
+            (BufferKind::Disk, Some(path)) => {
+                let (path, max) = (path.clone(), o.buffer.max_size);
+                let opened = tokio::task::spawn_blocking(move || DiskBuffer::open(&path, max))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()));
+                match opened {
+                    Ok(b) => Box::new(b),
+                    Err(e) => {
+                        return Err(format!(
+                            "remote_write: cannot open the disk buffer in {}: {e}",
+                            o.buffer
+                                .path
+                                .as_deref()
+                                .unwrap_or(std::path::Path::new(""))
+                                .display()
+                        ))
+                    }
+                }
+            }
+            _ => Box::new(MemoryBuffer::new(o.queue_config.capacity)),
+        };
+        let restored = buffer.stats();
+        if restored.samples > 0 {
+            tracing::info!(sink = %input.id, samples = restored.samples, bytes = restored.bytes,
+                "remote_write: unsent samples found in the disk buffer; sending them first");
+        }
+        self.stats.set_buffer(restored, buffer.lost());
+        self.health.add_report(&input.id, self.stats.clone());
+        let buffer: SharedBuffer = Arc::new(Mutex::new(buffer));
         let wake = Arc::new(Notify::new());
         let metadata: Arc<Mutex<Arc<[MetricMetadata]>>> =
             Arc::new(Mutex::new(Arc::from(Vec::new())));
@@ -212,7 +232,7 @@ impl Sink for RemoteWriteSink {
             id: input.id.clone(),
             client: self.client.clone(),
             target: self.target,
-            buffer: self.buffer.clone(),
+            buffer: buffer.clone(),
             stats: self.stats.clone(),
             wake: wake.clone(),
             metadata: metadata.clone(),
@@ -235,7 +255,7 @@ impl Sink for RemoteWriteSink {
             dedup: Dedup::default(),
             external: self.external.clone(),
             max_samples: o.queue_config.max_samples_per_send,
-            buffer: self.buffer.clone(),
+            buffer: buffer.clone(),
             stats: self.stats.clone(),
             health: self.health.clone(),
             hypervisor: self.hypervisor.clone(),
