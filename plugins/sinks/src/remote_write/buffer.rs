@@ -56,6 +56,8 @@ pub trait Buffer: Send {
     fn stats(&self) -> BufferStats;
     /// Samples lost so far (counters).
     fn lost(&self) -> Lost;
+    /// The entries up to `last_seq` are about to be sent (the disk buffer records it).
+    fn sending(&mut self, _last_seq: u64) {}
     /// The last I/O problem since the previous call, if any.
     fn take_error(&mut self) -> Option<String> {
         None

@@ -1,7 +1,9 @@
 //! The on-disk buffer: a crash-safe append-only segment log with checksums.
 //!
 //! Layout of `path`: `seg-<first seq, 20 digits>.log` segment files and `acked` (the
-//! sequence number of the last entry the receiver took, with a CRC-32). A record is
+//! sequence number of the last entry the receiver took, and the last one of the request
+//! in flight, with a CRC-32: after a crash the first request is the same as the one that
+//! may have reached the receiver, so a receiver that refuses duplicates refuses only it). A record is
 //! `len u32 | crc32 u32 | seq u64 | samples u32 | oldest_ms i64 | payload` (little
 //! endian; the CRC covers everything after itself). Every push is written and
 //! `fdatasync`ed before it returns, so an entry the buffer took survives SIGKILL and a
@@ -44,6 +46,10 @@ pub struct DiskBuffer {
     /// The last segment, open for appending.
     active: Option<File>,
     acked: u64,
+    /// Last entry of the request in flight (recorded before it is sent).
+    inflight: u64,
+    /// After a restart: the first request ends where the one in flight at the crash did.
+    resume_until: Option<u64>,
     next_seq: u64,
     lost: Lost,
     /// Last write error, for the caller to log once.
@@ -108,9 +114,11 @@ impl DiskBuffer {
     /// Opens (or creates) the log in `dir`, recovering what a crash left.
     pub fn open(dir: &Path, max_size: u64) -> io::Result<DiskBuffer> {
         std::fs::create_dir_all(dir)?;
-        let acked = match std::fs::read(dir.join(ACKED)) {
-            Ok(b) if b.len() == 12 && le_u32(&b[8..]) == crc(&b[..8]) => le_u64(&b),
-            _ => 0,
+        let (acked, inflight) = match std::fs::read(dir.join(ACKED)) {
+            Ok(b) if b.len() == 20 && le_u32(&b[16..]) == crc(&b[..16]) => {
+                (le_u64(&b), le_u64(&b[8..]))
+            }
+            _ => (0, 0),
         };
         let mut names: Vec<PathBuf> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -128,6 +136,8 @@ impl DiskBuffer {
             segments: VecDeque::new(),
             active: None,
             acked,
+            inflight,
+            resume_until: (inflight > acked).then_some(inflight),
             next_seq: acked + 1,
             lost: Lost::default(),
             last_error: None,
@@ -244,6 +254,7 @@ impl DiskBuffer {
 
     fn persist_ack(&self) -> io::Result<()> {
         let mut b = self.acked.to_le_bytes().to_vec();
+        b.extend_from_slice(&self.inflight.to_le_bytes());
         let c = crc(&b);
         b.extend_from_slice(&c.to_le_bytes());
         let tmp = self.dir.join("acked.tmp");
@@ -270,8 +281,9 @@ impl Buffer for DiskBuffer {
         loop {
             let mut picked: Vec<(PathBuf, u64, u32, u64, u32, i64)> = Vec::new();
             let mut n = 0usize;
+            let until = self.resume_until.unwrap_or(u64::MAX);
             for (s, r) in self.unacked() {
-                if !picked.is_empty() && n + r.samples as usize > max_samples {
+                if r.seq > until || (!picked.is_empty() && n + r.samples as usize > max_samples) {
                     break;
                 }
                 n += r.samples as usize;
@@ -320,6 +332,9 @@ impl Buffer for DiskBuffer {
             return;
         }
         self.acked = seq;
+        if self.resume_until.is_some_and(|u| u <= seq) {
+            self.resume_until = None;
+        }
         if let Err(e) = self.persist_ack() {
             self.last_error = Some(format!(
                 "cannot record progress in {}: {e}",
@@ -348,6 +363,18 @@ impl Buffer for DiskBuffer {
 
     fn take_error(&mut self) -> Option<String> {
         self.last_error.take()
+    }
+
+    fn sending(&mut self, last_seq: u64) {
+        if last_seq > self.inflight {
+            self.inflight = last_seq;
+            if let Err(e) = self.persist_ack() {
+                self.last_error = Some(format!(
+                    "cannot record progress in {}: {e}",
+                    self.dir.display()
+                ));
+            }
+        }
     }
 }
 
@@ -378,6 +405,29 @@ mod tests {
         assert_eq!(&*p[0].data, &[3u8; 100][..]);
         let seq = b.push(1, 99, data(5, 0xee));
         assert_eq!(seq, 11, "sequence numbers continue");
+    }
+
+    #[test]
+    fn after_a_crash_the_first_request_is_the_one_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = DiskBuffer::open(dir.path(), 1 << 20).unwrap();
+        for i in 0..4 {
+            b.push(10, i, data(10, 0));
+        }
+        let p = b.peek(25);
+        assert_eq!(p.len(), 2);
+        b.sending(p[1].seq);
+        drop(b); // killed while the request was in flight
+        let mut b = DiskBuffer::open(dir.path(), 1 << 20).unwrap();
+        b.push(10, 9, data(10, 0));
+        let again = b.peek(1000);
+        assert_eq!(
+            again.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![1, 2],
+            "the same request"
+        );
+        b.ack(2);
+        assert_eq!(b.peek(1000).len(), 3, "then everything else");
     }
 
     #[test]

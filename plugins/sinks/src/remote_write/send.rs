@@ -185,6 +185,21 @@ fn retry_after(h: &HeaderMap) -> Option<Duration> {
     Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
 }
 
+/// An error with its causes (`error sending request: … : connection refused`).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cause = c.source();
+    }
+    s
+}
+
 /// Sends one compressed body.
 pub async fn post(client: &reqwest::Client, target: &Target, body: Vec<u8>) -> Outcome {
     let request = match target.request(client, body) {
@@ -193,7 +208,7 @@ pub async fn post(client: &reqwest::Client, target: &Target, body: Vec<u8>) -> O
     };
     let resp = match request.send().await {
         Ok(r) => r,
-        Err(e) => return Outcome::Retry(e.without_url().to_string(), None),
+        Err(e) => return Outcome::Retry(chain(&e.without_url()), None),
     };
     let status = resp.status();
     let after = retry_after(resp.headers());
@@ -293,7 +308,14 @@ impl Sender {
                 continue;
             }
             let max = self.max_samples;
-            let entries = with_buffer(&self.buffer, &self.stats, move |b| b.peek(max)).await;
+            let entries = with_buffer(&self.buffer, &self.stats, move |b| {
+                let entries = b.peek(max);
+                if let Some(last) = entries.last() {
+                    b.sending(last.seq);
+                }
+                entries
+            })
+            .await;
             let Some(last) = entries.last().map(|e| e.seq) else {
                 continue;
             };
