@@ -145,7 +145,7 @@ impl Producer {
 
         let fresh = self.dedup.filter(std::mem::take(&mut b.series));
         self.stats.series_tracked.store(
-            self.dedup.len() as u64,
+            self.dedup.tracked() as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
         if fresh.is_empty() {

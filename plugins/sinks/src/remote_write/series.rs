@@ -139,13 +139,13 @@ impl Dedup {
             }
         }
         // Forget series gone for 600 snapshots (their memory stays bounded).
-        if round % 64 == 0 {
+        if round.is_multiple_of(64) {
             self.last.retain(|_, (_, seen)| round - *seen < 600);
         }
         out
     }
 
-    pub fn len(&self) -> usize {
+    pub fn tracked(&self) -> usize {
         self.last.len()
     }
 }

@@ -276,6 +276,9 @@ fn parse_text(text: &str) -> BTreeMap<String, f64> {
     out
 }
 
+/// A received sample: value, timestamp, labels.
+type Sent = (f64, i64, Vec<(String, String)>);
+
 /// The same rendering for received series, without the external labels.
 fn key(ts: &super::proto::TimeSeries, external: &[&str]) -> String {
     let name = &ts
@@ -314,7 +317,7 @@ async fn series_are_the_metrics_endpoints_with_external_labels_and_metadata() {
         })
         .await;
     let metrics = parse_text(&a.metrics().await);
-    let mut sent: BTreeMap<String, (f64, i64, Vec<(String, String)>)> = BTreeMap::new();
+    let mut sent: BTreeMap<String, Sent> = BTreeMap::new();
     for ts in got.iter().flat_map(|g| &g.request.timeseries) {
         let labels = ts
             .labels
