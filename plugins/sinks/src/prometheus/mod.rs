@@ -227,6 +227,7 @@ async fn scrape(shared: Arc<Shared>, headers: HeaderMap) -> Response {
         sink_drops: &sink_drops,
     }
     .render(&mut enc);
+    selfmetrics::render_http(&shared.health, &mut enc);
     shared.process(now).render(&mut enc);
     enc.finish();
 
