@@ -347,7 +347,10 @@ mod tests {
         let slow = t.admit().unwrap();
         let _new = t.admit().unwrap();
         assert!(slow.conn.closed().is_cancelled());
-        assert!(!client.conn.closed().is_cancelled(), "a real client is kept");
+        assert!(
+            !client.conn.closed().is_cancelled(),
+            "a real client is kept"
+        );
     }
 
     #[test]

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 use common::{client, free_port, wait_for};
 
 const SLOW: usize = 1100;
+/// The floods run one at a time: together they would measure the machine, not the agent.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 const HEADER_TIMEOUT: Duration = Duration::from_secs(4);
 /// The agent's clock starts at accept (a connection may wait in the listen queue
 /// first) and its reaper runs every 100 ms; allow for a loaded 2-core machine.
@@ -273,6 +275,7 @@ fn metric(text: &str, line_start: &str) -> f64 {
 
 #[test]
 fn slow_connections_cannot_exhaust_the_agent() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     raise_own_fd_limit();
     let agent = start("", None);
     let base = format!("http://{}", agent.addr);
@@ -386,6 +389,7 @@ fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
 
 #[test]
 fn slow_and_idle_tls_connections_are_closed_too() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     raise_own_fd_limit();
     let dir = tempfile::tempdir().expect("tempdir");
     let status = Command::new("openssl")
