@@ -1,14 +1,15 @@
 //! The agent's own figures (`vadvisor_*`): per-collector run health (node_exporter
 //! style duration and success, plus run, error and per-domain error counts), when the
 //! exported data of each collector was collected, the libvirt connection, records the
-//! sinks lost, what sinks report about themselves (e.g. remote-write delivery), and
-//! build information. Rendered fresh on every scrape.
+//! sinks lost, what sinks report about themselves (e.g. remote-write delivery), the HTTP
+//! server's connections and limit hits, and build information. Rendered fresh on every
+//! scrape.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use vadvisor_api::{CollectorHealth, ConnectionStatus, MetricKind, SinkFigure};
+use vadvisor_api::{CollectorHealth, ConnectionStatus, Health, MetricKind, SinkFigure};
 
 use super::emit::Emit;
 
@@ -162,5 +163,51 @@ impl SelfStats<'_> {
                 }
             }
         }
+    }
+}
+
+/// Every `vadvisor_*` family in `/metrics` order, gathered from the agent's health and
+/// the hypervisor's status (shared by the scrape and the `remote_write` sink).
+pub fn render_agent(
+    health: &Health,
+    libvirt: &ConnectionStatus,
+    batch_times: &[(Arc<str>, SystemTime)],
+    enc: &mut impl Emit,
+) {
+    let collectors = health.collectors();
+    let sink_drops = health.sinks();
+    let sink_figures: Vec<_> = health
+        .reports()
+        .into_iter()
+        .map(|(id, r)| (id, r.figures()))
+        .collect();
+    SelfStats {
+        collectors: &collectors,
+        batch_times,
+        libvirt,
+        sink_drops: &sink_drops,
+        sink_figures: &sink_figures,
+    }
+    .render(enc);
+    render_http(health, enc);
+}
+
+/// The HTTP server's open connections and how often its limits were hit.
+pub fn render_http(health: &Health, enc: &mut impl Emit) {
+    let name = "vadvisor_http_connections";
+    enc.family(
+        name,
+        "Open connections of the HTTP server",
+        MetricKind::Gauge,
+    );
+    enc.sample(name, &[], health.http_connections() as f64);
+    let name = "vadvisor_http_limit_hits_total";
+    enc.family(
+        name,
+        "Times an HTTP server limit was hit: connections_shed, connections_refused (max_connections), header_timeout, idle_timeout, event_streams (max stream clients), auth_failures_delayed",
+        MetricKind::Counter,
+    );
+    for (limit, n) in health.limit_hits() {
+        enc.sample(name, &[("limit", limit.as_str())], n as f64);
     }
 }

@@ -36,7 +36,7 @@ use vadvisor_api::{
 
 use crate::prometheus::families::LabelOptions;
 use crate::prometheus::process::ProcessStats;
-use crate::prometheus::selfmetrics::SelfStats;
+use crate::prometheus::selfmetrics::render_agent;
 use crate::prometheus::state::{State, StateOptions};
 use buffer::{Buffer, MemoryBuffer};
 use config::{BufferKind, RemoteWriteOptions};
@@ -124,21 +124,7 @@ impl Producer {
         self.state.emit(&mut b, &withheld, Instant::now());
         let batch_times = self.state.batch_times(&withheld);
         let libvirt = self.hypervisor.status();
-        let sink_drops = self.health.sinks();
-        let sink_figures: Vec<_> = self
-            .health
-            .reports()
-            .into_iter()
-            .map(|(id, r)| (id, r.figures()))
-            .collect();
-        SelfStats {
-            collectors: &collectors,
-            batch_times: &batch_times,
-            libvirt: &libvirt,
-            sink_drops: &sink_drops,
-            sink_figures: &sink_figures,
-        }
-        .render(&mut b);
+        render_agent(&self.health, &libvirt, &batch_times, &mut b);
         ProcessStats::read().render(&mut b);
         *self.metadata.lock().unwrap_or_else(|e| e.into_inner()) =
             Arc::from(std::mem::take(&mut b.metadata));
