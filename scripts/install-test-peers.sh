@@ -12,6 +12,8 @@
 #                check metrics` validates /metrics); plus `wrk` for
 #                scripts/bench-metrics.sh. The packaged daemon is not left running.
 #   tools        curl, openssl, python3 (TLS peer and SQLite checks in the tests).
+#   systemd      systemd-analyze (Debian's `systemd` package) when missing: verifies
+#                deploy/systemd/vadvisor.service offline (no running systemd needed).
 #   statsd       Etsy's StatsD daemon from npm (`statsd`, pinned) in
 #                $VADVISOR_PEERS_DIR/statsd (default /opt/vadvisor-test-peers/statsd),
 #                for tests/statsd_daemon.rs; needs node and npm (Debian's if absent).
@@ -139,3 +141,18 @@ step_tools() {
 }
 
 step_tools
+
+# ---------------------------------------------------------------- systemd-analyze
+# tests/deploy_systemd.rs checks the unit with `systemd-analyze verify` and `security
+# --offline`; both work without systemd running as init.
+
+step_systemd_analyze() {
+	if command -v systemd-analyze >/dev/null; then
+		log "already installed: systemd-analyze ($(systemd-analyze --version | awk 'NR==1 {print $2}'))"
+		return 0
+	fi
+	apt_install systemd
+	command -v systemd-analyze >/dev/null || die "systemd-analyze missing after installing systemd"
+}
+
+step_systemd_analyze
