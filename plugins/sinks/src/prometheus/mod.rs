@@ -25,13 +25,15 @@
 //! Module map: [`state`] the snapshot, `vm_up` memory and the cached per-VM part;
 //! [`families`] collector families, aliases and de-duplication; [`encode`] the two
 //! formats; [`events`] `vm_lifecycle_events_total`; [`selfmetrics`] `vadvisor_*`;
-//! [`process`] `process_*`; `body` the zero-copy response body.
+//! [`process`] `process_*`; [`reference`] the list of those own families for the metric
+//! reference; `body` the zero-copy response body.
 
 mod body;
 pub mod encode;
 pub mod events;
 pub mod families;
 pub mod process;
+pub mod reference;
 pub mod selfmetrics;
 pub mod state;
 
