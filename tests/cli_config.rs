@@ -124,7 +124,11 @@ fn check_config_creates_nothing() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(tree(dir.path()), before, "--check-config changed the filesystem");
+    assert_eq!(
+        tree(dir.path()),
+        before,
+        "--check-config changed the filesystem"
+    );
     assert!(!db.exists() && !disabled_db.exists());
 
     // A disabled instance is still validated.

@@ -209,6 +209,16 @@ impl HealthView {
     pub fn domains(&self) -> BTreeMap<String, DomainHealth> {
         self.0.domains()
     }
+
+    /// Times each HTTP server limit was hit.
+    pub fn limit_hits(&self) -> BTreeMap<String, u64> {
+        self.0.limit_hits()
+    }
+
+    /// Open connections of the HTTP server.
+    pub fn http_connections(&self) -> u64 {
+        self.0.http_connections()
+    }
 }
 
 impl From<Arc<Health>> for HealthView {
