@@ -162,6 +162,13 @@ pub async fn run(args: Args, registry: Registry) -> anyhow::Result<Exit> {
         if password.is_empty() {
             anyhow::bail!("empty password");
         }
+        if password.len() > crate::auth::MAX_PASSWORD_BYTES {
+            anyhow::bail!(
+                "the password has {} bytes; bcrypt only uses the first {} (a longer one would be silently truncated)",
+                password.len(),
+                crate::auth::MAX_PASSWORD_BYTES
+            );
+        }
         println!("{}", bcrypt::hash(password, 10).context("bcrypt")?);
         return Ok(Exit::Ok);
     }
@@ -231,8 +238,9 @@ pub async fn run(args: Args, registry: Registry) -> anyhow::Result<Exit> {
         Some(t) => Some(crate::tls::server_config(t).map_err(|e| anyhow::anyhow!("{e}"))?),
         None => None,
     };
-    let auth = (!web.basic_auth_users.is_empty())
-        .then(|| crate::auth::BasicAuth::new(web.basic_auth_users.clone()));
+    let auth = (!web.basic_auth_users.is_empty()).then(|| {
+        crate::auth::BasicAuth::with_health(web.basic_auth_users.clone(), Some(health.clone()))
+    });
     let listener = listen(config.http.listen)
         .with_context(|| format!("cannot listen on {}", config.http.listen))?;
     tracing::info!(address = %config.http.listen, tls = tls.is_some(), basic_auth = auth.is_some(), "HTTP server listening");

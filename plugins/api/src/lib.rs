@@ -42,6 +42,6 @@ pub use registry::{
 };
 #[cfg(feature = "http")]
 pub use sink::HttpRoutes;
-pub use sink::{Bus, LiveCollect, RecordStream, Sink, SinkInput};
+pub use sink::{is_core_path, Bus, LiveCollect, RecordStream, Sink, SinkInput};
 pub use tokio_util::sync::CancellationToken;
 pub use uuid::normalize_uuid;
