@@ -105,7 +105,7 @@ fn print_default_config_is_the_example_file() {
 #[test]
 fn remote_write_option_errors_are_located_and_secrets_not_echoed() {
     let f = write(
-        "sinks:\n  remote_write/a:\n    url: ftp://x/\n  remote_write/b:\n    url: http://r/api/v1/write\n    basic_auth:\n      username: u\n      password: hunter2\n      password_file: /etc/hostname\n  remote_write/c:\n    url: http://r/api/v1/write\n    buffer:\n      type: tape\n",
+        "sinks:\n  remote_write/a:\n    url: ftp://x/\n  remote_write/b:\n    url: http://r/api/v1/write\n    basic_auth:\n      username: u\n      password: hunter2\n      password_file: /etc/hostname\n",
     );
     let path = f.path().display().to_string();
     let out = vadvisor(&["--check-config", &path]);
@@ -114,9 +114,74 @@ fn remote_write_option_errors_are_located_and_secrets_not_echoed() {
     for e in [
         format!("{path}:3:10: sinks.remote_write/a.url: must be an http:// or https:// URL"),
         format!("{path}:9:22: sinks.remote_write/b.basic_auth.password_file: password and password_file are mutually exclusive"),
-        format!("{path}:13:13: sinks.remote_write/c.buffer.type: unknown variant `tape`, expected `memory` or `disk`"),
     ] {
         assert!(stderr.contains(e.as_str()), "missing `{e}` in:\n{stderr}");
     }
     assert!(!stderr.contains("hunter2"), "{stderr}");
+    let f = write("sinks:\n  remote_write/c:\n    url: http://r/api/v1/write\n    buffer:\n      type: tape\n");
+    let path = f.path().display().to_string();
+    let out = vadvisor(&["--check-config", &path]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let e = format!("{path}:5:13: sinks.remote_write/c.buffer.type: unknown variant `tape`, expected `memory` or `disk`");
+    assert!(stderr.contains(e.as_str()), "missing `{e}` in:\n{stderr}");
+}
+
+/// Every file and directory under `dir`, recursively.
+fn tree(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read dir").flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            out.extend(tree(&p));
+        }
+        out.push(p);
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn check_config_creates_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("state/events.db");
+    let disabled_db = dir.path().join("disabled/events.db");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "sinks:\n  rest: {{}}\n  events:\n    path: {}\n  events/off:\n    enabled: false\n    path: {}\n",
+            db.display(),
+            disabled_db.display()
+        ),
+    )
+    .expect("write config");
+    let before = tree(dir.path());
+    let out = vadvisor(&["--check-config", &config.display().to_string()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        tree(dir.path()),
+        before,
+        "--check-config changed the filesystem"
+    );
+    assert!(!db.exists() && !disabled_db.exists());
+
+    // A disabled instance is still validated.
+    std::fs::write(
+        &config,
+        "sinks:\n  rest: {}\n  events/off:\n    enabled: false\n    retention: 0s\n",
+    )
+    .expect("write config");
+    let out = vadvisor(&["--check-config", &config.display().to_string()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("sinks.events/off.retention: must be greater than 0"),
+        "{stderr}"
+    );
 }

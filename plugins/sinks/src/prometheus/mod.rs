@@ -10,7 +10,8 @@
 //! families, aliases and de-duplication; [`emit`] the output contract shared with the
 //! `remote_write` sink; [`encode`] the two formats; [`events`]
 //! `vm_lifecycle_events_total`; [`selfmetrics`] `vadvisor_*`; [`process`] `process_*`;
-//! `body` the zero-copy response body.
+//! [`reference`] the list of those own families for `docs/metrics.md`; `body` the
+//! zero-copy response body.
 
 mod body;
 pub mod config;
@@ -20,6 +21,7 @@ pub mod events;
 pub mod families;
 mod handler;
 pub mod process;
+pub mod reference;
 pub mod selfmetrics;
 mod sink;
 pub mod state;
@@ -36,11 +38,11 @@ use sink::{PrometheusSink, Shared};
 use state::{State, StateOptions};
 
 pub fn register(registry: &mut Registry) {
-    registry.add_sink(
+    registry.add_sink_checked(
         "prometheus",
         "Prometheus exposition on /metrics (OpenMetrics or text 0.0.4), with vAdvisor's family names",
+        PrometheusOptions::validate,
         |o: PrometheusOptions, cx| {
-            o.validate()?;
             let shared = Arc::new(Shared {
                 state: Mutex::new(State::new(StateOptions {
                     labels: LabelOptions { name_label: o.name_label, aliases: o.vadvisor_names },

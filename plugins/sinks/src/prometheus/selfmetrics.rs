@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use vadvisor_api::{CollectorHealth, ConnectionStatus, Health, MetricKind, SinkFigure};
+use vadvisor_api::{CollectorHealth, ConnectionStatus, HealthView, MetricKind, SinkFigure};
 
 use super::emit::Emit;
 
@@ -169,7 +169,7 @@ impl SelfStats<'_> {
 /// Every `vadvisor_*` family in `/metrics` order, gathered from the agent's health and
 /// the hypervisor's status (shared by the scrape and the `remote_write` sink).
 pub fn render_agent(
-    health: &Health,
+    health: &HealthView,
     libvirt: &ConnectionStatus,
     batch_times: &[(Arc<str>, SystemTime)],
     enc: &mut impl Emit,
@@ -193,7 +193,7 @@ pub fn render_agent(
 }
 
 /// The HTTP server's open connections and how often its limits were hit.
-pub fn render_http(health: &Health, enc: &mut impl Emit) {
+pub fn render_http(health: &HealthView, enc: &mut impl Emit) {
     let name = "vadvisor_http_connections";
     enc.family(
         name,

@@ -418,12 +418,20 @@ impl RemoteWriteOptions {
                         "must be at least 1MiB",
                     ));
                 }
-                std::fs::create_dir_all(path).map_err(|e| {
-                    OptionError::at(
+                // Checked without creating anything (`--check-config` must not); the
+                // directory is created when the sink starts.
+                if path.exists() && !path.is_dir() {
+                    return Err(OptionError::at(
                         &["buffer", "path"],
-                        format!("cannot create `{}`: {e}", path.display()),
-                    )
-                })?;
+                        format!("`{}` exists and is not a directory", path.display()),
+                    ));
+                }
+                if !path.is_absolute() {
+                    return Err(OptionError::at(
+                        &["buffer", "path"],
+                        "must be an absolute path",
+                    ));
+                }
             }
         }
         Ok(url)

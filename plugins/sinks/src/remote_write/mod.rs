@@ -31,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime};
 use prost::Message;
 use tokio::sync::Notify;
 use vadvisor_api::{
-    async_trait, Health, Hypervisor, OptionError, Record, Registry, Sink, SinkInput,
+    async_trait, HealthView, Hypervisor, OptionError, Record, Registry, Sink, SinkInput,
 };
 
 use crate::prometheus::families::LabelOptions;
@@ -89,7 +89,7 @@ struct RemoteWriteSink {
     target: Target,
     client: reqwest::Client,
     stats: Arc<Stats>,
-    health: Arc<Health>,
+    health: HealthView,
     hypervisor: Arc<dyn Hypervisor>,
     external: Vec<(String, String)>,
 }
@@ -103,7 +103,7 @@ struct Producer {
     max_samples: usize,
     buffer: SharedBuffer,
     stats: Arc<Stats>,
-    health: Arc<Health>,
+    health: HealthView,
     hypervisor: Arc<dyn Hypervisor>,
     metadata: Arc<Mutex<Arc<[MetricMetadata]>>>,
     wake: Arc<Notify>,

@@ -165,8 +165,7 @@ fn agent(rw: serde_json::Value) -> Agent {
             hypervisor: hv.clone(),
             http: &mut http,
             live: Arc::new(NoLive),
-            health: health.clone(),
-            bus: bus.clone(),
+            health: health.clone().into(),
         };
         let sink = registry
             .sink(kind)
