@@ -6,6 +6,7 @@
 #   bash scripts/bench-remote-write.sh                      running lab guests, 10-min outage
 #   BENCH_OUTAGE=120 bash scripts/bench-remote-write.sh     a shorter receiver outage
 #   BENCH_SKIP_BUILD=1 bash scripts/bench-remote-write.sh   use target/release/vadvisor as is
+#   BENCH_BIN=target/debug/vadvisor ...                     another build (figures say which)
 #   BENCH_STEADY=60 (steady-state window, s)   BENCH_GUESTS=N (bring the lab up to N guests)
 #
 # Starts, on free loopback ports:
@@ -56,8 +57,8 @@ NGUESTS="$(running_guests)"
 [ "$NGUESTS" -ge 1 ] || die "no lab guest runs: scripts/lab.sh up"
 log "$NGUESTS lab guests running"
 
-BIN=target/release/vadvisor
-if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
+BIN="${BENCH_BIN:-target/release/vadvisor}"
+if [ "${BENCH_SKIP_BUILD:-0}" != 1 ] && [ -z "${BENCH_BIN:-}" ]; then
 	log "building the release binary"
 	cargo build --release --locked --bin vadvisor >&2 || die "cargo build --release failed"
 fi
@@ -238,7 +239,7 @@ catch22="$(calc "600 * $per_guest * 22 / max(1, $crate)" 0)"
 
 cat <<TABLE
 
-remote-write benchmark: $NGUESTS lab guests, collectors at 1 s, receiver outage ${OUTAGE} s
+remote-write benchmark: $NGUESTS lab guests, collectors at 1 s, receiver outage ${OUTAGE} s, agent $BIN
 (CPU in ms; "sink" = agent-rw minus agent-base; Prometheus' CPU includes its scraping and TSDB)
 
 | figure                                   | vadvisor remote_write | Prometheus remote_write |
