@@ -12,6 +12,9 @@
 #                check metrics` validates /metrics); plus `wrk` for
 #                scripts/bench-metrics.sh. The packaged daemon is not left running.
 #   tools        curl, openssl, python3 (TLS peer and SQLite checks in the tests).
+#   chromium     Debian's headless Chromium (+ chromium-driver) for tests/ui_browser.rs,
+#                which drives it over the DevTools protocol; node runs the web UI's
+#                JavaScript unit tests (tests/ui_js.rs).
 #   statsd       Etsy's StatsD daemon from npm (`statsd`, pinned) in
 #                $VADVISOR_PEERS_DIR/statsd (default /opt/vadvisor-test-peers/statsd),
 #                for tests/statsd_daemon.rs; needs node and npm (Debian's if absent).
@@ -139,3 +142,15 @@ step_tools() {
 }
 
 step_tools
+
+# ---------------------------------------------------------------- chromium
+# The web UI's browser test (tests/ui_browser.rs) and scripts/ui-screenshots.sh start
+# /usr/bin/chromium headless and talk to it over the DevTools protocol.
+
+step_chromium() {
+	apt_install chromium chromium-driver fonts-dejavu-core
+	command -v chromium >/dev/null || die "chromium missing after installing it"
+	log "$(chromium --version 2>/dev/null | head -n1) ready"
+}
+
+step_chromium
