@@ -35,6 +35,9 @@ if [ ! -x "$venv/bin/hadolint" ]; then
 fi
 "$venv/bin/hadolint" --no-color --failure-threshold error Dockerfile
 
+log "vendored web UI files (scripts/vendor-ui.sh --check)"
+bash scripts/vendor-ui.sh --check
+
 log "cargo fmt --check"
 cargo fmt --all --check
 

@@ -114,7 +114,12 @@ impl Browser {
 
     /// Sends one command and waits for its answer, keeping the events that arrive
     /// meanwhile. A protocol error is returned as `Err`.
-    pub fn call(&mut self, tab: Option<&Tab>, method: &str, params: Value) -> Result<Value, String> {
+    pub fn call(
+        &mut self,
+        tab: Option<&Tab>,
+        method: &str,
+        params: Value,
+    ) -> Result<Value, String> {
         self.next_id += 1;
         let id = self.next_id;
         let mut msg = json!({"id": id, "method": method, "params": params});
@@ -168,7 +173,12 @@ impl Browser {
                 .expect("sessionId")
                 .to_string(),
         };
-        for domain in ["Page.enable", "Runtime.enable", "Log.enable", "Network.enable"] {
+        for domain in [
+            "Page.enable",
+            "Runtime.enable",
+            "Log.enable",
+            "Network.enable",
+        ] {
             self.must(Some(&tab), domain, json!({}));
         }
         self.must(
@@ -192,7 +202,11 @@ impl Browser {
             "navigate to {url}: {}",
             r["errorText"]
         );
-        let loaded = self.wait(tab, Duration::from_secs(15), "document.readyState === 'complete'");
+        let loaded = self.wait(
+            tab,
+            Duration::from_secs(15),
+            "document.readyState === 'complete'",
+        );
         assert!(loaded.is_some(), "{url} did not finish loading within 15 s");
     }
 
@@ -238,7 +252,8 @@ impl Browser {
         use base64::Engine;
         let metrics = self.must(Some(tab), "Page.getLayoutMetrics", json!({}));
         let size = &metrics["cssContentSize"];
-        let clip = json!({"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1});
+        let clip =
+            json!({"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1});
         let r = self.must(
             Some(tab),
             "Page.captureScreenshot",
@@ -297,7 +312,8 @@ impl Browser {
                 )),
                 "Network.requestWillBeSent" => {
                     let url = p["request"]["url"].as_str().unwrap_or("");
-                    if !url.starts_with(origin) && !url.starts_with("data:") && url != "about:blank" {
+                    if !url.starts_with(origin) && !url.starts_with("data:") && url != "about:blank"
+                    {
                         out.push(format!("request to another origin: {url}"));
                     }
                 }

@@ -6,9 +6,9 @@
 //! resumed at the end, also when the test fails). With `VADVISOR_UI_SCREENSHOTS=<dir>`
 //! the pages are also saved as PNGs there (scripts/ui-screenshots.sh → docs/).
 
+mod cdp;
 #[path = "../common/mod.rs"]
 mod common;
-mod cdp;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -84,7 +84,7 @@ fn ui_pages_in_headless_chromium() {
     let mut browser = Browser::launch();
 
     // ---- Overview: every lab guest listed, health header filled, sortable.
-    let ov = browser.new_tab(1440, 900);
+    let ov = browser.new_tab(1440, 460);
     let ov_from = browser.mark();
     browser.navigate(&ov, &format!("{origin}/"));
     let names: Vec<String> = guests.iter().map(|(n, _)| n.clone()).collect();
@@ -94,13 +94,20 @@ fn ui_pages_in_headless_chromium() {
     );
     let listed = browser.wait(&ov, Duration::from_secs(10), &check);
     let rows = browser.eval(&ov, ROWS);
-    assert!(listed.is_some(), "overview does not list every lab guest {names:?}: {rows}");
+    assert!(
+        listed.is_some(),
+        "overview does not list every lab guest {names:?}: {rows}"
+    );
     let health = browser.wait(
         &ov,
         Duration::from_secs(5),
         "document.getElementById('health').textContent.includes('libvirt connected') && document.getElementById('health').textContent",
     );
-    assert!(health.is_some(), "health header: {}", browser.eval(&ov, "document.getElementById('health').textContent"));
+    assert!(
+        health.is_some(),
+        "health header: {}",
+        browser.eval(&ov, "document.getElementById('health').textContent")
+    );
     // Every guest's CPU % of its vCPUs is a number once two samples are in.
     let cpu = browser.wait(
         &ov,
@@ -109,14 +116,20 @@ fn ui_pages_in_headless_chromium() {
     );
     assert!(cpu.is_some(), "CPU % column: {}", browser.eval(&ov, ROWS));
     // Sorting: the Name header toggles to descending.
-    browser.eval(&ov, "document.querySelector('th[data-key=name] button').click()");
+    browser.eval(
+        &ov,
+        "document.querySelector('th[data-key=name] button').click()",
+    );
     let sorted = browser.eval(
         &ov,
         "(() => { const th = document.querySelector('th[data-key=name]'); const n = [...document.querySelectorAll('#domains tbody tr')].map(r => r.cells[0].textContent); \
          return th.getAttribute('aria-sort') === 'descending' && n.join() === [...n].sort((a, b) => b.localeCompare(a, 'en', {numeric: true})).join(); })()",
     );
     assert_eq!(sorted, true, "descending sort by name");
-    browser.eval(&ov, "document.querySelector('th[data-key=name] button').click()");
+    browser.eval(
+        &ov,
+        "document.querySelector('th[data-key=name] button').click()",
+    );
 
     // ---- VM page: charts advance, spec table and JSON.
     let vm = browser.new_tab(1440, 1000);
@@ -144,10 +157,15 @@ fn ui_pages_in_headless_chromium() {
     );
     let devices = devices.expect("devices table").0;
     assert!(
-        devices.as_array().is_some_and(|d| d.iter().any(|x| x == "disk")),
+        devices
+            .as_array()
+            .is_some_and(|d| d.iter().any(|x| x == "disk")),
         "devices table lists the disk: {devices}"
     );
-    let json_len = browser.eval(&vm, "document.getElementById('spec-json').textContent.length");
+    let json_len = browser.eval(
+        &vm,
+        "document.getElementById('spec-json').textContent.length",
+    );
     assert!(json_len.as_u64().unwrap_or(0) > 100, "full spec JSON");
     assert_eq!(
         browser.eval(&vm, "document.getElementById('title').textContent"),
@@ -158,15 +176,26 @@ fn ui_pages_in_headless_chromium() {
     let ev = browser.new_tab(1440, 800);
     let ev_from = browser.mark();
     browser.navigate(&ev, &format!("{origin}/ui/events"));
-    let live = browser.wait(&ev, Duration::from_secs(10), "document.getElementById('stream-status').textContent === 'Live'");
-    assert!(live.is_some(), "events page stream: {}", browser.eval(&ev, "document.getElementById('stream-status').textContent"));
+    let live = browser.wait(
+        &ev,
+        Duration::from_secs(10),
+        "document.getElementById('stream-status').textContent === 'Live'",
+    );
+    assert!(
+        live.is_some(),
+        "events page stream: {}",
+        browser.eval(&ev, "document.getElementById('stream-status').textContent")
+    );
     // The VM page's stream too, before the guest is suspended.
     let vm_live = browser.wait(&vm, Duration::from_secs(10), "document.getElementById('events-status').textContent.startsWith('Live') || document.getElementById('events-status').textContent.startsWith('No event')");
-    assert!(vm_live.is_some(), "VM page events: {}", browser.eval(&vm, "document.getElementById('events-status').textContent"));
+    assert!(
+        vm_live.is_some(),
+        "VM page events: {}",
+        browser.eval(&vm, "document.getElementById('events-status').textContent")
+    );
 
     if screenshot_dir().is_some() {
         save(&mut browser, &ov, "ui-overview.png");
-        save(&mut browser, &vm, "ui-vm.png");
     }
 
     // ---- Suspend the guest: Paused in the overview, Suspended in its timeline, ≤ 2 s.
@@ -196,13 +225,25 @@ fn ui_pages_in_headless_chromium() {
         "no Suspended event in {GUEST}'s timeline within 2 s ({event_at:?}): {}",
         browser.eval(&vm, "document.getElementById('timeline').textContent")
     );
-    let facts = browser.wait(&vm, Duration::from_secs(3), "document.getElementById('fact-state').textContent.startsWith('Paused')");
+    let facts = browser.wait(
+        &vm,
+        Duration::from_secs(3),
+        "document.getElementById('fact-state').textContent.startsWith('Paused')",
+    );
     assert!(facts.is_some(), "VM page state fact shows Paused");
 
     virsh(&["resume", GUEST]);
-    let resumed = browser.wait(&vm, Duration::from_secs(3), "document.querySelector('#timeline li[data-type=Resumed]') !== null");
+    let resumed = browser.wait(
+        &vm,
+        Duration::from_secs(3),
+        "document.querySelector('#timeline li[data-type=Resumed]') !== null",
+    );
     assert!(resumed.is_some(), "Resumed event in the timeline");
-    let running = browser.wait(&ov, Duration::from_secs(3), &format!("{ROWS}.some(r => r[0] === '{GUEST}' && r[1].startsWith('Running'))"));
+    let running = browser.wait(
+        &ov,
+        Duration::from_secs(3),
+        &format!("{ROWS}.some(r => r[0] === '{GUEST}' && r[1].startsWith('Running'))"),
+    );
     assert!(running.is_some(), "{GUEST} Running again in the overview");
 
     // ---- Events page filters: only Suspended events of the guest.
@@ -233,6 +274,7 @@ fn ui_pages_in_headless_chromium() {
     if screenshot_dir().is_some() {
         // A little more history after the resume, then the remaining pictures.
         std::thread::sleep(Duration::from_secs(3));
+        save(&mut browser, &vm, "ui-vm.png");
         save(&mut browser, &ev, "ui-events.png");
         browser.color_scheme(&vm, "dark");
         std::thread::sleep(Duration::from_millis(1500));

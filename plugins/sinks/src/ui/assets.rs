@@ -160,8 +160,14 @@ mod tests {
             assert!(body.contains("<title>"), "{page}: title");
             assert!(body.contains("<main"), "{page}: main landmark");
             assert!(body.contains("<nav"), "{page}: nav landmark");
-            assert!(body.contains("rel=\"icon\""), "{page}: icon (no /favicon.ico request)");
-            assert!(body.contains("name=\"color-scheme\""), "{page}: color scheme");
+            assert!(
+                body.contains("rel=\"icon\""),
+                "{page}: icon (no /favicon.ico request)"
+            );
+            assert!(
+                body.contains("name=\"color-scheme\""),
+                "{page}: color scheme"
+            );
         }
         let css = text("style.css");
         assert!(css.contains("prefers-color-scheme: dark"));

@@ -8,11 +8,20 @@ import { cssVar, el, fmtByteRate, fmtNum, fmtPct, fmtBytes } from './common.js';
 export const WINDOW_SECONDS = 60;
 
 const FORMATS = {
-  pct: { axis: (v) => `${fmtNum(v, 0)} %`, text: fmtPct },
-  bytes: { axis: (v) => fmtBytes(v), text: fmtBytes },
-  byteRate: { axis: (v) => fmtBytes(v), text: fmtByteRate },
-  rate: { axis: (v) => fmtNum(v, 0), text: (v) => (Number.isFinite(v) ? `${fmtNum(v)}/s` : '–') },
+  pct: { axis: (v, d) => `${fmtNum(v, d)} %`, text: fmtPct },
+  bytes: { axis: (v, d) => fmtBytes(v, d), text: fmtBytes },
+  byteRate: { axis: (v, d) => fmtBytes(v, d), text: fmtByteRate },
+  rate: { axis: (v, d) => fmtNum(v, d), text: (v) => (Number.isFinite(v) ? `${fmtNum(v)}/s` : '–') },
 };
+
+/** Axis labels with the fewest decimals that keep every tick's label distinct. */
+function axisLabels(fmt, vals) {
+  for (let d = 0; d < 4; d++) {
+    const labels = vals.map((v) => fmt(v, d));
+    if (new Set(labels).size === labels.length) return labels;
+  }
+  return vals.map((v) => fmt(v, 4));
+}
 
 function palette() {
   return [1, 2, 3, 4, 5, 6, 7, 8].map((i) => cssVar(`--c${i}`) || '#888');
@@ -32,6 +41,12 @@ export class LiveChart {
       this.empty, this.box, this.summary);
     parent.append(this.figure);
     this.last = null;
+    this.hover = false;
+    this.box.addEventListener('mouseenter', () => { this.hover = true; });
+    this.box.addEventListener('mouseleave', () => {
+      this.hover = false;
+      this.showLatest();
+    });
     new ResizeObserver(() => this.resize()).observe(this.box);
     matchMedia('(prefers-color-scheme: dark)').addEventListener('change', () => this.rebuild());
   }
@@ -69,7 +84,7 @@ export class LiveChart {
       },
       axes: [
         { ...axis, values: (u, vals) => vals.map((v) => new Date(v * 1000).toISOString().slice(11, 19)) },
-        { ...axis, size: 70, values: (u, vals) => vals.map(fmt.axis) },
+        { ...axis, size: 74, values: (u, vals) => axisLabels(fmt.axis, vals) },
       ],
       series: [
         { value: (u, v) => (v === null ? '–' : new Date(v * 1000).toISOString().slice(11, 19)) },
@@ -90,6 +105,13 @@ export class LiveChart {
     this.keys = keys;
   }
 
+  /** Without a pointer over the chart, the legend shows the newest values. */
+  showLatest() {
+    if (!this.plot || this.hover || !this.last) return;
+    const n = this.last.times.length - 1;
+    if (n >= 0) this.plot.setLegend({ idx: n });
+  }
+
   /** `series` = `{times, values: {key: [...]}}`. */
   update(series) {
     this.last = series;
@@ -99,6 +121,7 @@ export class LiveChart {
     this.empty.hidden = true;
     this.plot.setData([series.times, ...keys.map((k) => series.values[k])]);
     const n = series.times.length - 1;
+    this.showLatest();
     this.figure.dataset.newest = String(series.times[n]);
     const latest = keys.map((k) => `${k} ${this.format.text(series.values[k][n])}`).join(', ');
     const text = `Latest: ${latest}.`;

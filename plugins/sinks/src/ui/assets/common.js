@@ -49,7 +49,7 @@ export function el(tag, attrs = {}, ...children) {
 
 const BYTE_UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
 
-export function fmtBytes(v) {
+export function fmtBytes(v, decimals) {
   if (v === null || v === undefined || !Number.isFinite(v)) return '–';
   let i = 0;
   let x = Math.abs(v);
@@ -57,17 +57,17 @@ export function fmtBytes(v) {
     x /= 1024;
     i++;
   }
-  const digits = i === 0 ? 0 : x < 10 ? 2 : x < 100 ? 1 : 0;
+  const digits = decimals ?? (i === 0 ? 0 : x < 10 ? 2 : x < 100 ? 1 : 0);
   return `${v < 0 ? '-' : ''}${x.toFixed(digits)} ${BYTE_UNITS[i]}`;
 }
 
 export const fmtByteRate = (v) => (Number.isFinite(v) ? `${fmtBytes(v)}/s` : '–');
 
-export function fmtNum(v, digits = 1) {
+export function fmtNum(v, digits) {
   if (v === null || v === undefined || !Number.isFinite(v)) return '–';
-  if (Math.abs(v) >= 1e6) return `${(v / 1e6).toFixed(1)} M`;
-  if (Math.abs(v) >= 1e4) return `${(v / 1e3).toFixed(1)} k`;
-  return v.toFixed(Math.abs(v) >= 100 ? 0 : digits);
+  if (Math.abs(v) >= 1e6) return `${(v / 1e6).toFixed(digits ?? 1)} M`;
+  if (Math.abs(v) >= 1e4) return `${(v / 1e3).toFixed(digits ?? 1)} k`;
+  return v.toFixed(digits ?? (Math.abs(v) >= 100 ? 0 : 1));
 }
 
 export const fmtPct = (v) => (Number.isFinite(v) ? `${v.toFixed(v >= 100 ? 0 : 1)} %` : '–');

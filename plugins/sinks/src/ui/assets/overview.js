@@ -97,14 +97,38 @@ function render() {
       trs.delete(uuid);
     }
   }
+  renderFacts();
   const n = rows.length;
   const running = rows.filter((r) => r.state === 'Running').length;
   const text = `${n} domain${n === 1 ? '' : 's'} (${running} running), refreshed every second. Select a column header to sort.`;
   if (summary.textContent !== text) summary.textContent = text;
 }
 
+let hostCpus = null;
+
+function renderFacts() {
+  const box = document.getElementById('host-facts');
+  const sum = (k) => rows.reduce((a, r) => a + (Number.isFinite(r[k]) ? r[k] : 0), 0);
+  const running = rows.filter((r) => r.state === 'Running').length;
+  const items = [
+    ['Domains', String(rows.length)],
+    ['Running', String(running)],
+    ['Paused or other', String(rows.length - running)],
+    ['vCPUs allocated', String(sum('vcpus'))],
+    ['Host CPUs', hostCpus ? String(hostCpus) : '–'],
+    ['CPU used by VMs', fmtPct(sum('cpu_host')) + ' of host'],
+    ['Disk I/O', `${fmtByteRate(sum('disk_read') + sum('disk_write'))}`],
+    ['Network', `${fmtByteRate(sum('net_rx') + sum('net_tx'))}`],
+  ];
+  const key = JSON.stringify(items);
+  if (box.dataset.key === key) return;
+  box.dataset.key = key;
+  box.replaceChildren(...items.map(([k, v]) => el('div', {}, el('dt', {}, k), el('dd', {}, v))));
+}
+
 every(POLL_MS, async () => {
   const [stats, host] = await Promise.all([getJSON('/api/v1.0/stats/'), hostInfo()]);
+  hostCpus = host.host_cpus;
   const domains = (health.value && health.value.domains) || {};
   rows = Object.entries(stats)
     .map(([uuid, samples]) => {

@@ -206,30 +206,21 @@ export function deviceRate(items, prev, cur, field, seconds) {
   return total;
 }
 
-/**
- * One overview row from a domain's two newest samples: state, CPU % of its vCPUs and
- * of the host, memory, and disk/network rates summed over devices ([`deviceRate`]).
- */
-export function overviewRow(samples, hostCpus) {
-  const ordered = orderSamples(samples);
-  if (ordered.length === 0) return null;
-  const last = ordered[ordered.length - 1];
-  const prev = ordered.length > 1 ? ordered[ordered.length - 2] : null;
-  const s = last.s;
+/** Pairs of samples looked back over when the newest sample lacks a figure. */
+export const HOLD_SAMPLES = 5;
+
+/** The overview's figures from one pair of consecutive samples (`prev` may be null). */
+function pairFigures(prev, cur, hostCpus) {
+  const s = cur.s;
   const vcpus = vcpuCount(s);
-  const dt = prev ? last.t - prev.t : 0;
+  const dt = prev ? cur.t - prev.t : 0;
   const ok = prev && dt <= MAX_GAP_SECONDS;
-  const rate = (a, b) => (ok ? counterRate(a, b, dt) : null);
-  const cpuMsPerS = rate(prev && prev.s.cpu && prev.s.cpu.usage && prev.s.cpu.usage.cpu_time,
-    s.cpu && s.cpu.usage && s.cpu.usage.cpu_time);
+  const cpuTime = (x) => x && x.cpu && x.cpu.usage && x.cpu.usage.cpu_time;
+  const cpuMsPerS = ok ? counterRate(cpuTime(prev.s), cpuTime(s), dt) : null;
   const m = s.memory || {};
   const dev = (items, field) => (ok ? deviceRate(items, prev.s, s, field, dt) : null);
   return {
-    name: s.name,
-    state: s.state,
-    reason: s.state_reason,
-    time: last.t,
-    vcpus,
+    vcpus: vcpus > 0 ? vcpus : null,
     cpu_vcpus: cpuMsPerS === null || !(vcpus > 0) ? null : cpuMsPerS / 10 / vcpus,
     cpu_host: cpuMsPerS === null || !(hostCpus > 0) ? null : cpuMsPerS / 10 / hostCpus,
     mem_used: Number.isFinite(m.available) && Number.isFinite(m.unused) ? (m.available - m.unused) * 1024 : null,
@@ -241,4 +232,26 @@ export function overviewRow(samples, hostCpus) {
     net_rx: dev(nics, 'rx_bytes'),
     net_tx: dev(nics, 'tx_bytes'),
   };
+}
+
+/**
+ * One overview row from a domain's newest samples: state, CPU % of its vCPUs and of
+ * the host, memory, and disk/network rates summed over devices ([`deviceRate`]). A
+ * figure missing from the newest sample (a partial collection: the guest was busy) is
+ * taken from the newest of the last `HOLD_SAMPLES` pairs that has it, so the table
+ * does not flicker; the row's stale flag and error count tell that data is partial.
+ */
+export function overviewRow(samples, hostCpus) {
+  const ordered = orderSamples(samples);
+  if (ordered.length === 0) return null;
+  const last = ordered[ordered.length - 1];
+  const row = { name: last.s.name, state: last.s.state, reason: last.s.state_reason, time: last.t };
+  const first = Math.max(0, ordered.length - HOLD_SAMPLES);
+  for (let i = ordered.length - 1; i >= first; i--) {
+    const figures = pairFigures(i > 0 ? ordered[i - 1] : null, ordered[i], hostCpus);
+    for (const [k, v] of Object.entries(figures)) {
+      if (row[k] === undefined || row[k] === null) row[k] = v;
+    }
+  }
+  return row;
 }

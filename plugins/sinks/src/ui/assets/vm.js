@@ -28,6 +28,13 @@ let samplesWindow = [];
 let lastRendered = null;
 let uuid = id;
 
+/** Device names seen in the window (a partial sample may lack a group). */
+function names(items) {
+  const all = new Set();
+  for (const s of samplesWindow) for (const d of items(s) || []) all.add(d.name);
+  return [...all].join(', ') || '–';
+}
+
 function setFacts(s) {
   const facts = document.getElementById('facts');
   const h = (health.value && health.value.domains && health.value.domains[uuid]) || {};
@@ -35,8 +42,8 @@ function setFacts(s) {
     ['State', `${s.state || '?'}${s.state_reason ? ` (${s.state_reason})` : ''}`, 'fact-state'],
     ['vCPUs', String(vcpuCount(s) || '–')],
     ['Balloon', fmtBytes(s.memory && Number.isFinite(s.memory.actual) ? s.memory.actual * 1024 : null)],
-    ['Disks', String((s.diskio || []).map((d) => d.name).join(', ') || '–')],
-    ['Interfaces', String(((s.network && s.network.interfaces) || []).map((d) => d.name).join(', ') || '–')],
+    ['Disks', names((x) => x.diskio)],
+    ['Interfaces', names((x) => x.network && x.network.interfaces)],
     ['Stale', h.stale === undefined ? '–' : h.stale ? 'yes' : 'no'],
     ['Collection errors', String(h.collection_errors ?? '–')],
     ['UUID', uuid],
@@ -95,7 +102,7 @@ function addEvent(e, live) {
   const older = [...timeline.children].find((x) => x.querySelector('time').getAttribute('datetime') < e.timestamp);
   timeline.insertBefore(li, older || null);
   while (timeline.children.length > 200) timeline.lastElementChild.remove();
-  eventsStatus.textContent = live ? 'Live: new events appear at the top.' : eventsStatus.textContent;
+  if (live) eventsStatus.textContent = 'Live: new events appear at the top.';
 }
 
 async function startEvents() {
@@ -113,11 +120,17 @@ async function startEvents() {
   }
   const source = new EventSource(`/api/v1.0/events?stream=true&all_events=true&domain=${domain}`);
   source.addEventListener('lifecycle', (m) => addEvent(JSON.parse(m.data), true));
-  source.addEventListener('open', () => { eventsStatus.textContent = 'Live: new events appear at the top.'; });
+  source.addEventListener('open', () => {
+    eventsStatus.textContent = timeline.children.length
+      ? 'Live: new events appear at the top.'
+      : 'No event in the last 24 hours; new events appear here live.';
+  });
   source.addEventListener('error', () => { eventsStatus.textContent = 'Event stream interrupted; reconnecting…'; });
   addEventListener('pagehide', () => source.close());
   for (const e of history) addEvent(e, false);
-  if (history.length === 0) eventsStatus.textContent = 'No event in the last 24 hours; new events appear here live.';
+  eventsStatus.textContent = timeline.children.length
+    ? 'Live: new events appear at the top.'
+    : 'No event in the last 24 hours; new events appear here live.';
 }
 
 // ---- Specification

@@ -116,3 +116,20 @@ test('overview row: rates of the two newest samples; resets and new devices are 
   const items = (s) => s.diskio;
   assert.equal(deviceRate(items, samples[0], samples[1], 'rd_bytes', 0.5), 4000);
 });
+
+test('overview row: a figure missing from the newest (partial) sample comes from the pair before', () => {
+  const full = [
+    sample(0, { cpu: 0, disk: { vda: [0, 0] }, mem: { available: 1000, unused: 400 } }),
+    sample(1, { cpu: 100, disk: { vda: [1000, 0] }, mem: { available: 1000, unused: 400 } }),
+  ];
+  const partial = sample(2, { cpu: 200 });
+  delete partial.diskio;
+  const row = overviewRow([...full, partial], 1);
+  assert.equal(row.cpu_host, 10, 'CPU from the newest pair');
+  assert.equal(row.disk_read, 1000, 'disk from the pair before');
+  assert.equal(row.mem_used, 600 * 1024);
+  // Older than HOLD_SAMPLES pairs: not held.
+  const old = [sample(0, { disk: { vda: [0, 0] } }), sample(1, { disk: { vda: [5, 0] } })];
+  const later = [2, 3, 4, 5, 6, 7].map((t) => { const x = sample(t, {}); delete x.diskio; return x; });
+  assert.equal(overviewRow([...old, ...later], 1).disk_read, null);
+});
