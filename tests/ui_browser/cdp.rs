@@ -285,11 +285,16 @@ impl Browser {
     pub fn problems(&self, tab: &Tab, from: usize, origin: &str) -> Vec<String> {
         let mut out = Vec::new();
         let mine = |e: &&Event| e.session.as_deref() == Some(tab.session.as_str());
-        let started_here: std::collections::HashSet<&str> = self.events[from..]
+        let started_here: std::collections::HashMap<&str, &str> = self.events[from..]
             .iter()
             .filter(mine)
             .filter(|e| e.method == "Network.requestWillBeSent")
-            .filter_map(|e| e.params["requestId"].as_str())
+            .filter_map(|e| {
+                Some((
+                    e.params["requestId"].as_str()?,
+                    e.params["request"]["url"].as_str().unwrap_or("?"),
+                ))
+            })
             .collect();
         for e in self.events[from..].iter().filter(mine) {
             let p = &e.params;
@@ -325,12 +330,14 @@ impl Browser {
                 }
                 "Network.loadingFailed" => {
                     let id = p["requestId"].as_str().unwrap_or("");
-                    let left_page = p["canceled"] == true && !started_here.contains(id);
+                    let url = started_here.get(id);
+                    let left_page = p["canceled"] == true && url.is_none();
                     if !left_page {
                         out.push(format!(
-                            "request failed: {} ({})",
+                            "request failed: {} ({} {})",
                             p["errorText"],
-                            p["type"].as_str().unwrap_or("")
+                            p["type"].as_str().unwrap_or(""),
+                            url.unwrap_or(&"?")
                         ));
                     }
                 }

@@ -76,7 +76,9 @@ fn ui_pages_in_headless_chromium() {
     // Some history for the charts (and the screenshots).
     let want = if screenshot_dir().is_some() { 30 } else { 4 };
     wait_for(Duration::from_secs(want as u64 + 20), || {
-        let v = agent.get_json(&format!("/api/v1.0/stats/{uuid}"));
+        // 404 until the first sample.
+        let r = agent.get(&format!("/api/v1.0/stats/{uuid}")).ok()?;
+        let v: serde_json::Value = r.json().ok()?;
         (v[&uuid].as_array().map_or(0, Vec::len) >= want).then_some(())
     })
     .expect("the agent has a few samples of the guest");

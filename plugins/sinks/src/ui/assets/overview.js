@@ -3,7 +3,7 @@
 // collection errors from /healthz.
 
 import { POLL_MS, el, every, fmtByteRate, fmtBytes, fmtNum, fmtPct, getJSON, health, hostInfo, showNotice, startHeader, vmHref } from './common.js';
-import { naturalCompare, overviewRow } from './rates.js';
+import { naturalCompare, overviewRow, withEvent } from './rates.js';
 
 startHeader();
 
@@ -58,7 +58,14 @@ for (const th of headers) {
 }
 
 let rows = [];
+let baseRows = [];
 const trs = new Map();
+/** The newest lifecycle event per domain (from the live stream). */
+const lastEvent = new Map();
+
+function applyEvents() {
+  rows = baseRows.map((r) => withEvent(r, lastEvent.get(r.uuid)));
+}
 
 function render() {
   for (const th of headers) {
@@ -130,7 +137,7 @@ every(POLL_MS, async () => {
   const [stats, host] = await Promise.all([getJSON('/api/v1.0/stats/'), hostInfo()]);
   hostCpus = host.host_cpus;
   const domains = (health.value && health.value.domains) || {};
-  rows = Object.entries(stats)
+  baseRows = Object.entries(stats)
     .map(([uuid, samples]) => {
       const row = overviewRow(samples, host.host_cpus);
       if (!row) return null;
@@ -138,6 +145,7 @@ every(POLL_MS, async () => {
       return { ...row, uuid, name: row.name || h.name, stale: h.stale ?? null, errors: h.collection_errors ?? 0 };
     })
     .filter(Boolean);
+  applyEvents();
   showNotice(rows.length ? '' : 'No domain has been reported yet.');
   render();
 }, (e) => {
@@ -145,3 +153,19 @@ every(POLL_MS, async () => {
     ? 'The overview needs the `rest` sink (GET /api/v1.0/stats/), which is not enabled.'
     : `Cannot read the statistics: ${e.message}`);
 });
+
+// State changes show as soon as libvirt reports them (the stream of the `events`
+// sink), before the next sample confirms them. Without that sink, the samples alone
+// drive the table.
+fetch('/api/v1.0/events?all_events=true&max_events=1', { cache: 'no-store' }).then(async (r) => {
+  await r.text();
+  if (!r.ok) return;
+  const source = new EventSource('/api/v1.0/events?stream=true&all_events=true');
+  source.addEventListener('lifecycle', (m) => {
+    const e = JSON.parse(m.data);
+    lastEvent.set(e.domain_id, e);
+    applyEvents();
+    render();
+  });
+  addEventListener('pagehide', () => source.close());
+}).catch(() => {});

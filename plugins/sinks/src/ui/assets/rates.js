@@ -6,6 +6,16 @@
 /** A gap between two samples longer than this many seconds breaks the line. */
 export const MAX_GAP_SECONDS = 5;
 
+/**
+ * States of a domain that is not running a guest. Its counters are not the guest's
+ * (libvirt may report the process's last totals, or other accounting): no rate is drawn
+ * to or from such a sample.
+ */
+export const INACTIVE_STATES = new Set(['Shutoff', 'Crashed', 'NoState']);
+
+/** Whether a sample is of an active domain (running, paused, …). */
+export const isActive = (s) => !!s && !INACTIVE_STATES.has(s.state);
+
 /** Seconds since the epoch of an RFC 3339 timestamp (microseconds kept). */
 export function parseTime(ts) {
   if (typeof ts !== 'string') return NaN;
@@ -61,9 +71,10 @@ export function rateSeries(samples, extract, scale = 1) {
     const a = extract(prev.s) || {};
     const b = extract(cur.s) || {};
     const row = {};
+    const usable = dt <= MAX_GAP_SECONDS && isActive(prev.s) && isActive(cur.s);
     for (const [k, v] of Object.entries(b)) {
       keys.add(k);
-      const r = dt > MAX_GAP_SECONDS ? null : counterRate(a[k], v, dt);
+      const r = usable ? counterRate(a[k], v, dt) : null;
       row[k] = r === null ? null : r * scale;
     }
     times.push(cur.t);
@@ -214,10 +225,10 @@ function pairFigures(prev, cur, hostCpus) {
   const s = cur.s;
   const vcpus = vcpuCount(s);
   const dt = prev ? cur.t - prev.t : 0;
-  const ok = prev && dt <= MAX_GAP_SECONDS;
+  const ok = prev && dt <= MAX_GAP_SECONDS && isActive(prev.s) && isActive(s);
   const cpuTime = (x) => x && x.cpu && x.cpu.usage && x.cpu.usage.cpu_time;
   const cpuMsPerS = ok ? counterRate(cpuTime(prev.s), cpuTime(s), dt) : null;
-  const m = s.memory || {};
+  const m = (isActive(s) && s.memory) || {};
   const dev = (items, field) => (ok ? deviceRate(items, prev.s, s, field, dt) : null);
   return {
     vcpus: vcpus > 0 ? vcpus : null,
@@ -246,7 +257,8 @@ export function overviewRow(samples, hostCpus) {
   if (ordered.length === 0) return null;
   const last = ordered[ordered.length - 1];
   const row = { name: last.s.name, state: last.s.state, reason: last.s.state_reason, time: last.t };
-  const first = Math.max(0, ordered.length - HOLD_SAMPLES);
+  // A stopped domain uses nothing: only its vCPU count is shown, nothing is held.
+  const first = isActive(last.s) ? Math.max(0, ordered.length - HOLD_SAMPLES) : ordered.length - 1;
   for (let i = ordered.length - 1; i >= first; i--) {
     const figures = pairFigures(i > 0 ? ordered[i - 1] : null, ordered[i], hostCpus);
     for (const [k, v] of Object.entries(figures)) {
@@ -254,4 +266,39 @@ export function overviewRow(samples, hostCpus) {
     }
   }
   return row;
+}
+
+// ---- Lifecycle events between samples
+
+/** The domain state a lifecycle event leads to (`null`: the state does not change). */
+export function stateAfterEvent(eventType) {
+  switch (eventType) {
+    case 'Started':
+    case 'Resumed':
+      return 'Running';
+    case 'Suspended':
+      return 'Paused';
+    case 'Stopped':
+    case 'Shutdown':
+      return 'Shutoff';
+    case 'PMSuspended':
+      return 'PMSuspended';
+    case 'Crashed':
+      return 'Crashed';
+    default:
+      return null;
+  }
+}
+
+/**
+ * A row's state with the newest lifecycle event applied: an event received after the
+ * row's newest sample shows at once (the next sample comes up to a second later); a
+ * sample newer than the event wins.
+ */
+export function withEvent(row, event) {
+  if (!row || !event) return row;
+  const state = stateAfterEvent(event.event_type);
+  const t = parseTime(event.timestamp);
+  if (state === null || !(t > row.time)) return row;
+  return { ...row, state, reason: event.reason ? String(event.reason).toLowerCase() : row.reason };
 }

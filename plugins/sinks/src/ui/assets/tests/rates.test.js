@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   parseTime, counterRate, rateSeries, mergeWindow, cpuSeries, vcpuSeries, memorySeries,
-  diskBytesSeries, netPacketsSeries, overviewRow, deviceRate, swapSeries,
+  diskBytesSeries, netPacketsSeries, overviewRow, deviceRate, swapSeries, withEvent, stateAfterEvent,
 } from '../rates.js';
 
 const T0 = Date.parse('2026-01-01T00:00:00Z') / 1000;
@@ -132,4 +132,36 @@ test('overview row: a figure missing from the newest (partial) sample comes from
   const old = [sample(0, { disk: { vda: [0, 0] } }), sample(1, { disk: { vda: [5, 0] } })];
   const later = [2, 3, 4, 5, 6, 7].map((t) => { const x = sample(t, {}); delete x.diskio; return x; });
   assert.equal(overviewRow([...old, ...later], 1).disk_read, null);
+});
+
+test('no rate to or from a stopped domain (its counters are not the guest\'s)', () => {
+  const samples = [
+    sample(0, { cpu: 100, disk: { vda: [0, 0] } }),
+    sample(1, { cpu: 200, disk: { vda: [100, 0] } }),
+    // destroyed: libvirt reported other totals
+    sample(2, { cpu: 36_420, state: 'Shutoff', disk: { vda: [9e9, 9e9] }, mem: { available: 10, unused: 1 } }),
+  ];
+  assert.deepEqual(cpuSeries(samples).values.total, [5, null]);
+  assert.deepEqual(diskBytesSeries(samples).values['vda read'], [100, null]);
+  const row = overviewRow(samples, 2);
+  assert.equal(row.state, 'Shutoff');
+  assert.equal(row.cpu_vcpus, null);
+  assert.equal(row.cpu_host, null);
+  assert.equal(row.disk_read, null, 'not held from before the stop');
+  assert.equal(row.mem_used, null);
+  assert.equal(row.vcpus, 2);
+});
+
+test('a lifecycle event newer than the newest sample sets the state until a newer sample', () => {
+  const row = overviewRow([sample(0, { cpu: 0 }), sample(1, { cpu: 100 })], 1);
+  const suspended = { event_type: 'Suspended', reason: 'Paused', timestamp: ts(1.5) };
+  const shown = withEvent(row, suspended);
+  assert.equal(shown.state, 'Paused');
+  assert.equal(shown.reason, 'paused');
+  assert.equal(shown.cpu_host, row.cpu_host, 'figures are kept');
+  assert.equal(withEvent(row, { ...suspended, timestamp: ts(0.5) }).state, 'Running', 'older than the sample');
+  assert.equal(withEvent(row, { event_type: 'Defined', reason: 'Updated', timestamp: ts(2) }).state, 'Running');
+  assert.equal(stateAfterEvent('Stopped'), 'Shutoff');
+  assert.equal(stateAfterEvent('Resumed'), 'Running');
+  assert.equal(withEvent(row, null), row);
 });
