@@ -98,7 +98,8 @@ function healthItem(cls, text, title) {
 async function refreshHealth(box) {
   let h;
   try {
-    h = await getJSON('/healthz');
+    // verbose: the full inventory also when basic auth is on (the page is behind it).
+    h = await getJSON('/healthz?verbose=true');
   } catch (e) {
     health.value = null;
     box.replaceChildren(healthItem('bad', 'agent unreachable', String(e)));
