@@ -31,7 +31,9 @@ pub fn register(registry: &mut Registry) {
         "events",
         "vAdvisor's /api/v1.0/events: lifecycle event history (SQLite) and live streams (NDJSON or SSE)",
         |o: EventsSinkOptions, cx| {
-            let state = Arc::new(build(o)?);
+            let mut state = build(o)?;
+            state.health = Some(cx.health.clone());
+            let state = Arc::new(state);
             add_routes(cx.http, &state).map_err(OptionError::whole)?;
             Ok(Box::new(EventsSink::new(state)))
         },

@@ -19,6 +19,8 @@ pub struct EventsState {
     pub db: Arc<EventDb>,
     pub hub: Arc<Hub>,
     pub options: EventsSinkOptions,
+    /// Where refused stream requests are counted (`event_streams` limit hits).
+    pub health: Option<Arc<vadvisor_api::Health>>,
 }
 
 /// Checks the options and opens the database.
@@ -30,6 +32,7 @@ pub fn build(o: EventsSinkOptions) -> Result<EventsState, OptionError> {
         db: Arc::new(db),
         hub: Hub::new(),
         options: o,
+        health: None,
     })
 }
 

@@ -48,8 +48,11 @@ pub fn register(registry: &mut Registry) {
             if o.retention.is_zero() {
                 return Err(OptionError::at(&["retention"], "must be greater than 0"));
             }
-            if o.max_samples == 0 {
-                return Err(OptionError::at(&["max_samples"], "must be at least 1"));
+            if !(1..=100_000).contains(&o.max_samples) {
+                return Err(OptionError::at(
+                    &["max_samples"],
+                    "must be between 1 and 100000",
+                ));
             }
             let state = Arc::new(RestState {
                 store: HistoryStore::new(o.retention, o.max_samples),
