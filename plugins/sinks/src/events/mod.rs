@@ -27,11 +27,13 @@ pub use handler::{add_routes, PATH};
 pub use sink::{build, EventsSink, EventsState};
 
 pub fn register(registry: &mut Registry) {
-    registry.add_sink(
+    registry.add_sink_checked(
         "events",
         "vAdvisor's /api/v1.0/events: lifecycle event history (SQLite) and live streams (NDJSON or SSE)",
+        EventsSinkOptions::validate,
         |o: EventsSinkOptions, cx| {
-            let mut state = build(o)?;
+            // The database is opened by the sink's `start`, not here.
+            let mut state = EventsState::new(o)?;
             state.health = Some(cx.health.clone());
             let state = Arc::new(state);
             add_routes(cx.http, &state).map_err(OptionError::whole)?;

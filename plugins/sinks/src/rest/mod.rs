@@ -41,10 +41,10 @@ impl Default for RestOptions {
 }
 
 pub fn register(registry: &mut Registry) {
-    registry.add_sink(
+    registry.add_sink_checked(
         "rest",
         "vAdvisor's REST API: /api/v1.0/stats with per-domain history",
-        |o: RestOptions, cx| {
+        |o: &RestOptions| {
             if o.retention.is_zero() {
                 return Err(OptionError::at(&["retention"], "must be greater than 0"));
             }
@@ -54,6 +54,9 @@ pub fn register(registry: &mut Registry) {
                     "must be between 1 and 100000",
                 ));
             }
+            Ok(())
+        },
+        |o: RestOptions, cx| {
             let state = Arc::new(RestState {
                 store: HistoryStore::new(o.retention, o.max_samples),
                 live: cx.live.clone(),
