@@ -25,8 +25,14 @@ fn third_party_licences_are_up_to_date() {
     let text = std::fs::read_to_string(root().join("THIRD-PARTY-LICENSES.md")).expect("read");
     // Spot checks: the libvirt bindings' LGPL, and a permissive licence text.
     assert!(text.contains("| virt |"), "virt is listed");
-    assert!(text.contains("GNU LESSER GENERAL PUBLIC LICENSE"), "LGPL text");
-    assert!(text.contains("Permission is hereby granted, free of charge"), "MIT text");
+    assert!(
+        text.contains("GNU LESSER GENERAL PUBLIC LICENSE"),
+        "LGPL text"
+    );
+    assert!(
+        text.contains("Permission is hereby granted, free of charge"),
+        "MIT text"
+    );
 }
 
 #[test]
@@ -39,7 +45,10 @@ fn the_image_carries_the_licences_and_no_placeholder_source() {
         dockerfile.contains("COPY LICENSE NOTICE THIRD-PARTY-LICENSES.md /usr/share/doc/vadvisor/"),
         "the run stage copies the licence files"
     );
-    assert!(!dockerfile.contains("example.invalid"), "placeholder source label");
+    assert!(
+        !dockerfile.contains("example.invalid"),
+        "placeholder source label"
+    );
     let dockerignore = std::fs::read_to_string(root().join(".dockerignore")).expect("read");
     for f in ["LICENSE", "NOTICE", "THIRD-PARTY-LICENSES.md"] {
         assert!(
