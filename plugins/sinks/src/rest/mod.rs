@@ -74,7 +74,11 @@ pub fn register(registry: &mut Registry) {
             ))?;
             route(cx.http.route("/api/v1.0/stats", get(redirect_slash)))?;
             let specs = Arc::new(specs::SpecCache::default());
-            route(specs::register_routes(cx.http, specs.clone()))?;
+            route(specs::register_routes(
+                cx.http,
+                specs.clone(),
+                cx.hypervisor.clone(),
+            ))?;
             Ok(Box::new(RestSink { state, specs }))
         },
     );
