@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use vadvisor_api::{Bus, FakeHypervisor, Health, Hypervisor, Registry, SinkInput, SourceContext};
 use vadvisor_libvirt::{LibvirtHypervisor, LibvirtSettings};
 
+use crate::bulk::BulkCalls;
 use crate::cli::Args;
 use crate::config::{
     self, AgentConfig, ConfigErrors, KnownKinds, DEFAULT_CONFIG, DEFAULT_CONFIG_PATH,
@@ -79,7 +80,7 @@ pub fn load(
         hypervisor: hv.clone(),
         bus: Bus::new(16),
         health: Health::new(),
-        live: LiveCollector::new(hv),
+        live: LiveCollector::new(BulkCalls::new(hv)),
     };
     pipeline::build_with(&config, registry, &env, diagnostics)?;
     if let Some(path) = &config.http.web_config_file {
@@ -209,7 +210,8 @@ pub async fn run(args: Args, registry: Registry) -> anyhow::Result<Exit> {
     let hv: Arc<dyn Hypervisor> = libvirt.clone();
     let bus = Bus::new(1024);
     let health = Health::new();
-    let live = LiveCollector::new(hv.clone());
+    let bulk = BulkCalls::new(hv.clone());
+    let live = LiveCollector::new(bulk.clone());
     let env = BuildEnv {
         hypervisor: hv.clone(),
         bus: bus.clone(),
@@ -271,7 +273,7 @@ pub async fn run(args: Args, registry: Registry) -> anyhow::Result<Exit> {
     }
     tasks.extend(scheduler::spawn(
         pipeline.polled,
-        hv.clone(),
+        bulk,
         bus.clone(),
         health.clone(),
         shutdown.clone(),

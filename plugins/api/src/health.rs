@@ -86,7 +86,11 @@ impl Health {
     }
 
     /// Reads one collector's health without copying the whole table.
-    pub fn with_collector<R>(&self, collector: &str, f: impl FnOnce(&CollectorHealth) -> R) -> Option<R> {
+    pub fn with_collector<R>(
+        &self,
+        collector: &str,
+        f: impl FnOnce(&CollectorHealth) -> R,
+    ) -> Option<R> {
         let map = self.collectors.read().unwrap_or_else(|e| e.into_inner());
         map.get(collector).map(f)
     }

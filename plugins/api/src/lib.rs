@@ -19,7 +19,7 @@ pub mod sink;
 pub use async_trait::async_trait;
 pub use axum;
 pub use collector::{
-    CollectContext, CollectError, Collected, Collector, EventSource, SourceContext,
+    CollectContext, CollectError, Collected, Collector, EventSource, SourceContext, StatsSource,
 };
 pub use fake::FakeHypervisor;
 pub use health::{CollectorHealth, DomainHealth, Health, SinkHealth};

@@ -142,7 +142,11 @@ impl HistoryStore {
                 values: values.into(),
                 sections: sections.clone(),
             };
-            match history.latest.iter_mut().find(|p| p.collector == part.collector) {
+            match history
+                .latest
+                .iter_mut()
+                .find(|p| p.collector == part.collector)
+            {
                 Some(p) if p.at > part.at => {} // an older run arriving late
                 Some(p) => *p = part.clone(),
                 None => history.latest.push(part.clone()),
@@ -289,7 +293,12 @@ impl HistoryStore {
 }
 
 fn render_history(h: &DomainHistory) -> Value {
-    Value::Array(h.samples.iter().map(|s| render_sample(&h.name, s)).collect())
+    Value::Array(
+        h.samples
+            .iter()
+            .map(|s| render_sample(&h.name, s))
+            .collect(),
+    )
 }
 
 /// One sample in vAdvisor's shape, plus `ages` (seconds) for carried sections.
@@ -395,14 +404,14 @@ mod tests {
         assert_eq!(v, store.render(None).unwrap());
     }
 
-    const CPU: &[MetricDesc] = &[MetricDesc::counter(
-        "vm_cpu_time_seconds_total",
-        "h",
-        Unit::Nanoseconds,
-    )
-    .json("cpu.usage.cpu_time", Unit::Milliseconds)];
-    const QEMU: &[MetricDesc] =
-        &[MetricDesc::gauge("vm_qemu_threads", "h", Unit::Count).json("qemu.threads", Unit::Count)];
+    const CPU: &[MetricDesc] =
+        &[
+            MetricDesc::counter("vm_cpu_time_seconds_total", "h", Unit::Nanoseconds)
+                .json("cpu.usage.cpu_time", Unit::Milliseconds),
+        ];
+    const QEMU: &[MetricDesc] = &[
+        MetricDesc::gauge("vm_qemu_threads", "h", Unit::Count).json("qemu.threads", Unit::Count)
+    ];
     const DISK: &[MetricDesc] = &[MetricDesc::counter("vm_disk_bytes_total", "h", Unit::Bytes)
         .json("diskio.io_service_bytes[device=dev].read", Unit::Bytes)
         .labels(&["dev"])];
@@ -434,7 +443,11 @@ mod tests {
     fn collectors_at_1_2_and_5_seconds_give_one_complete_sample_per_tick() {
         let health = Health::new();
         let store = HistoryStore::new(Duration::from_secs(60), 60).with_health(health.clone());
-        let schedule = [("cpu", CPU, 1u64), ("qemu_process", QEMU, 2), ("block", DISK, 5)];
+        let schedule = [
+            ("cpu", CPU, 1u64),
+            ("qemu_process", QEMU, 2),
+            ("block", DISK, 5),
+        ];
         for (id, _, secs) in schedule {
             health.record_interval(id, Duration::from_secs(secs));
         }
