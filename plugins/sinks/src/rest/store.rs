@@ -455,7 +455,10 @@ mod tests {
         let at = |t: u64| t0 + Duration::from_secs(t);
         for t in 0..20u64 {
             // The scheduler records every outcome of a tick, then publishes its batches.
-            let due: Vec<_> = schedule.iter().filter(|(_, _, s)| t % s == 0).collect();
+            let due: Vec<_> = schedule
+                .iter()
+                .filter(|(_, _, s)| t.is_multiple_of(*s))
+                .collect();
             for (id, _, _) in &due {
                 health.record_run(id, Duration::ZERO, true, 0);
             }
@@ -481,12 +484,12 @@ mod tests {
                 "{t}: latest disk value"
             );
             assert_eq!(s["state"], "Running");
-            let expect_qemu_age = (t % 2 != 0).then_some((t % 2) as f64);
-            let expect_disk_age = (t % 5 != 0).then_some((t % 5) as f64);
+            let expect_qemu_age = (!t.is_multiple_of(2)).then_some((t % 2) as f64);
+            let expect_disk_age = (!t.is_multiple_of(5)).then_some((t % 5) as f64);
             assert_eq!(s["ages"]["qemu"].as_f64(), expect_qemu_age, "{t}: {s}");
             assert_eq!(s["ages"]["diskio"].as_f64(), expect_disk_age, "{t}: {s}");
             assert!(s["ages"].get("cpu").is_none());
-            if t % 10 == 0 {
+            if t.is_multiple_of(10) {
                 assert!(s.get("ages").is_none(), "all fresh: no ages: {s}");
             }
         }
