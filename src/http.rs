@@ -1,6 +1,6 @@
 //! The one HTTP server every HTTP sink shares: the sinks' routes plus the core's own
-//! (`/`, `/healthz`), JSON bodies for 404 and 405, gzip when the client accepts it, and
-//! graceful shutdown.
+//! (`/`, `/healthz`), JSON bodies for 404 and 405, and gzip when the client
+//! accepts it (served by [`crate::server`]).
 
 use std::sync::Arc;
 
@@ -8,7 +8,6 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use tokio_util::sync::CancellationToken;
 use tower_http::compression::CompressionLayer;
 use vadvisor_api::{Health, HttpRoutes, Hypervisor};
 
@@ -111,19 +110,4 @@ async fn healthz(hv: Arc<dyn Hypervisor>, health: Arc<Health>) -> Response {
         "domains": domains,
     }))
     .into_response()
-}
-
-/// Serves until `shutdown` is cancelled.
-pub async fn serve<L>(
-    listener: L,
-    router: Router,
-    shutdown: CancellationToken,
-) -> std::io::Result<()>
-where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-{
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
 }
