@@ -101,7 +101,8 @@ fn a_burst_of_live_requests_leaves_stored_samples_complete() {
             assert!(s["memory"]["actual"].is_number(), "{name}: {s}");
             assert!(
                 s["memory"]["available"].is_number(),
-                "{name}: guest memory statistics (balloon) missing: {s}"
+                "{name}: guest memory statistics (balloon) missing: {s}\nagent warnings:\n{}",
+                warnings()
             );
             assert!(s["diskio"][0]["rd_bytes"].is_number(), "{name}: {s}");
             assert!(
