@@ -45,9 +45,15 @@ pub fn router(
                 }),
             );
     }
-    if !paths.iter().any(|p| p == "/healthz") {
-        router = router.route("/healthz", get(move || healthz(hv.clone(), health.clone())));
-    }
+    // No sink may claim /healthz (`HttpRoutes::route` refuses it).
+    router = router.route(
+        "/healthz",
+        get(
+            move |brief: Option<axum::Extension<crate::auth::BriefHealth>>| {
+                healthz(hv.clone(), health.clone(), brief.is_some())
+            },
+        ),
+    );
     let router = router
         .fallback(|uri: axum::http::Uri| async move {
             json_error(
@@ -70,7 +76,12 @@ pub fn router(
     }
 }
 
-async fn healthz(hv: Arc<dyn Hypervisor>, health: Arc<Health>) -> Response {
+/// The agent's health: up/down only for a client that did not authenticate (when
+/// basic auth is on), else with the inventory (libvirt, collectors, domains).
+async fn healthz(hv: Arc<dyn Hypervisor>, health: Arc<Health>, brief: bool) -> Response {
+    if brief {
+        return Json(serde_json::json!({"status": "ok"})).into_response();
+    }
     let status = hv.status();
     let collectors: serde_json::Map<String, serde_json::Value> = health
         .collectors()

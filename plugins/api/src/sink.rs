@@ -1,19 +1,23 @@
 //! Sink plugins and what connects them to the core: the [`Bus`] that fans records out
 //! without ever blocking a collector, the per-sink [`RecordStream`] that counts what a
-//! lagging sink missed, the shared HTTP server's [`HttpRoutes`], and [`LiveCollect`]
-//! for sinks that offer a fresh collection on request.
+//! lagging sink missed, the shared HTTP server's `HttpRoutes` (feature `http`), and
+//! [`LiveCollect`] for sinks that offer a fresh collection on request.
 
+#[cfg(feature = "http")]
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+#[cfg(feature = "http")]
 use axum::routing::MethodRouter;
+#[cfg(feature = "http")]
 use axum::Router;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::health::SinkHealth;
 use crate::model::{Batch, Record};
+use crate::options::OptionError;
 
 /// The fan-out channel from collectors to sinks. Publishing never blocks: a sink that
 /// falls behind by more than the capacity loses the oldest records and counts them.
@@ -70,6 +74,13 @@ pub struct SinkInput {
 /// A sink owns its loop: it reads every record from `input.records` until shutdown.
 #[async_trait]
 pub trait Sink: Send + 'static {
+    /// Opens what the sink needs (files, databases) before the agent serves or
+    /// collects; an error stops the agent's start, located at the sink's options.
+    /// Not called when a config is only checked. The default opens nothing.
+    async fn start(&mut self) -> Result<(), OptionError> {
+        Ok(())
+    }
+
     async fn run(self: Box<Self>, input: SinkInput) -> Result<(), String>;
 }
 
@@ -80,13 +91,22 @@ pub trait LiveCollect: Send + Sync + 'static {
     async fn collect_now(&self) -> Result<Arc<[Arc<Batch>]>, String>;
 }
 
+/// Whether `path` belongs to the agent itself: `/healthz` (open even with basic auth,
+/// for container health checks) and everything under `/-/`. A sink may not shadow it.
+pub fn is_core_path(path: &str) -> bool {
+    let path = path.trim_end_matches('/');
+    path.eq_ignore_ascii_case("/healthz") || path == "/-" || path.starts_with("/-/")
+}
+
 /// Routes that HTTP sinks add to the one shared server.
+#[cfg(feature = "http")]
 #[derive(Default)]
 pub struct HttpRoutes {
     router: Router,
     paths: BTreeSet<String>,
 }
 
+#[cfg(feature = "http")]
 impl HttpRoutes {
     pub fn new() -> Self {
         Self::default()
@@ -96,6 +116,11 @@ impl HttpRoutes {
     pub fn route(&mut self, path: &str, handler: MethodRouter) -> Result<(), String> {
         if !path.starts_with('/') {
             return Err(format!("HTTP path `{path}` must start with `/`"));
+        }
+        if is_core_path(path) {
+            return Err(format!(
+                "HTTP path `{path}` is the agent's own endpoint (`/healthz`, `/-/…`); choose another path"
+            ));
         }
         if !self.paths.insert(path.to_string()) {
             return Err(format!(
@@ -144,6 +169,7 @@ mod tests {
         assert_eq!(health.dropped(), 6);
     }
 
+    #[cfg(feature = "http")]
     #[test]
     fn duplicate_routes_are_errors() {
         let mut routes = HttpRoutes::new();
@@ -157,5 +183,22 @@ mod tests {
         assert!(routes
             .route("nope", axum::routing::get(|| async { "" }))
             .is_err());
+    }
+
+    #[test]
+    fn core_endpoints_cannot_be_shadowed() {
+        let mut routes = HttpRoutes::new();
+        for path in ["/healthz", "/healthz/", "/HEALTHZ", "/-/reload", "/-/"] {
+            let err = routes
+                .route(path, axum::routing::get(|| async { "x" }))
+                .unwrap_err();
+            assert!(err.contains("the agent's own endpoint"), "{path}: {err}");
+        }
+        routes
+            .route("/healthz2", axum::routing::get(|| async { "x" }))
+            .unwrap();
+        routes
+            .route("/metrics", axum::routing::get(|| async { "x" }))
+            .unwrap();
     }
 }

@@ -994,8 +994,7 @@ fn build(options: serde_json::Value, live: Arc<StubLive>) -> Result<Built, Vec<O
         hypervisor: hv.clone(),
         http: &mut http,
         live,
-        health: health.clone(),
-        bus: Bus::new(16),
+        health: health.clone().into(),
     };
     let sink = factory.build(&PluginOptions::new(options), &mut cx)?;
     Ok((http.into_router(), sink, health, hv))

@@ -14,7 +14,7 @@ use std::sync::Mutex;
 
 use serde_json::{Map, Value};
 use vadvisor_api::axum::body::Bytes;
-use vadvisor_api::{Batch, DomainState, Health, MetricDesc};
+use vadvisor_api::{Batch, DomainState, HealthView, MetricDesc};
 
 use crate::json_render::{place, PreparedValue, Preparer};
 use crate::timefmt::iso_utc;
@@ -51,7 +51,7 @@ pub struct HistoryStore {
     preparer: Preparer,
     /// Collector intervals and last-run outcomes (what decides carrying); without it
     /// nothing is carried.
-    health: Option<Arc<Health>>,
+    health: Option<HealthView>,
     /// Bumped on every change, so the rendered `{uuid: [...]}` body can be reused until
     /// the next tick instead of being rebuilt for every request.
     generation: AtomicU64,
@@ -88,8 +88,8 @@ impl HistoryStore {
 
     /// Carries the values of collectors with longer intervals into every sample, using
     /// the intervals and run outcomes the scheduler records in `health`.
-    pub fn with_health(mut self, health: Arc<Health>) -> Self {
-        self.health = Some(health);
+    pub fn with_health(mut self, health: impl Into<HealthView>) -> Self {
+        self.health = Some(health.into());
         self
     }
 
@@ -336,7 +336,7 @@ fn render_sample(name: &str, s: &StoredSample) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vadvisor_api::{DomainRef, DomainSamples, MetricDesc, Sample, Unit};
+    use vadvisor_api::{DomainRef, DomainSamples, Health, MetricDesc, Sample, Unit};
 
     const METRICS: &[MetricDesc] = &[
         MetricDesc::counter("vm_cpu_time_seconds_total", "h", Unit::Nanoseconds)
