@@ -1,0 +1,98 @@
+//! A real Prometheus server (Debian's `prometheus` package, installed by
+//! `scripts/install-test-peers.sh`) scraping one target every second, on a free loopback
+//! port with its data in a temp dir, and its HTTP API. Killed on drop.
+
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::{client, free_port, wait_for};
+
+pub const PROMETHEUS_BIN: &str = "/usr/bin/prometheus";
+
+pub struct Prometheus {
+    child: Child,
+    pub base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    /// Starts a server scraping `target` (`host:port`) as job `job`, and waits until it
+    /// is ready.
+    pub fn start(target: &str, job: &str) -> Prometheus {
+        assert!(
+            std::path::Path::new(PROMETHEUS_BIN).exists(),
+            "{PROMETHEUS_BIN} is missing: run `bash scripts/install-test-peers.sh`"
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("prometheus.yml");
+        let mut f = std::fs::File::create(&config).expect("config file");
+        write!(
+            f,
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+             scrape_configs:\n  - job_name: {job}\n    static_configs:\n      - targets: ['{target}']\n"
+        )
+        .expect("write config");
+        let port = free_port();
+        let child = Command::new(PROMETHEUS_BIN)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--log.level=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start prometheus");
+        let prom = Prometheus {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        };
+        let ready = wait_for(Duration::from_secs(30), || {
+            client()
+                .get(format!("{}/-/ready", prom.base))
+                .send()
+                .ok()
+                .filter(|r| r.status().is_success())
+        });
+        assert!(
+            ready.is_some(),
+            "prometheus did not become ready on port {port} within 30 s"
+        );
+        prom
+    }
+
+    /// `GET path?params` → the `data` of a successful answer, or the error it gave.
+    pub fn try_api(
+        &self,
+        path: &str,
+        params: &[(&str, &str)],
+    ) -> Result<serde_json::Value, String> {
+        let r = client()
+            .get(format!("{}{path}", self.base))
+            .query(params)
+            .send()
+            .map_err(|e| format!("GET {path}: {e}"))?;
+        let v: serde_json::Value = r.json().map_err(|e| format!("GET {path}: not JSON: {e}"))?;
+        if v["status"] == "success" {
+            Ok(v["data"].clone())
+        } else {
+            Err(format!("{}: {}", v["errorType"], v["error"]))
+        }
+    }
+
+    pub fn api(&self, path: &str, params: &[(&str, &str)]) -> serde_json::Value {
+        self.try_api(path, params)
+            .unwrap_or_else(|e| panic!("GET {path} {params:?}: {e}"))
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
