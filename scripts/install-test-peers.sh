@@ -12,6 +12,9 @@
 #                check metrics` validates /metrics); plus `wrk` for
 #                scripts/bench-metrics.sh. The packaged daemon is not left running.
 #   tools        curl, openssl, python3 (TLS peer and SQLite checks in the tests).
+#   chromium     Debian's headless Chromium (+ chromium-driver) for tests/ui_browser.rs,
+#                which drives it over the DevTools protocol; node runs the web UI's
+#                JavaScript unit tests (tests/ui_js.rs).
 #   k8s-validate Schema validators for deploy/kubernetes, pinned in scripts/k8s-validate/:
 #                PyPI `kubernetes-validate` (Kubernetes OpenAPI schemas) in a venv and npm
 #                `@kubernetes-models/prometheus-operator` (ServiceMonitor), in
@@ -21,6 +24,8 @@
 #   statsd       Etsy's StatsD daemon from npm (`statsd`, pinned) in
 #                $VADVISOR_PEERS_DIR/statsd (default /opt/vadvisor-test-peers/statsd),
 #                for tests/statsd_daemon.rs; needs node and npm (Debian's if absent).
+#   cargo-deny   cargo-deny (pinned, `cargo install --locked`) in
+#                $VADVISOR_TOOLS_DIR (default /opt/vadvisor-test-peers/tools).
 
 set -euo pipefail
 
@@ -146,6 +151,18 @@ step_tools() {
 
 step_tools
 
+# ---------------------------------------------------------------- chromium
+# The web UI's browser test (tests/ui_browser.rs) and scripts/ui-screenshots.sh start
+# /usr/bin/chromium headless and talk to it over the DevTools protocol.
+
+step_chromium() {
+	apt_install chromium chromium-driver fonts-dejavu-core
+	command -v chromium >/dev/null || die "chromium missing after installing it"
+	log "$(chromium --version 2>/dev/null | head -n1) ready"
+}
+
+step_chromium
+
 # ---------------------------------------------------------------- systemd-analyze
 # tests/deploy_systemd.rs checks the unit with `systemd-analyze verify` and `security
 # --offline`; both work without systemd running as init.
@@ -195,3 +212,26 @@ step_k8s_validate() {
 }
 
 step_k8s_validate
+
+# ---------------------------------------------------------------- cargo-deny
+# cargo-deny (pinned) checks licences, bans and sources of the dependency graph
+# (scripts/test.sh). Built from crates.io with `cargo install --locked` into
+# $VADVISOR_TOOLS_DIR (default /opt/vadvisor-test-peers/tools).
+
+CARGO_DENY_VERSION=0.20.2
+TOOLS_DIR="${VADVISOR_TOOLS_DIR:-/opt/vadvisor-test-peers/tools}"
+
+step_cargo_deny() {
+	local bin="$TOOLS_DIR/bin/cargo-deny"
+	if [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -qx "cargo-deny $CARGO_DENY_VERSION"; then
+		log "already installed: cargo-deny $CARGO_DENY_VERSION in $TOOLS_DIR"
+		return 0
+	fi
+	command -v cargo >/dev/null || die "cargo is needed to install cargo-deny"
+	log "installing cargo-deny $CARGO_DENY_VERSION (cargo install) into $TOOLS_DIR"
+	cargo install --locked --quiet --version "$CARGO_DENY_VERSION" --root "$TOOLS_DIR" cargo-deny \
+		|| die "cargo install cargo-deny@$CARGO_DENY_VERSION failed"
+	"$bin" --version >&2
+}
+
+step_cargo_deny

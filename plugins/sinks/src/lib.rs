@@ -9,6 +9,7 @@ pub mod remote_write;
 pub mod rest;
 pub mod statsd;
 pub mod timefmt;
+pub mod ui;
 
 use vadvisor_api::Registry;
 
@@ -19,4 +20,5 @@ pub fn register_all(registry: &mut Registry) {
     prometheus::register(registry);
     statsd::register(registry);
     remote_write::register(registry);
+    ui::register(registry);
 }
