@@ -2,6 +2,8 @@
 //! talk to it over real HTTP, and look at the lab with `virsh`.
 #![allow(dead_code)]
 
+pub mod prometheus;
+
 use std::io::Write;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
