@@ -9,6 +9,7 @@
 pub mod collector;
 pub mod fake;
 pub mod health;
+pub mod host;
 pub mod hypervisor;
 pub mod metric;
 pub mod model;
@@ -23,6 +24,7 @@ pub use collector::{
 };
 pub use fake::FakeHypervisor;
 pub use health::{CollectorHealth, DomainHealth, Health, SinkHealth};
+pub use host::{version_string, JobStats, Machine, NodeInfo, NodeStats};
 pub use hypervisor::{
     ConnectionStatus, DomainEntry, DomainStats, Hypervisor, HypervisorError, StatsGroups,
     TypedValue,
