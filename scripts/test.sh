@@ -38,6 +38,11 @@ fi
 log "cargo fmt --check"
 cargo fmt --all --check
 
+log "module import cycles"
+python3 scripts/check-module-cycles.py plugins/libvirt/src plugins/api/src plugins/collectors/src \
+  plugins/sinks/src plugins/sinks/src/events plugins/sinks/src/prometheus \
+  plugins/sinks/src/statsd plugins/sinks/src/rest src
+
 log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 

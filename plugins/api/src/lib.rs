@@ -7,6 +7,7 @@
 //! implementation for tests. A third-party plugin depends on this crate alone.
 
 pub mod collector;
+pub mod event_names;
 pub mod fake;
 pub mod health;
 pub mod host;
@@ -16,6 +17,7 @@ pub mod model;
 pub mod options;
 pub mod registry;
 pub mod sink;
+pub mod uuid;
 
 pub use async_trait::async_trait;
 pub use axum;
@@ -40,3 +42,4 @@ pub use registry::{
 };
 pub use sink::{Bus, HttpRoutes, LiveCollect, RecordStream, Sink, SinkInput};
 pub use tokio_util::sync::CancellationToken;
+pub use uuid::normalize_uuid;

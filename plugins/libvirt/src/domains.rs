@@ -1,5 +1,5 @@
 //! The blocking bodies of `list_domains` and `domain_xml` (run by
-//! [`crate::connection::Supervisor::bounded`], like the stats calls).
+//! [`crate::supervisor::Supervisor::bounded`], like the stats calls).
 //!
 //! - `list_domains`: ONE `virConnectGetAllDomainStats(STATE, flags 0)` round trip gives
 //!   every defined domain, active and inactive, with its state and reason (the state
@@ -15,15 +15,19 @@
 //!   libvirt in a form it rejects, and only a real connection failure drops the
 //!   connection.
 
-use vadvisor_api::{DomainEntry, DomainRef, DomainState, HypervisorError, TypedValue};
+use vadvisor_api::{
+    normalize_uuid, DomainEntry, DomainRef, DomainState, HypervisorError, TypedValue,
+};
 use virt::connect::Connect;
 use virt::domain::Domain;
 use virt::error::Error as VirtError;
 use virt::sys;
 
 use crate::calls::Progress;
-use crate::connection::{is_connection_error, Live, Supervisor};
+use crate::errors::is_connection_error;
 use crate::ffi;
+use crate::live::Live;
+use crate::supervisor::Supervisor;
 
 pub(crate) const LIST_CALL: &str = "virConnectGetAllDomainStats";
 pub(crate) const LIST_QUEUED: &str = "virConnectGetAllDomainStats (queued behind other calls)";
@@ -131,43 +135,6 @@ pub(crate) fn list_one_by_one(
     Ok(out)
 }
 
-/// `s` as a lower-case dashed UUID, if it is one: 32 hex digits, either undashed or
-/// dashed 8-4-4-4-12, any case, optionally in braces and/or after `urn:uuid:`.
-pub(crate) fn normalise_uuid(s: &str) -> Option<String> {
-    const URN: &str = "urn:uuid:";
-    let s = match s.get(..URN.len()) {
-        Some(p) if p.eq_ignore_ascii_case(URN) => &s[URN.len()..],
-        _ => s,
-    };
-    let s = s
-        .strip_prefix('{')
-        .and_then(|r| r.strip_suffix('}'))
-        .unwrap_or(s);
-    let hex: String = match s.len() {
-        32 => s.to_string(),
-        36 => {
-            let b = s.as_bytes();
-            if [8, 13, 18, 23].iter().any(|&i| b[i] != b'-') {
-                return None;
-            }
-            s.chars().filter(|&c| c != '-').collect()
-        }
-        _ => return None,
-    };
-    if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    let h = hex.to_ascii_lowercase();
-    Some(format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    ))
-}
-
 /// Whether `s` can be a domain name at all (libvirt names are non-empty C strings).
 fn can_be_a_name(s: &str) -> bool {
     !s.is_empty() && !s.contains('\0')
@@ -189,7 +156,7 @@ fn lookup(
 /// Whether `domain_xml(id)` can be answered without libvirt: `Some(NoDomain)` when `id`
 /// can neither be a UUID nor a name.
 pub(crate) fn reject_early(id: &str) -> Option<HypervisorError> {
-    (normalise_uuid(id).is_none() && !can_be_a_name(id))
+    (normalize_uuid(id).is_none() && !can_be_a_name(id))
         .then(|| HypervisorError::NoDomain(id.to_string()))
 }
 
@@ -205,7 +172,7 @@ pub(crate) fn xml(
             c.lookup_domain_by_name(id)
         })
     };
-    let dom = match normalise_uuid(id) {
+    let dom = match normalize_uuid(id) {
         Some(uuid) => match lookup(sup, live, progress, BY_UUID_CALL, id, |c| {
             c.lookup_domain_by_uuid_string(&uuid)
         }) {
@@ -225,42 +192,6 @@ pub(crate) fn xml(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn uuids_are_recognised_and_normalised() {
-        let canonical = Some("6695eb01-f6a4-8304-79aa-97f2502e193f".to_string());
-        for s in [
-            "6695eb01-f6a4-8304-79aa-97f2502e193f",
-            "6695EB01-F6A4-8304-79AA-97F2502E193F",
-            "6695eb01f6a4830479aa97f2502e193f",
-            "6695EB01F6A4830479AA97F2502E193F",
-            "{6695eb01-f6a4-8304-79aa-97f2502e193f}",
-            "urn:uuid:6695eb01-f6a4-8304-79aa-97f2502e193f",
-            "URN:UUID:{6695EB01F6A4830479AA97F2502E193F}",
-        ] {
-            assert_eq!(normalise_uuid(s), canonical, "{s}");
-        }
-        for s in [
-            "",
-            "test",
-            "{bad-uuid}",
-            "{}",
-            "6695eb01-f6a4-8304-79aa-97f2502e193",
-            "6695eb01-f6a4-8304-79aa-97f2502e193f0",
-            "6695eb01f6a4-8304-79aa-97f2502e193f-",
-            "6695eb01-f6a48304-79aa-97f2502e193f0",
-            "g695eb01-f6a4-8304-79aa-97f2502e193f",
-            "6695eb01-f6a4-8304-79aa-97f2502e193f}",
-            "{6695eb01-f6a4-8304-79aa-97f2502e193f",
-            "6695eb01 f6a4 8304 79aa 97f2502e193f",
-            "ééééééééééééééééé",
-            "urn:uuid:",
-            "urn:uu",
-            "\u{0}695eb01f6a4830479aa97f2502e193f",
-        ] {
-            assert_eq!(normalise_uuid(s), None, "{s:?}");
-        }
-    }
 
     #[test]
     fn impossible_names_are_rejected_without_libvirt() {

@@ -38,6 +38,6 @@ proptest! {
     fn times_never_panic(text in ".{0,60}", digits in "[0-9:TZ+. -]{0,40}") {
         let _ = timeparse::parse_time(&text);
         let _ = timeparse::parse_time(&digits);
-        let _ = query::normalize_uuid(&text);
+        let _ = vadvisor_api::normalize_uuid(&text);
     }
 }

@@ -13,8 +13,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, OpenFlags};
 use vadvisor_api::{DomainRef, LifecycleEvent};
 
-use super::names;
 use super::query::{Filter, TypeSet};
+use vadvisor_api::event_names as names;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (

@@ -8,9 +8,10 @@ use std::collections::BTreeMap;
 use vadvisor_api::axum::http::StatusCode;
 use vadvisor_api::axum::response::Response;
 
-use super::names::EVENT_TYPES;
 use super::timeparse::parse_time;
 use crate::http_util::{json_error, parse_bool};
+use vadvisor_api::event_names::EVENT_TYPES;
+use vadvisor_api::normalize_uuid;
 
 /// Every parameter the endpoint takes.
 pub const ALLOWED: &[&str] = &[
@@ -108,28 +109,6 @@ pub struct EventQuery {
     /// `None`: unlimited (`max_events=0`).
     pub limit: Option<u64>,
     pub filter: Filter,
-}
-
-/// The canonical (lower-case, dashed) form of a UUID written the ways Python's `UUID()`
-/// accepts: dashed or not, any case, in braces, with `urn:uuid:`.
-pub fn normalize_uuid(text: &str) -> Option<String> {
-    let hex: String = text
-        .replace("urn:", "")
-        .replace("uuid:", "")
-        .trim_matches(['{', '}'])
-        .replace('-', "");
-    if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    let h = hex.to_ascii_lowercase();
-    Some(format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    ))
 }
 
 /// A rejected request: the 400 to send (boxed: a `Response` is large).

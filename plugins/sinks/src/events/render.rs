@@ -6,8 +6,8 @@
 use serde::Serialize;
 use vadvisor_api::LifecycleEvent;
 
-use super::names;
 use crate::timefmt::iso_utc;
+use vadvisor_api::event_names as names;
 
 /// The NDJSON keep-alive: an empty line (NDJSON readers skip blank lines).
 pub const NDJSON_HEARTBEAT: &str = "\n";

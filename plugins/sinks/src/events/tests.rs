@@ -16,7 +16,9 @@ use vadvisor_api::{
     LiveCollect, PluginOptions, Record, Registry, SinkBuildContext, SinkHealth, SinkInput,
 };
 
+use super::sink::{purge_period, DbHealth};
 use super::*;
+use vadvisor_api::Sink;
 
 pub(super) const U1: &str = "5ad0a0b0-0000-4000-8000-000000000001";
 pub(super) const U2: &str = "5ad0a0b0-0000-4000-8000-000000000002";

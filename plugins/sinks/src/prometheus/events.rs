@@ -13,11 +13,11 @@ pub const FAMILY: &str = "vm_lifecycle_events_total";
 const HELP: &str = "Domain lifecycle events received from libvirt, by event type and reason";
 
 /// `(event_type, reason)` names of an event's codes.
-/// The same names as the REST event API (one table: `crate::events::names`).
+/// The same names as the REST event API (one table: `vadvisor_api::event_names`).
 pub fn names(event: u32, detail: u32) -> (&'static str, &'static str) {
     (
-        crate::events::names::event_type(event),
-        crate::events::names::reason(event, detail),
+        vadvisor_api::event_names::event_type(event),
+        vadvisor_api::event_names::reason(event, detail),
     )
 }
 

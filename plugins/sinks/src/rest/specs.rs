@@ -18,8 +18,8 @@ use vadvisor_api::axum::response::{IntoResponse, Redirect, Response};
 use vadvisor_api::axum::routing::get;
 use vadvisor_api::{DomainSpec, HttpRoutes};
 
-use crate::events::normalize_uuid;
 use crate::http_util::{json_error, parse_query};
+use vadvisor_api::normalize_uuid;
 
 /// The latest spec of every domain, by UUID.
 #[derive(Debug, Default)]

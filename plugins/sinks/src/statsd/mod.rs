@@ -27,7 +27,8 @@ use std::time::Duration;
 use tokio::time::{Instant, MissedTickBehavior};
 use vadvisor_api::{async_trait, Record, Registry, Sink, SinkInput};
 
-pub use options::{CounterMode, StatsdOptions, TagStyle};
+pub use naming::TagStyle;
+pub use options::{CounterMode, StatsdOptions};
 use report::Reporter;
 use transport::Transport;
 

@@ -4,9 +4,19 @@
 //! tags, `<metric>` plus `uuid`, `name` and label tags. The prefix is added by the
 //! encoder. Every part is sanitised so that no value can break the line format.
 
+use serde::Deserialize;
 use vadvisor_api::DomainRef;
 
-use super::options::TagStyle;
+/// How labels and the domain identity are carried.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TagStyle {
+    /// Folded into the name: `<prefix>.<uuid>[.<label>].<metric>` (vAdvisor's names).
+    #[default]
+    None,
+    /// DogStatsD tags: `<prefix>.<metric>|#uuid:…,name:…,<label>:<value>`.
+    Dogstatsd,
+}
 
 /// A series: its name without the prefix, and its DogStatsD tags (empty without tags).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use vadvisor_api::OptionError;
 
-use super::naming;
+use super::naming::{self, TagStyle};
 
 /// The smallest `max_packet_size` accepted: room for one ordinary line.
 pub const MIN_PACKET: usize = 64;
@@ -23,17 +23,6 @@ pub enum CounterMode {
     Gauge,
     /// As a StatsD counter (`|c`) of the increase since the previous send.
     Delta,
-}
-
-/// How labels and the domain identity are carried.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TagStyle {
-    /// Folded into the name: `<prefix>.<uuid>[.<label>].<metric>` (vAdvisor's names).
-    #[default]
-    None,
-    /// DogStatsD tags: `<prefix>.<metric>|#uuid:…,name:…,<label>:<value>`.
-    Dogstatsd,
 }
 
 /// Options of the `statsd` sink.

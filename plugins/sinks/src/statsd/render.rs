@@ -102,7 +102,7 @@ pub fn render<'a>(batches: impl IntoIterator<Item = &'a Batch>, namer: Namer) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::statsd::options::TagStyle;
+    use crate::statsd::naming::TagStyle;
     use std::sync::Arc;
     use std::time::Duration;
     use vadvisor_api::{DomainSamples, MetricDesc, Sample, Unit};

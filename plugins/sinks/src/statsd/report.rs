@@ -67,7 +67,7 @@ impl Reporter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::statsd::options::TagStyle;
+    use crate::statsd::naming::TagStyle;
     use std::time::{Duration, SystemTime};
     use vadvisor_api::{DomainRef, DomainSamples, DomainState, MetricDesc, Sample, Unit};
 

@@ -1,0 +1,156 @@
+//! `virConnectGetAllDomainStats`, copied into owned [`RawRecord`]s and freed with
+//! `virDomainStatsRecordListFree` (the `virt` wrapper leaks every record).
+
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
+use std::ffi::{c_char, CStr};
+use std::fmt;
+use std::ptr;
+
+use virt::connect::Connect;
+use virt::domain::Domain;
+use virt::error::Error;
+use virt::sys;
+
+use super::params::{c_array_to_string, params_from_raw, Params};
+
+/// One domain of a `virConnectGetAllDomainStats` reply, fully owned.
+pub struct RawRecord {
+    /// Lower-case dashed UUID.
+    pub uuid: String,
+    pub name: String,
+    /// The record's typed parameters (`state.state`, `cpu.time`, …).
+    pub params: Params,
+    /// An extra reference to the record's domain, for per-domain fallback calls.
+    pub domain: Domain,
+}
+
+impl fmt::Debug for RawRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawRecord")
+            .field("uuid", &self.uuid)
+            .field("name", &self.name)
+            .field("params", &self.params)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Frees a `virConnectGetAllDomainStats` list when dropped, whatever happened while it
+/// was being copied.
+struct RecordList(*mut sys::virDomainStatsRecordPtr);
+
+impl Drop for RecordList {
+    fn drop(&mut self) {
+        if !self.0.is_null() {
+            // SAFETY: the pointer came from a successful virConnectGetAllDomainStats and is
+            // freed exactly once, here. This frees every record, its params (strings
+            // included), its domain reference and the array itself.
+            unsafe { sys::virDomainStatsRecordListFree(self.0) };
+        }
+    }
+}
+
+/// Copies one record; the record itself stays owned by the list.
+fn copy_record(rec: &sys::virDomainStatsRecord) -> Result<Option<RawRecord>, Error> {
+    if rec.dom.is_null() {
+        return Ok(None);
+    }
+    let mut uuid_buf: [c_char; sys::VIR_UUID_STRING_BUFLEN as usize] =
+        [0; sys::VIR_UUID_STRING_BUFLEN as usize];
+    // SAFETY: `rec.dom` is a valid domain owned by the record list (alive until the list
+    // is freed); the buffer has the VIR_UUID_STRING_BUFLEN bytes libvirt writes.
+    if unsafe { sys::virDomainGetUUIDString(rec.dom, uuid_buf.as_mut_ptr()) } < 0 {
+        return Err(Error::last_error());
+    }
+    let uuid = c_array_to_string(&uuid_buf);
+    // SAFETY: as above; the returned name is owned by the domain object and copied at once.
+    let name_ptr = unsafe { sys::virDomainGetName(rec.dom) };
+    if name_ptr.is_null() {
+        return Err(Error::last_error());
+    }
+    // SAFETY: non-null, NUL-terminated, owned by the still-alive domain object.
+    let name = unsafe { CStr::from_ptr(name_ptr) }
+        .to_string_lossy()
+        .into_owned();
+    // SAFETY: `rec.params` holds `rec.nparams` parameters that libvirt initialised,
+    // string members included; they stay valid until the list is freed.
+    let params = unsafe { params_from_raw(rec.params, rec.nparams) };
+    // SAFETY: `rec.dom` is valid; virDomainRef adds a reference that the new `Domain`
+    // owns and releases with virDomainFree when dropped, independently of the list.
+    if unsafe { sys::virDomainRef(rec.dom) } < 0 {
+        return Err(Error::last_error());
+    }
+    // SAFETY: we own the reference taken just above.
+    let domain = unsafe { Domain::from_ptr(rec.dom) };
+    Ok(Some(RawRecord {
+        uuid,
+        name,
+        params,
+        domain,
+    }))
+}
+
+/// `virConnectGetAllDomainStats(conn, stats, flags)`, copied into owned records. The
+/// libvirt list is always freed with `virDomainStatsRecordListFree`, also when copying
+/// a record fails half-way.
+pub fn get_all_domain_stats(
+    conn: &Connect,
+    stats: u32,
+    flags: u32,
+) -> Result<Vec<RawRecord>, Error> {
+    let mut list: *mut sys::virDomainStatsRecordPtr = ptr::null_mut();
+    // SAFETY: `conn` keeps its connection alive for the whole call; `list` is a valid
+    // out-pointer that libvirt sets to a freshly allocated, NULL-terminated array.
+    let n = unsafe { sys::virConnectGetAllDomainStats(conn.as_ptr(), stats, &mut list, flags) };
+    if n < 0 {
+        return Err(Error::last_error());
+    }
+    let list = RecordList(list);
+    let mut out = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
+    if list.0.is_null() {
+        return Ok(out);
+    }
+    for i in 0..usize::try_from(n).unwrap_or(0) {
+        // SAFETY: libvirt returned `n` records followed by a NULL terminator, so index
+        // `i < n` is in bounds.
+        let rec_ptr = unsafe { *list.0.add(i) };
+        if rec_ptr.is_null() {
+            break;
+        }
+        // SAFETY: non-null record owned by `list`, alive until `list` is dropped below.
+        let rec = unsafe { &*rec_ptr };
+        if let Some(r) = copy_record(rec)? {
+            out.push(r);
+        }
+    }
+    drop(list);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{domain_state, test_conn};
+    use super::*;
+    use vadvisor_api::TypedValue;
+
+    #[test]
+    fn bulk_stats_on_the_test_driver_are_copied() {
+        let conn = test_conn();
+        let recs = get_all_domain_stats(
+            &conn,
+            sys::VIR_DOMAIN_STATS_STATE,
+            sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE,
+        )
+        .expect("bulk stats");
+        let test = recs
+            .iter()
+            .find(|r| r.name == "test")
+            .expect("domain `test`");
+        assert_eq!(test.uuid, "6695eb01-f6a4-8304-79aa-97f2502e193f");
+        assert!(test
+            .params
+            .contains(&("state.state".to_string(), TypedValue::Int(1))));
+        // The copied domain reference outlives the freed list.
+        assert_eq!(domain_state(&test.domain).expect("state").0, 1);
+    }
+}

@@ -1,0 +1,55 @@
+//! One open libvirt connection ([`Live`]), how a plain one is opened, and dropping
+//! libvirt handles where blocking is allowed.
+
+use std::sync::Arc;
+
+use virt::connect::Connect;
+
+use crate::ffi;
+use crate::settings::LibvirtSettings;
+
+/// One open connection. Dropping it deregisters the lifecycle callback, unregisters the
+/// close callback and closes the connection, which may do I/O: drop it on a blocking
+/// thread only.
+pub(crate) struct Live {
+    /// Declared first so they are dropped (deregistered) first, while the connection is
+    /// still open. Callback ids belong to this connection only.
+    pub(crate) lifecycle: Option<ffi::LifecycleRegistration>,
+    pub(crate) close: Option<ffi::CloseCallback>,
+    pub(crate) conn: Connect,
+    pub(crate) generation: u64,
+}
+
+impl Live {
+    /// Opens a plain read-only connection for a lane (blocking): keepalive, nothing
+    /// registered.
+    pub(crate) fn open_plain(settings: &LibvirtSettings, generation: u64) -> Result<Live, String> {
+        let uri = settings.uri.as_str();
+        let conn = Connect::open_read_only(Some(uri)).map_err(|e| e.message().to_string())?;
+        if settings.keepalive_interval > 0 {
+            let _ = conn.set_keep_alive(settings.keepalive_interval, settings.keepalive_count);
+        }
+        Ok(Live {
+            lifecycle: None,
+            close: None,
+            conn,
+            generation,
+        })
+    }
+}
+
+/// Drops `value` on a blocking thread: libvirt handles (domains, connections) may do
+/// I/O when their last reference goes.
+pub(crate) fn drop_blocking<T: Send + 'static>(value: T) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) => {
+            h.spawn_blocking(move || drop(value));
+        }
+        Err(_) => drop(value),
+    }
+}
+
+/// Drops a connection on a blocking thread (closing may do I/O).
+pub(crate) fn retire(live: Arc<Live>) {
+    drop_blocking(live);
+}

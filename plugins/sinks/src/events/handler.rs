@@ -1,0 +1,76 @@
+//! `GET /api/v1.0/events`: parameters, then the history answer or a live stream.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use vadvisor_api::axum::extract::RawQuery;
+use vadvisor_api::axum::http::{HeaderMap, StatusCode};
+use vadvisor_api::axum::response::Response;
+use vadvisor_api::axum::routing::get;
+use vadvisor_api::HttpRoutes;
+
+use super::db::micros;
+use super::stream::{self, Format, StreamSpec};
+use super::{history, query, EventsState};
+use crate::http_util::{json_error, parse_query};
+
+/// The endpoint (vAdvisor's: no trailing slash).
+pub const PATH: &str = "/api/v1.0/events";
+
+/// Serves [`PATH`] from `state`.
+pub fn add_routes(http: &mut HttpRoutes, state: &Arc<EventsState>) -> Result<(), String> {
+    let s = state.clone();
+    http.route(
+        PATH,
+        get(move |headers: HeaderMap, q: RawQuery| handle(s.clone(), headers, q)),
+    )
+}
+
+async fn handle(state: Arc<EventsState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
+    let params = match parse_query(raw.as_deref(), query::ALLOWED) {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let query = match query::parse(&params, micros(SystemTime::now())) {
+        Ok(q) => q,
+        Err(resp) => return *resp,
+    };
+    if !query.stream {
+        return history::respond(state.db.clone(), query).await;
+    }
+    let format = if stream::wants_sse(headers.get("accept")) {
+        Format::Sse
+    } else {
+        Format::Ndjson
+    };
+    let replay_after = match (format, last_event_id(&headers)) {
+        (Format::Sse, Ok(id)) => id,
+        (Format::Sse, Err(())) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "invalid `Last-Event-ID` header: expected an event id (a non-negative integer)",
+            )
+        }
+        (Format::Ndjson, _) => None,
+    };
+    let spec = StreamSpec {
+        format,
+        filter: query.filter,
+        heartbeat: state.options.heartbeat,
+        client_buffer: state.options.client_buffer,
+        replay_after,
+    };
+    stream::respond(&state.hub, state.db.clone(), spec)
+}
+
+/// The SSE `Last-Event-ID` header: absent, an id, or invalid.
+fn last_event_id(headers: &HeaderMap) -> Result<Option<i64>, ()> {
+    let Some(value) = headers.get("last-event-id") else {
+        return Ok(None);
+    };
+    let id = value
+        .to_str()
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok());
+    id.filter(|n| *n >= 0).map(Some).ok_or(())
+}
