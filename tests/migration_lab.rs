@@ -67,7 +67,7 @@ impl Drop for Cleanup {
 fn config(uri: &str) -> String {
     format!(
         "libvirt:\n  uri: \"{uri}\"\nhttp:\n  listen: {{listen}}\ncollectors:\n  cpu: {{}}\n  memory: {{}}\n  \
-         block: {{}}\n  net: {{}}\n  events: {{}}\nsinks:\n  rest: {{}}\n  events:\n    path: \":memory:\"\n  \
+         block: {{}}\n  net: {{}}\n  events: {{}}\n  jobs: {{}}\n  host:\n    interval: 1s\nsinks:\n  rest: {{}}\n  events:\n    path: \":memory:\"\n  \
          prometheus:\n    vm_up_grace: {}s\n",
         GRACE.as_secs()
     )
@@ -228,17 +228,88 @@ fn appears_after_start(
     (shown.saturating_duration_since(started), seen)
 }
 
-/// ERROR lines of an agent's log, and WARN lines about the guest from byte `from` on
-/// (while the guest migrates, libvirt may answer its statistics partially: that warning
-/// is expected then, not after the guest left).
-fn log_problems(log: &Path, from: u64, uuid: &str) -> Vec<String> {
+/// One `job` object of the source's REST samples: (time elapsed, processed, remaining,
+/// total) in ms and bytes.
+type JobPoint = (f64, f64, f64, f64);
+
+/// Polls the source agent's REST `job` of the guest every 250 ms until the migration
+/// thread ends; returns how long the migration took and the distinct job samples seen.
+fn watch_job(
+    base: String,
+    uuid: String,
+    mig: std::thread::JoinHandle<Duration>,
+) -> std::thread::JoinHandle<(Duration, Vec<JobPoint>)> {
+    std::thread::spawn(move || {
+        let client = common::client();
+        let mut points: Vec<JobPoint> = Vec::new();
+        while !mig.is_finished() {
+            let v: Option<serde_json::Value> = client
+                .get(format!("{base}/api/v1.0/stats/{uuid}"))
+                .send()
+                .ok()
+                .and_then(|r| r.json().ok());
+            let samples = v.as_ref().and_then(|v| {
+                v.as_array()
+                    .or_else(|| v[uuid.as_str()].as_array())
+                    .cloned()
+            });
+            for s in samples.unwrap_or_default() {
+                let j = &s["job"];
+                let p = (
+                    j["time_elapsed"].as_f64().unwrap_or(-1.0),
+                    j["data_processed"].as_f64().unwrap_or(-1.0),
+                    j["data_remaining"].as_f64().unwrap_or(-1.0),
+                    j["data_total"].as_f64().unwrap_or(-1.0),
+                );
+                if j["operation"] == "migration_out" && !points.contains(&p) {
+                    points.push(p);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let took = mig.join().expect("migration thread");
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        (took, points)
+    })
+}
+
+/// The outgoing migration's progress rose to (near) completion in the source's samples.
+fn check_progress(points: &[JobPoint]) {
+    println!("source's job samples (elapsed ms, processed, remaining, total): {points:?}");
+    assert!(
+        points.len() >= 3,
+        "at least 3 samples of the outgoing migration's job: {points:?}"
+    );
+    for w in points.windows(2) {
+        assert!(
+            w[1].1 >= w[0].1 && w[1].2 <= w[0].2,
+            "processed rises and remaining falls: {w:?}"
+        );
+    }
+    let (first, last) = (points[0], points[points.len() - 1]);
+    assert!(last.1 > first.1, "progress: {points:?}");
+    assert!(
+        last.3 > 0.0 && last.2 / last.3 < 0.25,
+        "the last sample is close to completion (remaining < 25 % of total): {last:?}"
+    );
+}
+
+/// ERROR lines of an agent's log, and WARN lines about the guest between bytes `from`
+/// and `to` (while the guest migrates, either way, libvirt answers its statistics
+/// partially — "domain busy" — and the agent says so: expected then, not once the
+/// guest has left).
+fn log_problems(log: &Path, (from, to): (u64, Option<u64>), uuid: &str) -> Vec<String> {
     let text = std::fs::read_to_string(log).unwrap_or_default();
-    let from = usize::try_from(from).unwrap_or(usize::MAX).min(text.len());
-    let tail = text.get(from..).unwrap_or("");
+    let to = to.map_or(text.len(), |t| {
+        usize::try_from(t).unwrap_or(usize::MAX).min(text.len())
+    });
+    let from = usize::try_from(from).unwrap_or(usize::MAX).min(to);
+    let window = text.get(from..to).unwrap_or("");
     text.lines()
         .filter(|l| l.contains(" ERROR "))
         .chain(
-            tail.lines()
+            window
+                .lines()
                 .filter(|l| l.contains(" WARN ") && (l.contains(uuid) || l.contains(NAME))),
         )
         .map(str::to_string)
@@ -293,6 +364,20 @@ fn a_guest_live_migrates_to_the_second_host_and_back_and_each_agent_tells_its_ha
     );
     let (sa, sb) = (open_stream(&a), open_stream(&b));
 
+    // Two hosts indeed: each agent's machine endpoint names its own.
+    let (ma, mb) = (
+        a.get_json("/api/v1.0/machine"),
+        b.get_json("/api/v1.0/machine"),
+    );
+    println!("machines: {ma}\n          {mb}");
+    assert_eq!(mb["hostname"], "vadv-lab-host2", "{mb}");
+    assert_eq!(
+        mb["system_uuid"], "5ad0a0b0-0000-4000-9000-000000000002",
+        "{mb}"
+    );
+    assert_ne!(ma["system_uuid"], mb["system_uuid"]);
+    assert!(ma["num_cores"].as_u64().is_some_and(|n| n >= 1), "{ma}");
+
     // The guest boots on host 1 and writes to its disk.
     virsh_at(H1_URI, &["create", &xml]).expect("virsh create on host 1");
     let uuid = virsh_at(H1_URI, &["domuuid", NAME])
@@ -326,9 +411,11 @@ fn a_guest_live_migrates_to_the_second_host_and_back_and_each_agent_tells_its_ha
 
     // ---- host 1 → host 2 (virsh drives both daemons).
     let mig = std::thread::spawn(|| migrate(H1_URI, H2_URI, H2_ADDR, false));
+    let progress = watch_job(a.base.clone(), uuid.clone(), mig);
     let (delay, mut seen_b) = appears_after_start(&b, &sb, &uuid);
-    let took = mig.join().expect("migration thread");
+    let (took, jobs) = progress.join().expect("job watcher");
     let t_done = Instant::now();
+    check_progress(&jobs);
     // The source says vm_up 0 at once.
     let zero = wait_for(Duration::from_secs(3), || {
         let lines = metric_lines(&a, &uuid);
@@ -404,7 +491,7 @@ fn a_guest_live_migrates_to_the_second_host_and_back_and_each_agent_tells_its_ha
     );
     assert!(
         since_last >= GRACE - Duration::from_millis(500)
-            && since_last <= GRACE + Duration::from_secs(3),
+            && since_last <= GRACE + Duration::from_secs(5),
         "vm_up of the vanished guest was dropped {since_last:?} after its last sample; grace is {GRACE:?}"
     );
     let log_a_from = std::fs::metadata(&log_a).map(|m| m.len()).unwrap_or(0);
@@ -429,8 +516,22 @@ fn a_guest_live_migrates_to_the_second_host_and_back_and_each_agent_tells_its_ha
     println!("Prometheus, last 2 min: max vm_up by instance {was:?}, min {was_zero:?}");
     assert_eq!(was.get(&ta), Some(&1.0), "{was:?}");
     assert_eq!(was_zero.get(&ta), Some(&0.0), "{was_zero:?}");
+    let op = prom.by_label(
+        &format!("max_over_time(vm_job_operation{{uuid=\"{uuid}\"}}[2m])"),
+        "instance",
+    );
+    assert_eq!(
+        op.get(&ta),
+        Some(&5.0),
+        "Prometheus saw the outgoing migration job: {op:?}"
+    );
+    assert!(
+        !op.contains_key(&tb),
+        "no job statistics on the destination: {op:?}"
+    );
 
     // ---- host 2 → host 1, peer to peer (host 2's libvirtd drives it).
+    let log_a_to = std::fs::metadata(&log_a).map(|m| m.len()).unwrap_or(0);
     let mig = std::thread::spawn(|| migrate(H2_URI, H1_URI, H1_ADDR, true));
     let (delay, mut seen_a) = appears_after_start(&a, &sa, &uuid);
     let took = mig.join().expect("migration thread");
@@ -438,6 +539,7 @@ fn a_guest_live_migrates_to_the_second_host_and_back_and_each_agent_tells_its_ha
     assert!(delay <= Duration::from_millis(2500), "{delay:?}");
     seen_a.extend(drain(&sa, Duration::from_secs(2), Duration::from_secs(10)));
     let seen_b = drain(&sb, Duration::from_secs(2), Duration::from_secs(10));
+    let log_b_from = std::fs::metadata(&log_b).map(|m| m.len()).unwrap_or(0);
     let (pa, pb) = (pairs(&seen_a), pairs(&seen_b));
     println!("host 2 (source) stream: {pb:?}");
     println!("host 1 (destination) stream: {pa:?}");
@@ -459,10 +561,12 @@ fn a_guest_live_migrates_to_the_second_host_and_back_and_each_agent_tells_its_ha
         prom.by_label(&format!("vm_up{{uuid=\"{uuid}\"}}"), "instance")
     );
 
-    // Nobody logged an error, nor a warning about the guest once it had left host 1.
+    // Nobody logged an error, nor a warning about the guest once it had left a host
+    // (a few ticks after the second migration).
+    std::thread::sleep(Duration::from_secs(3));
     let (ea, eb) = (
-        log_problems(&log_a, log_a_from, &uuid),
-        log_problems(&log_b, 0, &uuid),
+        log_problems(&log_a, (log_a_from, Some(log_a_to)), &uuid),
+        log_problems(&log_b, (log_b_from, None), &uuid),
     );
     assert!(ea.is_empty(), "host 1's agent logged: {ea:#?}");
     assert!(eb.is_empty(), "host 2's agent logged: {eb:#?}");
