@@ -169,6 +169,13 @@ pub async fn run(args: Args, registry: Registry) -> anyhow::Result<Exit> {
         if password.is_empty() {
             anyhow::bail!("empty password");
         }
+        if password.len() > crate::auth::MAX_PASSWORD_BYTES {
+            anyhow::bail!(
+                "the password has {} bytes; bcrypt only uses the first {} (a longer one would be silently truncated)",
+                password.len(),
+                crate::auth::MAX_PASSWORD_BYTES
+            );
+        }
         println!("{}", bcrypt::hash(password, 10).context("bcrypt")?);
         return Ok(Exit::Ok);
     }
@@ -227,10 +234,10 @@ pub async fn run(args: Args, registry: Registry) -> anyhow::Result<Exit> {
         Some(t) => Some(crate::tls::server_config(t).map_err(|e| anyhow::anyhow!("{e}"))?),
         None => None,
     };
-    let auth = (!web.basic_auth_users.is_empty())
-        .then(|| crate::auth::BasicAuth::new(web.basic_auth_users.clone()));
-    let listener = TcpListener::bind(config.http.listen)
-        .await
+    let auth = (!web.basic_auth_users.is_empty()).then(|| {
+        crate::auth::BasicAuth::with_health(web.basic_auth_users.clone(), Some(health.clone()))
+    });
+    let listener = listen(config.http.listen)
         .with_context(|| format!("cannot listen on {}", config.http.listen))?;
     tracing::info!(address = %config.http.listen, tls = tls.is_some(), basic_auth = auth.is_some(), "HTTP server listening");
     let bound = listener.local_addr().unwrap_or(config.http.listen);
@@ -277,18 +284,29 @@ pub async fn run(args: Args, registry: Registry) -> anyhow::Result<Exit> {
         shutdown.clone(),
     ));
     let router = crate::http::router(pipeline.routes, hv.clone(), health.clone(), auth);
-    let server = match tls {
-        Some(tls) => {
-            let listener = crate::tls::TlsListener::new(listener, tls, config.http.write_timeout)
-                .context("TLS listener")?;
-            tokio::spawn(crate::http::serve(listener, router, shutdown.clone()))
-        }
-        None => {
-            let listener =
-                crate::write_timeout::TimeoutListener::new(listener, config.http.write_timeout);
-            tokio::spawn(crate::http::serve(listener, router, shutdown.clone()))
-        }
+    let limits = crate::connections::Limits {
+        header_timeout: config.http.header_timeout,
+        idle_timeout: config.http.idle_timeout,
+        max_connections: crate::limits::max_connections(config.http.max_connections),
     };
+    let tracker = crate::connections::Tracker::new(limits, health.clone());
+    // The TLS settings travel through a watch channel so they can be replaced while
+    // running; the sender must live as long as the server.
+    let (_tls_sender, tls) = match tls {
+        Some(t) => {
+            let (tx, rx) = tokio::sync::watch::channel(t);
+            (Some(tx), Some(rx))
+        }
+        None => (None, None),
+    };
+    let server = tokio::spawn(crate::server::serve(
+        listener,
+        router,
+        tracker,
+        tls,
+        config.http.write_timeout,
+        shutdown.clone(),
+    ));
 
     wait_for_signal().await;
     tracing::info!("shutting down");
@@ -310,6 +328,18 @@ pub async fn run(args: Args, registry: Registry) -> anyhow::Result<Exit> {
     libvirt.shutdown();
     crate::healthcheck::forget_address(bound);
     Ok(Exit::Ok)
+}
+
+/// Binds the HTTP listener with a backlog of 1024 (the kernel caps it at somaxconn), so
+/// a burst of connections waits in the queue instead of having its SYNs dropped.
+fn listen(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match address {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(1024)
 }
 
 async fn wait_for_signal() {

@@ -18,6 +18,9 @@ pub const DEFAULT_CONFIG: &str = include_str!("../config.example.yaml");
 /// Where the agent looks for its config when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/vadvisor/config.yaml";
 
+/// Upper bound of `http.max_connections`.
+pub const MAX_CONNECTIONS: usize = 1_000_000;
+
 const TOP_LEVEL_KEYS: &[&str] = &["libvirt", "http", "collectors", "sinks"];
 const COLLECTOR_CORE_KEYS: &[&str] = &["interval", "timeout", "enabled"];
 const SINK_CORE_KEYS: &[&str] = &["enabled"];
@@ -106,6 +109,16 @@ pub struct HttpSection {
     /// reading) is closed.
     #[serde(with = "humantime_serde")]
     pub write_timeout: Duration,
+    /// A connection that has not sent a complete request header this long after its
+    /// first byte (or its accept, or its TLS handshake start) is closed.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// A keep-alive connection idle this long between requests is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// At most this many connections at once; a new one beyond it sheds the oldest idle
+    /// connection (or is refused while every connection is busy).
+    pub max_connections: usize,
 }
 
 impl Default for HttpSection {
@@ -114,6 +127,9 @@ impl Default for HttpSection {
             listen: SocketAddr::from(([0, 0, 0, 0], 8181)),
             web_config_file: None,
             write_timeout: Duration::from_secs(60),
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 512,
         }
     }
 }
@@ -262,12 +278,26 @@ pub fn load_partial(
             message: "must be at least 1".into(),
         });
     }
-    if http.write_timeout.is_zero() {
-        let p = vec!["http".to_string(), "write_timeout".to_string()];
+    for (name, d) in [
+        ("write_timeout", http.write_timeout),
+        ("header_timeout", http.header_timeout),
+        ("idle_timeout", http.idle_timeout),
+    ] {
+        if d.is_zero() {
+            let p = vec!["http".to_string(), name.to_string()];
+            diags.push(Diagnostic {
+                position: locations.value(&p),
+                path: p.join("."),
+                message: "must be greater than 0".into(),
+            });
+        }
+    }
+    if !(1..=MAX_CONNECTIONS).contains(&http.max_connections) {
+        let p = vec!["http".to_string(), "max_connections".to_string()];
         diags.push(Diagnostic {
             position: locations.value(&p),
             path: p.join("."),
-            message: "must be greater than 0".into(),
+            message: format!("must be between 1 and {MAX_CONNECTIONS}"),
         });
     }
     for (name, d) in [

@@ -1,6 +1,6 @@
 //! The one HTTP server every HTTP sink shares: the sinks' routes plus the core's own
-//! (`/`, `/healthz`), JSON bodies for 404 and 405, gzip when the client accepts it, and
-//! graceful shutdown.
+//! (`/`, `/healthz`), JSON bodies for 404 and 405, and gzip when the client
+//! accepts it (served by [`crate::server`]).
 
 use std::sync::Arc;
 
@@ -8,7 +8,6 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use tokio_util::sync::CancellationToken;
 use tower_http::compression::CompressionLayer;
 use vadvisor_api::{Health, HttpRoutes, Hypervisor};
 
@@ -46,9 +45,15 @@ pub fn router(
                 }),
             );
     }
-    if !paths.iter().any(|p| p == "/healthz") {
-        router = router.route("/healthz", get(move || healthz(hv.clone(), health.clone())));
-    }
+    // No sink may claim /healthz (`HttpRoutes::route` refuses it).
+    router = router.route(
+        "/healthz",
+        get(
+            move |brief: Option<axum::Extension<crate::auth::BriefHealth>>| {
+                healthz(hv.clone(), health.clone(), brief.is_some())
+            },
+        ),
+    );
     let router = router
         .fallback(|uri: axum::http::Uri| async move {
             json_error(
@@ -71,7 +76,12 @@ pub fn router(
     }
 }
 
-async fn healthz(hv: Arc<dyn Hypervisor>, health: Arc<Health>) -> Response {
+/// The agent's health: up/down only for a client that did not authenticate (when
+/// basic auth is on), else with the inventory (libvirt, collectors, domains).
+async fn healthz(hv: Arc<dyn Hypervisor>, health: Arc<Health>, brief: bool) -> Response {
+    if brief {
+        return Json(serde_json::json!({"status": "ok"})).into_response();
+    }
     let status = hv.status();
     let collectors: serde_json::Map<String, serde_json::Value> = health
         .collectors()
@@ -111,19 +121,4 @@ async fn healthz(hv: Arc<dyn Hypervisor>, health: Arc<Health>) -> Response {
         "domains": domains,
     }))
     .into_response()
-}
-
-/// Serves until `shutdown` is cancelled.
-pub async fn serve<L>(
-    listener: L,
-    router: Router,
-    shutdown: CancellationToken,
-) -> std::io::Result<()>
-where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-{
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
 }

@@ -125,13 +125,12 @@ pub fn load(path: &Path) -> Result<WebConfig, ConfigErrors> {
         }
     }
     for (user, hash) in &config.basic_auth_users {
-        if !(hash.starts_with("$2a$") || hash.starts_with("$2b$") || hash.starts_with("$2y$")) {
+        if let Err(message) = crate::auth::check_hash(hash) {
             let at = vec!["basic_auth_users".to_string(), user.clone()];
             diags.push(Diagnostic {
                 position: locations.value(&at),
                 path: at.join("."),
-                message: "expected a bcrypt hash ($2y$…); make one with `vadvisor --hash-password`"
-                    .into(),
+                message,
             });
         }
     }
@@ -180,6 +179,23 @@ mod tests {
         assert!(
             err.contains(":2:8: basic_auth_users.bob: expected a bcrypt hash"),
             "{err}"
+        );
+        // Right prefix, wrong shape: truncated, bad cost, bad alphabet.
+        let f = write("basic_auth_users:\n  a: $2y$10$abc\n  b: $2y$77$abcdefghijklmnopqrstuu5/mXKVyVzWcyANdbrKqvPVqQS33yy1K\n  c: $2y$10$abcdefghijklmnopqrstuu5/mXKVyVzWcyANdbrKqvPVqQS33yy1!\n");
+        let err = load(f.path()).unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.diagnostics.len(), 3, "{text}");
+        assert!(
+            text.contains(":2:6: basic_auth_users.a: the salt and hash part has 3 characters"),
+            "{text}"
+        );
+        assert!(
+            text.contains(":3:6: basic_auth_users.b: invalid bcrypt cost `77`"),
+            "{text}"
+        );
+        assert!(
+            text.contains(":4:6: basic_auth_users.c: the salt and hash part"),
+            "{text}"
         );
     }
 }

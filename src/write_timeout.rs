@@ -6,13 +6,11 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
 
 /// An I/O object whose writes fail after `timeout` without progress.
@@ -95,42 +93,6 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WriteTimeout<T> {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
-    }
-}
-
-/// A TCP listener whose connections carry a write timeout.
-pub struct TimeoutListener {
-    inner: TcpListener,
-    timeout: Duration,
-}
-
-impl TimeoutListener {
-    pub fn new(inner: TcpListener, timeout: Duration) -> Self {
-        Self { inner, timeout }
-    }
-}
-
-impl axum::serve::Listener for TimeoutListener {
-    type Io = WriteTimeout<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match self.inner.accept().await {
-                Ok((stream, addr)) => {
-                    let _ = stream.set_nodelay(true);
-                    return (WriteTimeout::new(stream, self.timeout), addr);
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr()
     }
 }
 

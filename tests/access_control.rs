@@ -153,6 +153,35 @@ fn tls_and_basic_auth_from_a_web_config_file() {
     assert_eq!(code, 401, "unknown user");
     let (code, _) = curl(&["--cacert", &ca, &format!("{base}/api/v1.0/stats/")]);
     assert_eq!(code, 401, "no credentials");
+    // The scheme is case-insensitive (RFC 7235).
+    let (code, _) = curl(&[
+        "--cacert",
+        &ca,
+        "-H",
+        "Authorization: bASIC YWxpY2U6Y29ycmVjdCBob3JzZQ==",
+        &format!("{base}/api/v1.0/stats/"),
+    ]);
+    assert_eq!(code, 200, "lower-case scheme");
+
+    // The open /healthz says up/down only; its inventory needs credentials.
+    let (code, body) = curl(&["--cacert", &ca, &format!("{base}/healthz")]);
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(v, serde_json::json!({"status": "ok"}), "{body}");
+    let (code, _) = curl(&["--cacert", &ca, &format!("{base}/healthz?verbose=true")]);
+    assert_eq!(code, 401, "inventory without credentials");
+    let (code, body) = curl(&[
+        "--cacert",
+        &ca,
+        "-u",
+        "alice:correct horse",
+        &format!("{base}/healthz?verbose=true"),
+    ]);
+    assert_eq!(code, 200);
+    assert!(
+        body.contains("\"domains\"") && body.contains("\"libvirt\""),
+        "{body}"
+    );
 
     // Plain HTTP to the TLS port gets no HTTP answer.
     let (code, _) = curl(&[&format!("http://127.0.0.1:{port}/healthz")]);
@@ -160,6 +189,77 @@ fn tls_and_basic_auth_from_a_web_config_file() {
     // A client that does not trust the certificate fails the handshake.
     let (code, _) = curl(&[&format!("{base}/healthz")]);
     assert_eq!(code, 0);
+
+    // Repeated failures from one address: from the third in a row, 429 with
+    // Retry-After, even for the right password, until the delay passed.
+    for attempt in 0..3 {
+        let (code, _) = curl(&[
+            "--cacert",
+            &ca,
+            "-u",
+            &format!("alice:wrong {attempt}"),
+            &format!("{base}/api/v1.0/stats/"),
+        ]);
+        assert_eq!(code, 401);
+    }
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-i",
+            "-m",
+            "10",
+            "--cacert",
+            &ca,
+            "-u",
+            "alice:correct horse",
+        ])
+        .arg(format!("{base}/api/v1.0/stats/"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(text.starts_with("http/1.1 429"), "{text}");
+    assert!(text.contains("retry-after: 1"), "{text}");
+    assert!(text.contains("\"status\":429"), "{text}");
+    std::thread::sleep(Duration::from_millis(1100));
+    let (code, _) = curl(&[
+        "--cacert",
+        &ca,
+        "-u",
+        "alice:correct horse",
+        &format!("{base}/api/v1.0/stats/"),
+    ]);
+    assert_eq!(code, 200, "allowed again after Retry-After");
+}
+
+#[test]
+fn hash_password_refuses_what_bcrypt_would_truncate() {
+    let run = |password: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vadvisor"))
+            .arg("--hash-password")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run vadvisor");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(format!("{password}\n").as_bytes())
+            .expect("write");
+        child.wait_with_output().expect("wait")
+    };
+    let out = run(&"x".repeat(73));
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("73 bytes") && stderr.contains("72"),
+        "{stderr}"
+    );
+    let out = run(&"é".repeat(36)); // 72 bytes
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("$2b$"));
 }
 
 #[test]

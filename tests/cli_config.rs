@@ -56,6 +56,21 @@ fn plugin_option_errors_are_located_and_list_choices() {
 }
 
 #[test]
+fn a_sink_path_may_not_shadow_a_core_endpoint() {
+    let f = write("sinks:\n  prometheus:\n    path: /healthz\n  rest: {}\n");
+    let path = f.path().display().to_string();
+    let out = vadvisor(&["--check-config", &path]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{path}:3:11: sinks.prometheus.path: HTTP path `/healthz` is the agent's own endpoint"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn valid_config_checks_clean() {
     let out = vadvisor(&[
         "--check-config",

@@ -1,5 +1,6 @@
-//! Self-observation shared between the core and sinks: per-collector run health and
-//! per-sink drop counts, kept for the Prometheus sink and the health endpoint.
+//! Self-observation shared between the core and sinks: per-collector run health,
+//! per-sink drop counts and HTTP server limit hits, kept for the Prometheus sink and the
+//! health endpoint.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,6 +45,9 @@ pub struct Health {
     sinks: RwLock<BTreeMap<String, Arc<SinkHealth>>>,
     /// Per-domain collection errors by domain UUID.
     domains: RwLock<BTreeMap<String, DomainHealth>>,
+    /// How often each HTTP server limit was hit (connections shed, timeouts, …).
+    limit_hits: RwLock<BTreeMap<String, u64>>,
+    http_connections: AtomicU64,
 }
 
 /// Collection health of one domain.
@@ -124,6 +128,28 @@ impl Health {
         map.entry(id.to_string()).or_default().clone()
     }
 
+    /// Counts `n` hits of an HTTP server limit (`limit` names it).
+    pub fn record_limit_hit(&self, limit: &str, n: u64) {
+        let mut map = self.limit_hits.write().unwrap_or_else(|e| e.into_inner());
+        *map.entry(limit.to_string()).or_default() += n;
+    }
+
+    pub fn limit_hits(&self) -> BTreeMap<String, u64> {
+        self.limit_hits
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Open connections of the HTTP server.
+    pub fn set_http_connections(&self, n: u64) {
+        self.http_connections.store(n, Ordering::Relaxed);
+    }
+
+    pub fn http_connections(&self) -> u64 {
+        self.http_connections.load(Ordering::Relaxed)
+    }
+
     pub fn sinks(&self) -> BTreeMap<String, u64> {
         let map = self.sinks.read().unwrap_or_else(|e| e.into_inner());
         map.iter().map(|(k, v)| (k.clone(), v.dropped())).collect()
@@ -153,5 +179,8 @@ mod tests {
         h.forget_domains_before(t + Duration::from_secs(1));
         assert!(h.domains().is_empty());
         assert_eq!(h.sinks()["rest"], 4);
+        h.record_limit_hit("header_timeout", 2);
+        h.record_limit_hit("header_timeout", 1);
+        assert_eq!(h.limit_hits()["header_timeout"], 3);
     }
 }

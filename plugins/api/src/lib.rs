@@ -40,6 +40,6 @@ pub use registry::{
     CollectorBuildContext, CollectorFactory, CollectorPlugin, Registry, SinkBuildContext,
     SinkFactory,
 };
-pub use sink::{Bus, HttpRoutes, LiveCollect, RecordStream, Sink, SinkInput};
+pub use sink::{is_core_path, Bus, HttpRoutes, LiveCollect, RecordStream, Sink, SinkInput};
 pub use tokio_util::sync::CancellationToken;
 pub use uuid::normalize_uuid;

@@ -80,6 +80,13 @@ pub trait LiveCollect: Send + Sync + 'static {
     async fn collect_now(&self) -> Result<Arc<[Arc<Batch>]>, String>;
 }
 
+/// Whether `path` belongs to the agent itself: `/healthz` (open even with basic auth,
+/// for container health checks) and everything under `/-/`. A sink may not shadow it.
+pub fn is_core_path(path: &str) -> bool {
+    let path = path.trim_end_matches('/');
+    path.eq_ignore_ascii_case("/healthz") || path == "/-" || path.starts_with("/-/")
+}
+
 /// Routes that HTTP sinks add to the one shared server.
 #[derive(Default)]
 pub struct HttpRoutes {
@@ -96,6 +103,11 @@ impl HttpRoutes {
     pub fn route(&mut self, path: &str, handler: MethodRouter) -> Result<(), String> {
         if !path.starts_with('/') {
             return Err(format!("HTTP path `{path}` must start with `/`"));
+        }
+        if is_core_path(path) {
+            return Err(format!(
+                "HTTP path `{path}` is the agent's own endpoint (`/healthz`, `/-/…`); choose another path"
+            ));
         }
         if !self.paths.insert(path.to_string()) {
             return Err(format!(
@@ -157,5 +169,22 @@ mod tests {
         assert!(routes
             .route("nope", axum::routing::get(|| async { "" }))
             .is_err());
+    }
+
+    #[test]
+    fn core_endpoints_cannot_be_shadowed() {
+        let mut routes = HttpRoutes::new();
+        for path in ["/healthz", "/healthz/", "/HEALTHZ", "/-/reload", "/-/"] {
+            let err = routes
+                .route(path, axum::routing::get(|| async { "x" }))
+                .unwrap_err();
+            assert!(err.contains("the agent's own endpoint"), "{path}: {err}");
+        }
+        routes
+            .route("/healthz2", axum::routing::get(|| async { "x" }))
+            .unwrap();
+        routes
+            .route("/metrics", axum::routing::get(|| async { "x" }))
+            .unwrap();
     }
 }

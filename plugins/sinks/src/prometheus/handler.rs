@@ -61,6 +61,7 @@ pub(super) async fn scrape(shared: Arc<Shared>, headers: HeaderMap) -> Response 
         sink_drops: &sink_drops,
     }
     .render(&mut enc);
+    super::selfmetrics::render_http(&shared.health, &mut enc);
     shared.process(now).render(&mut enc);
     enc.finish();
 

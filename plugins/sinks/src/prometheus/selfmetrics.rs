@@ -1,13 +1,14 @@
 //! The agent's own figures (`vadvisor_*`): per-collector run health (node_exporter
 //! style duration and success, plus run, error and per-domain error counts), when the
 //! exported data of each collector was collected, the libvirt connection, records the
-//! sinks lost, and build information. Rendered fresh on every scrape.
+//! sinks lost, the HTTP server's connections and limit hits, and build information.
+//! Rendered fresh on every scrape.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use vadvisor_api::{CollectorHealth, ConnectionStatus, MetricKind};
+use vadvisor_api::{CollectorHealth, ConnectionStatus, Health, MetricKind};
 
 use super::encode::Encoder;
 
@@ -136,5 +137,25 @@ impl SelfStats<'_> {
         for (id, n) in self.sink_drops {
             enc.sample(name, &[("sink", id.as_str())], *n as f64);
         }
+    }
+}
+
+/// The HTTP server's open connections and how often its limits were hit.
+pub fn render_http(health: &Health, enc: &mut Encoder<'_, '_>) {
+    let name = "vadvisor_http_connections";
+    enc.family(
+        name,
+        "Open connections of the HTTP server",
+        MetricKind::Gauge,
+    );
+    enc.sample(name, &[], health.http_connections() as f64);
+    let name = "vadvisor_http_limit_hits_total";
+    enc.family(
+        name,
+        "Times an HTTP server limit was hit: connections_shed, connections_refused (max_connections), header_timeout, idle_timeout, event_streams (max stream clients), auth_failures_delayed",
+        MetricKind::Counter,
+    );
+    for (limit, n) in health.limit_hits() {
+        enc.sample(name, &[("limit", limit.as_str())], n as f64);
     }
 }
