@@ -17,7 +17,7 @@ use crate::config::{
     self, AgentConfig, ConfigErrors, KnownKinds, DEFAULT_CONFIG, DEFAULT_CONFIG_PATH,
 };
 use crate::pipeline::{self, BuildEnv};
-use crate::scheduler::{self, LiveCollector};
+use crate::scheduler;
 
 /// How the process should end.
 pub enum Exit {
@@ -52,15 +52,15 @@ pub fn read_config(path: Option<&Path>) -> anyhow::Result<(String, String)> {
     }
 }
 
-/// Loads and fully validates a config (every plugin built against a fake hypervisor),
-/// applying the command-line overrides.
+/// Loads and validates a config, applying the command-line overrides. Pure: every
+/// plugin instance's options are checked, nothing is built or opened.
 pub fn load(
     text: &str,
     file: &str,
     registry: &Registry,
     args: &Args,
 ) -> Result<AgentConfig, ConfigErrors> {
-    let (mut config, diagnostics) = config::load_partial(text, file, &kinds(registry))?;
+    let (mut config, mut diagnostics) = config::load_partial(text, file, &kinds(registry))?;
     if let Some(uri) = &args.libvirt_uri {
         config.libvirt.uri = uri.clone();
     }
@@ -73,15 +73,17 @@ pub fn load(
     if let Some(path) = &args.web_config_file {
         config.http.web_config_file = Some(path.clone());
     }
-    apply_statsd_flags(&mut config, args);
-    let hv: Arc<dyn Hypervisor> = Arc::new(FakeHypervisor::new());
-    let env = BuildEnv {
-        hypervisor: hv.clone(),
-        bus: Bus::new(16),
-        health: Health::new(),
-        live: LiveCollector::new(hv),
-    };
-    pipeline::build_with(&config, registry, &env, diagnostics)?;
+    if let Some(o) = args.statsd.overrides() {
+        apply_override(&mut config, o);
+    }
+    diagnostics.extend(pipeline::validate(&config, registry));
+    if !diagnostics.is_empty() {
+        diagnostics.sort_by_key(|d| (d.position.line, d.position.column));
+        return Err(ConfigErrors {
+            file: config.file.clone(),
+            diagnostics,
+        });
+    }
     if let Some(path) = &config.http.web_config_file {
         let web = crate::web_config::load(path)?;
         if let Some(tls) = &web.tls_server_config {
@@ -98,29 +100,26 @@ pub fn load(
     Ok(config)
 }
 
-/// vAdvisor's `--statsd-host/--statsd-port/--statsd-interval`: they override the
-/// `statsd` sink instance of the file, or create it when `--statsd-host` is given.
-fn apply_statsd_flags(config: &mut AgentConfig, args: &Args) {
-    if args.statsd_host.is_none() && args.statsd_port.is_none() && args.statsd_interval.is_none() {
-        return;
-    }
-    let existing = config.sinks.iter().position(|s| s.id == "statsd");
-    let index = match (existing, &args.statsd_host) {
-        (Some(i), _) => i,
-        (None, Some(_)) => {
+/// Applies a plugin's command-line override to its sink instance (creating the
+/// instance when asked to and the file has none).
+fn apply_override(config: &mut AgentConfig, o: vadvisor_api::InstanceOverride) {
+    let existing = config.sinks.iter().position(|s| s.id == o.id);
+    let index = match existing {
+        Some(i) => i,
+        None if o.create => {
             config.sinks.push(config::Instance {
-                id: "statsd".into(),
-                kind: "statsd".into(),
+                id: o.id.clone(),
+                kind: o.kind.clone(),
                 interval: Duration::from_secs(15),
                 timeout: Duration::from_secs(15),
                 options: vadvisor_api::PluginOptions::new(serde_json::json!({})),
-                path: vec!["sinks".into(), "statsd".into()],
+                path: vec!["sinks".into(), o.id.clone()],
                 enabled: true,
             });
             config.sinks.len() - 1
         }
-        (None, None) => {
-            tracing::warn!("--statsd-port/--statsd-interval have no effect without --statsd-host or a `statsd` sink");
+        None => {
+            tracing::warn!(sink = %o.id, "command-line flags for the `{}` sink have no effect: the config has no such sink and the flags do not create one", o.id);
             return;
         }
     };
@@ -129,15 +128,9 @@ fn apply_statsd_flags(config: &mut AgentConfig, args: &Args) {
         serde_json::Value::Object(m) => m.clone(),
         _ => serde_json::Map::new(),
     };
-    if let Some(host) = &args.statsd_host {
-        options.insert("host".into(), host.clone().into());
+    options.extend(o.set);
+    if o.enable {
         inst.enabled = true;
-    }
-    if let Some(port) = args.statsd_port {
-        options.insert("port".into(), port.into());
-    }
-    if let Some(secs) = args.statsd_interval {
-        options.insert("interval".into(), format!("{secs}s").into());
     }
     inst.options = vadvisor_api::PluginOptions::new(serde_json::Value::Object(options));
 }
@@ -185,8 +178,17 @@ pub async fn run(args: Args, registry: Registry) -> anyhow::Result<Exit> {
     }
     if let Some(path) = &args.check_config {
         let (text, file) = read_config(Some(path))?;
-        return Ok(match load(&text, &file, &registry, &args) {
-            Ok(_) => {
+        // Validated, then built once against an in-memory hypervisor (HTTP paths,
+        // metric declarations); nothing is opened or started.
+        let checked = load(&text, &file, &registry, &args).and_then(|config| {
+            let env = BuildEnv {
+                hypervisor: Arc::new(FakeHypervisor::new()),
+                health: Health::new(),
+            };
+            pipeline::build(&config, &registry, &env).map(|_| ())
+        });
+        return Ok(match checked {
+            Ok(()) => {
                 println!("{file}: configuration is valid");
                 Exit::Ok
             }
@@ -216,15 +218,17 @@ pub async fn run(args: Args, registry: Registry) -> anyhow::Result<Exit> {
     let hv: Arc<dyn Hypervisor> = libvirt.clone();
     let bus = Bus::new(1024);
     let health = Health::new();
-    let live = LiveCollector::new(hv.clone());
     let env = BuildEnv {
         hypervisor: hv.clone(),
-        bus: bus.clone(),
         health: health.clone(),
-        live: live.clone(),
     };
-    let pipeline = pipeline::build(&config, &registry, &env).map_err(|e| anyhow::anyhow!("{e}"))?;
-    live.set_instances(pipeline.polled.clone());
+    let mut pipeline = match pipeline::build(&config, &registry, &env) {
+        Ok(p) => p,
+        Err(e) => return Ok(Exit::Config(e)),
+    };
+    if let Err(e) = pipeline::start_sinks(&config, &mut pipeline).await {
+        return Ok(Exit::Config(e));
+    }
 
     let web = match &config.http.web_config_file {
         Some(path) => crate::web_config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?,

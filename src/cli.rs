@@ -52,18 +52,9 @@ pub struct Args {
     #[arg(long)]
     pub port: Option<u16>,
 
-    /// Push to this StatsD host (vAdvisor's flag: turns the `statsd` sink on, overriding
-    /// its `host` in the config file).
-    #[arg(long, value_name = "HOST")]
-    pub statsd_host: Option<String>,
-
-    /// StatsD port (default 8125).
-    #[arg(long, value_name = "PORT")]
-    pub statsd_port: Option<u16>,
-
-    /// Seconds between StatsD pushes (default 15).
-    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
-    pub statsd_interval: Option<u64>,
+    /// vAdvisor's `--statsd-*` flags, defined by the StatsD sink.
+    #[command(flatten)]
+    pub statsd: vadvisor_sinks::statsd::cli::StatsdFlags,
 
     /// Probe a running agent's /healthz and exit 0 (healthy) or 1 (for container
     /// HEALTHCHECKs). Default URL: the address the running agent recorded in

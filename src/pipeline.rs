@@ -1,16 +1,19 @@
-//! Pipeline assembly: turns a loaded config into running parts by asking each plugin
-//! factory in the [`Registry`] to build its instance from its own options. Every
-//! factory error is located in the file; all of them are reported together.
+//! Pipeline assembly, in two steps kept apart so that checking a config creates
+//! nothing: [`validate`] asks each plugin factory to check its instance's options (pure;
+//! every instance, enabled or not), [`build`] builds the enabled instances once —
+//! collectors first, then the live collector over them, then the sinks. Files and
+//! sockets are opened later, by [`start_sinks`] and the plugins' `run`. Every problem is
+//! located in the file; all of them are reported together.
 
 use std::sync::Arc;
 
 use vadvisor_api::{
-    Bus, CollectorBuildContext, CollectorPlugin, EventSource, Health, HttpRoutes, Hypervisor,
-    LiveCollect, MetricDesc, Registry, Sink, SinkBuildContext,
+    CollectorBuildContext, CollectorPlugin, EventSource, Health, HealthView, HttpRoutes,
+    Hypervisor, MetricDesc, Registry, Sink, SinkBuildContext,
 };
 
 use crate::config::{AgentConfig, ConfigErrors, Diagnostic, Instance};
-use crate::scheduler::PolledInstance;
+use crate::scheduler::{LiveCollector, PolledInstance};
 
 /// What the agent runs.
 pub struct Pipeline {
@@ -18,14 +21,14 @@ pub struct Pipeline {
     pub sources: Vec<(Arc<str>, Box<dyn EventSource>)>,
     pub sinks: Vec<(Arc<str>, Box<dyn Sink>)>,
     pub routes: HttpRoutes,
+    /// One fresh collection of `polled` on request (live mode of the HTTP sinks).
+    pub live: Arc<LiveCollector>,
 }
 
 /// Shared runtime pieces the factories may use.
 pub struct BuildEnv {
     pub hypervisor: Arc<dyn Hypervisor>,
-    pub bus: Bus,
     pub health: Arc<Health>,
-    pub live: Arc<dyn LiveCollect>,
 }
 
 fn option_diagnostics(
@@ -67,32 +70,45 @@ fn validate_metrics(
     }
 }
 
-/// Builds every plugin instance. On error, every problem of every instance is returned.
+fn fail(config: &AgentConfig, mut diags: Vec<Diagnostic>) -> ConfigErrors {
+    diags.sort_by_key(|d| (d.position.line, d.position.column));
+    ConfigErrors {
+        file: config.file.clone(),
+        diagnostics: diags,
+    }
+}
+
+/// Checks the options of every instance, enabled or not, without building anything.
+pub fn validate(config: &AgentConfig, registry: &Registry) -> Vec<Diagnostic> {
+    let mut diags = Vec::new();
+    for inst in &config.collectors {
+        if let Some(factory) = registry.collector(&inst.kind) {
+            if let Err(errors) = factory.validate(&inst.options) {
+                diags.extend(option_diagnostics(config, inst, errors));
+            }
+        }
+    }
+    for inst in &config.sinks {
+        if let Some(factory) = registry.sink(&inst.kind) {
+            if let Err(errors) = factory.validate(&inst.options) {
+                diags.extend(option_diagnostics(config, inst, errors));
+            }
+        }
+    }
+    diags
+}
+
+/// Builds every enabled instance, once (no I/O). On error, every problem of every
+/// instance is returned.
 pub fn build(
     config: &AgentConfig,
     registry: &Registry,
     env: &BuildEnv,
 ) -> Result<Pipeline, ConfigErrors> {
-    build_with(config, registry, env, Vec::new())
-}
-
-/// Builds every plugin instance, adding its problems to `diags` found earlier (from
-/// [`crate::config::load_partial`]); fails when there is any. Disabled instances are
-/// built to validate their options, then dropped.
-pub fn build_with(
-    config: &AgentConfig,
-    registry: &Registry,
-    env: &BuildEnv,
-    mut diags: Vec<Diagnostic>,
-) -> Result<Pipeline, ConfigErrors> {
-    let mut pipeline = Pipeline {
-        polled: Vec::new(),
-        sources: Vec::new(),
-        sinks: Vec::new(),
-        routes: HttpRoutes::new(),
-    };
-
-    for inst in &config.collectors {
+    let mut diags = Vec::new();
+    let mut polled = Vec::new();
+    let mut sources = Vec::new();
+    for inst in config.collectors.iter().filter(|i| i.enabled) {
         let Some(factory) = registry.collector(&inst.kind) else {
             continue;
         };
@@ -102,11 +118,10 @@ pub fn build_with(
             hypervisor: env.hypervisor.clone(),
         };
         match factory.build(&inst.options, &cx) {
-            Ok(_) if !inst.enabled => {}
             Ok(CollectorPlugin::Polled(collector)) => {
                 let metrics: Arc<[MetricDesc]> = Arc::from(collector.metrics());
                 validate_metrics(config, inst, &metrics, &mut diags);
-                pipeline.polled.push(PolledInstance {
+                polled.push(PolledInstance {
                     id,
                     collector,
                     metrics,
@@ -116,35 +131,29 @@ pub fn build_with(
             }
             Ok(CollectorPlugin::Push(source)) => {
                 validate_metrics(config, inst, source.metrics(), &mut diags);
-                pipeline.sources.push((id, source));
+                sources.push((id, source));
             }
             Err(errors) => diags.extend(option_diagnostics(config, inst, errors)),
         }
     }
 
-    for inst in &config.sinks {
+    let live = LiveCollector::new(env.hypervisor.clone(), polled.clone());
+    let mut routes = HttpRoutes::new();
+    let mut sinks = Vec::new();
+    for inst in config.sinks.iter().filter(|i| i.enabled) {
         let Some(factory) = registry.sink(&inst.kind) else {
             continue;
         };
         let id: Arc<str> = Arc::from(inst.id.as_str());
-        // A disabled sink must not claim HTTP paths.
-        let mut scratch_routes = HttpRoutes::new();
-        let routes = if inst.enabled {
-            &mut pipeline.routes
-        } else {
-            &mut scratch_routes
-        };
         let mut cx = SinkBuildContext {
             id: id.clone(),
             hypervisor: env.hypervisor.clone(),
-            http: routes,
-            live: env.live.clone(),
-            health: env.health.clone(),
-            bus: env.bus.clone(),
+            http: &mut routes,
+            live: live.clone(),
+            health: HealthView::new(env.health.clone()),
         };
         match factory.build(&inst.options, &mut cx) {
-            Ok(_) if !inst.enabled => {}
-            Ok(sink) => pipeline.sinks.push((id, sink)),
+            Ok(sink) => sinks.push((id, sink)),
             Err(errors) => diags.extend(option_diagnostics(config, inst, errors)),
         }
     }
@@ -152,13 +161,38 @@ pub fn build_with(
     if !config.sinks.iter().any(|s| s.enabled) {
         tracing::warn!("no sink is enabled: nothing will be exported");
     }
+    if !diags.is_empty() {
+        return Err(fail(config, diags));
+    }
+    Ok(Pipeline {
+        polled,
+        sources,
+        sinks,
+        routes,
+        live,
+    })
+}
+
+/// Runs every sink's `start` (opening its files); every failure is located at the
+/// sink's options.
+pub async fn start_sinks(
+    config: &AgentConfig,
+    pipeline: &mut Pipeline,
+) -> Result<(), ConfigErrors> {
+    let mut diags = Vec::new();
+    for (id, sink) in &mut pipeline.sinks {
+        if let Err(e) = sink.start().await {
+            match config.sinks.iter().find(|i| *i.id == **id) {
+                Some(inst) => diags.push(config.diagnostic(&inst.path, &e.path, e.message)),
+                None => {
+                    diags.push(config.diagnostic(&[], &[], format!("sink `{id}`: {}", e.message)))
+                }
+            }
+        }
+    }
     if diags.is_empty() {
-        Ok(pipeline)
+        Ok(())
     } else {
-        diags.sort_by_key(|d| (d.position.line, d.position.column));
-        Err(ConfigErrors {
-            file: config.file.clone(),
-            diagnostics: diags,
-        })
+        Err(fail(config, diags))
     }
 }

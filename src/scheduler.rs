@@ -266,17 +266,13 @@ pub struct LiveCollector {
 }
 
 impl LiveCollector {
-    pub fn new(hv: Arc<dyn Hypervisor>) -> Arc<Self> {
+    /// A fresh collection of `instances` (the polled collectors of the pipeline).
+    pub fn new(hv: Arc<dyn Hypervisor>, instances: Vec<PolledInstance>) -> Arc<Self> {
         Arc::new(Self {
             hv,
-            instances: Mutex::new(Arc::from(Vec::new())),
+            instances: Mutex::new(instances.into()),
             inflight: Mutex::new(None),
         })
-    }
-
-    /// Sets the collectors (known only after the pipeline is built).
-    pub fn set_instances(&self, instances: Vec<PolledInstance>) {
-        *self.instances.lock().unwrap_or_else(|e| e.into_inner()) = instances.into();
     }
 }
 
@@ -546,13 +542,15 @@ mod tests {
         let hv = fake();
         hv.set_delay(Some(Duration::from_millis(200)));
         let dyn_hv: Arc<dyn Hypervisor> = hv.clone();
-        let live = LiveCollector::new(dyn_hv);
-        live.set_instances(vec![instance(
-            "a",
-            StatsGroups::CPU_TOTAL,
-            Duration::ZERO,
-            Duration::from_secs(2),
-        )]);
+        let live = LiveCollector::new(
+            dyn_hv,
+            vec![instance(
+                "a",
+                StatsGroups::CPU_TOTAL,
+                Duration::ZERO,
+                Duration::from_secs(2),
+            )],
+        );
         let (a, b, c) = tokio::join!(live.collect_now(), live.collect_now(), live.collect_now());
         assert!(a.is_ok() && b.is_ok() && c.is_ok());
         assert_eq!(hv.calls(), 1, "three concurrent callers, one collection");
@@ -564,13 +562,15 @@ mod tests {
     async fn live_collection_reports_libvirt_down() {
         let hv = fake();
         hv.set_down(Some("no libvirtd"));
-        let live = LiveCollector::new(hv);
-        live.set_instances(vec![instance(
-            "a",
-            StatsGroups::CPU_TOTAL,
-            Duration::ZERO,
-            Duration::from_secs(1),
-        )]);
+        let live = LiveCollector::new(
+            hv,
+            vec![instance(
+                "a",
+                StatsGroups::CPU_TOTAL,
+                Duration::ZERO,
+                Duration::from_secs(1),
+            )],
+        );
         let err = live.collect_now().await.unwrap_err();
         assert!(err.contains("no libvirtd"), "{err}");
     }

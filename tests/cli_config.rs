@@ -101,3 +101,62 @@ fn print_default_config_is_the_example_file() {
             .expect("read");
     assert_eq!(String::from_utf8_lossy(&out.stdout), example);
 }
+
+/// Every file and directory under `dir`, recursively.
+fn tree(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read dir").flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            out.extend(tree(&p));
+        }
+        out.push(p);
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn check_config_creates_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("state/events.db");
+    let disabled_db = dir.path().join("disabled/events.db");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "sinks:\n  rest: {{}}\n  events:\n    path: {}\n  events/off:\n    enabled: false\n    path: {}\n",
+            db.display(),
+            disabled_db.display()
+        ),
+    )
+    .expect("write config");
+    let before = tree(dir.path());
+    let out = vadvisor(&["--check-config", &config.display().to_string()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        tree(dir.path()),
+        before,
+        "--check-config changed the filesystem"
+    );
+    assert!(!db.exists() && !disabled_db.exists());
+
+    // A disabled instance is still validated.
+    std::fs::write(
+        &config,
+        "sinks:\n  rest: {}\n  events/off:\n    enabled: false\n    retention: 0s\n",
+    )
+    .expect("write config");
+    let out = vadvisor(&["--check-config", &config.display().to_string()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("sinks.events/off.retention: must be greater than 0"),
+        "{stderr}"
+    );
+}

@@ -184,3 +184,45 @@ mod tests {
         assert_eq!(h.limit_hits()["header_timeout"], 3);
     }
 }
+
+/// A read-only view of the agent's [`Health`], for sinks: they report it, they never
+/// record into it.
+#[derive(Clone, Debug)]
+pub struct HealthView(Arc<Health>);
+
+impl HealthView {
+    pub fn new(health: Arc<Health>) -> Self {
+        Self(health)
+    }
+
+    /// Per-collector run health, by instance id.
+    pub fn collectors(&self) -> BTreeMap<String, CollectorHealth> {
+        self.0.collectors()
+    }
+
+    /// Records each sink lost to lag, by instance id.
+    pub fn sinks(&self) -> BTreeMap<String, u64> {
+        self.0.sinks()
+    }
+
+    /// Per-domain collection health, by UUID.
+    pub fn domains(&self) -> BTreeMap<String, DomainHealth> {
+        self.0.domains()
+    }
+
+    /// Times each HTTP server limit was hit.
+    pub fn limit_hits(&self) -> BTreeMap<String, u64> {
+        self.0.limit_hits()
+    }
+
+    /// Open connections of the HTTP server.
+    pub fn http_connections(&self) -> u64 {
+        self.0.http_connections()
+    }
+}
+
+impl From<Arc<Health>> for HealthView {
+    fn from(health: Arc<Health>) -> Self {
+        Self(health)
+    }
+}

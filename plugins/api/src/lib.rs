@@ -20,12 +20,14 @@ pub mod sink;
 pub mod uuid;
 
 pub use async_trait::async_trait;
+/// The web framework of [`HttpRoutes`] (feature `http`; collectors do without).
+#[cfg(feature = "http")]
 pub use axum;
 pub use collector::{
     CollectContext, CollectError, Collected, Collector, EventSource, SourceContext,
 };
 pub use fake::FakeHypervisor;
-pub use health::{CollectorHealth, DomainHealth, Health, SinkHealth};
+pub use health::{CollectorHealth, DomainHealth, Health, HealthView, SinkHealth};
 pub use host::{version_string, JobStats, Machine, NodeInfo, NodeStats};
 pub use hypervisor::{
     ConnectionStatus, DomainEntry, DomainStats, Hypervisor, HypervisorError, StatsGroups,
@@ -35,11 +37,13 @@ pub use metric::{JsonPath, MetricDesc, MetricKind, Unit};
 pub use model::{
     Batch, DomainRef, DomainSamples, DomainSpec, DomainState, LifecycleEvent, Record, Sample,
 };
-pub use options::{OptionError, PluginOptions};
+pub use options::{InstanceOverride, OptionError, PluginOptions};
 pub use registry::{
     CollectorBuildContext, CollectorFactory, CollectorPlugin, Registry, SinkBuildContext,
     SinkFactory,
 };
-pub use sink::{is_core_path, Bus, HttpRoutes, LiveCollect, RecordStream, Sink, SinkInput};
+#[cfg(feature = "http")]
+pub use sink::HttpRoutes;
+pub use sink::{is_core_path, Bus, LiveCollect, RecordStream, Sink, SinkInput};
 pub use tokio_util::sync::CancellationToken;
 pub use uuid::normalize_uuid;

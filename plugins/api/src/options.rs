@@ -137,6 +137,23 @@ fn unknown_field_name(message: &str) -> Option<String> {
     Some(rest.split('`').next()?.to_string())
 }
 
+/// A change to one sink instance of the pipeline file made from outside the file
+/// (a command-line flag a plugin defines). The core applies it without knowing what
+/// the options mean.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct InstanceOverride {
+    /// Instance id (`statsd`).
+    pub id: String,
+    /// Plugin type, for an instance created here.
+    pub kind: String,
+    /// Create the instance when the file has none.
+    pub create: bool,
+    /// Turn the instance on.
+    pub enable: bool,
+    /// Option values set on the instance, replacing the file's.
+    pub set: serde_json::Map<String, serde_json::Value>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,13 @@
 //! The [`Registry`] of plugin factories. `main` fills it with the built-ins; a
-//! third-party plugin registers the same way, with a typed options struct and a build
-//! function.
+//! third-party plugin registers the same way, with a typed options struct, an optional
+//! pure check of the options, and a build function.
+//!
+//! Two steps, kept apart so that validating a config creates nothing:
+//! - `validate`: decode the options and run the check — no I/O. Every instance is
+//!   validated, enabled or not.
+//! - `build`: make the running object (for a sink: also add its HTTP routes) — still
+//!   no I/O; files, sockets and connections are opened by `Sink::start` or in `run`.
+//!   Only enabled instances are built, once.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -8,10 +15,12 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 
 use crate::collector::{Collector, EventSource};
-use crate::health::Health;
+use crate::health::HealthView;
 use crate::hypervisor::Hypervisor;
 use crate::options::{OptionError, PluginOptions};
-use crate::sink::{Bus, HttpRoutes, LiveCollect, Sink};
+#[cfg(feature = "http")]
+use crate::sink::HttpRoutes;
+use crate::sink::{LiveCollect, Sink};
 
 /// A built collector: polled by the scheduler, or a push source.
 pub enum CollectorPlugin {
@@ -41,16 +50,25 @@ pub struct SinkBuildContext<'a> {
     pub id: Arc<str>,
     pub hypervisor: Arc<dyn Hypervisor>,
     /// Routes on the shared HTTP server.
+    #[cfg(feature = "http")]
     pub http: &'a mut HttpRoutes,
-    /// One fresh collection on request, shared by concurrent callers.
+    /// One fresh collection of the configured collectors on request, shared by
+    /// concurrent callers.
     pub live: Arc<dyn LiveCollect>,
-    pub health: Arc<Health>,
-    /// To subscribe extra readers (e.g. streaming clients) to the record bus.
-    pub bus: Bus,
+    /// The agent's health figures, read-only.
+    pub health: HealthView,
+    #[cfg(not(feature = "http"))]
+    pub _lifetime: std::marker::PhantomData<&'a ()>,
 }
+
+/// A pure check of decoded options (no I/O).
+type Check<O> = Box<dyn Fn(&O) -> Result<(), OptionError> + Send + Sync>;
 
 pub trait CollectorFactory: Send + Sync + 'static {
     fn description(&self) -> &'static str;
+    /// Checks the options without building anything (no I/O); every problem found is
+    /// returned.
+    fn validate(&self, options: &PluginOptions) -> Result<(), Vec<OptionError>>;
     /// Builds an instance; every problem found in the options is returned.
     fn build(
         &self,
@@ -61,6 +79,9 @@ pub trait CollectorFactory: Send + Sync + 'static {
 
 pub trait SinkFactory: Send + Sync + 'static {
     fn description(&self) -> &'static str;
+    /// Checks the options without building anything (no I/O); every problem found is
+    /// returned.
+    fn validate(&self, options: &PluginOptions) -> Result<(), Vec<OptionError>>;
     /// Builds an instance; every problem found in the options is returned.
     fn build(
         &self,
@@ -71,6 +92,7 @@ pub trait SinkFactory: Send + Sync + 'static {
 
 struct TypedCollector<O, F> {
     description: &'static str,
+    check: Check<O>,
     build: F,
     _options: std::marker::PhantomData<fn() -> O>,
 }
@@ -86,17 +108,23 @@ where
     fn description(&self) -> &'static str {
         self.description
     }
+    fn validate(&self, options: &PluginOptions) -> Result<(), Vec<OptionError>> {
+        (self.check)(&options.decode_all::<O>()?).map_err(|e| vec![e])
+    }
     fn build(
         &self,
         options: &PluginOptions,
         cx: &CollectorBuildContext,
     ) -> Result<CollectorPlugin, Vec<OptionError>> {
-        (self.build)(options.decode_all()?, cx).map_err(|e| vec![e])
+        let options: O = options.decode_all()?;
+        (self.check)(&options).map_err(|e| vec![e])?;
+        (self.build)(options, cx).map_err(|e| vec![e])
     }
 }
 
 struct TypedSink<O, F> {
     description: &'static str,
+    check: Check<O>,
     build: F,
     _options: std::marker::PhantomData<fn() -> O>,
 }
@@ -112,12 +140,17 @@ where
     fn description(&self) -> &'static str {
         self.description
     }
+    fn validate(&self, options: &PluginOptions) -> Result<(), Vec<OptionError>> {
+        (self.check)(&options.decode_all::<O>()?).map_err(|e| vec![e])
+    }
     fn build(
         &self,
         options: &PluginOptions,
         cx: &mut SinkBuildContext<'_>,
     ) -> Result<Box<dyn Sink>, Vec<OptionError>> {
-        (self.build)(options.decode_all()?, cx).map_err(|e| vec![e])
+        let options: O = options.decode_all()?;
+        (self.check)(&options).map_err(|e| vec![e])?;
+        (self.build)(options, cx).map_err(|e| vec![e])
     }
 }
 
@@ -161,10 +194,31 @@ impl Registry {
             + Sync
             + 'static,
     {
+        self.add_collector_checked(kind, description, |_: &O| Ok(()), build);
+    }
+
+    /// Like [`Registry::add_collector`], with `check`, a pure check of the decoded
+    /// options run when a config is validated (also for disabled instances) and
+    /// before every build.
+    pub fn add_collector_checked<O, C, F>(
+        &mut self,
+        kind: &'static str,
+        description: &'static str,
+        check: C,
+        build: F,
+    ) where
+        O: DeserializeOwned + 'static,
+        C: Fn(&O) -> Result<(), OptionError> + Send + Sync + 'static,
+        F: Fn(O, &CollectorBuildContext) -> Result<CollectorPlugin, OptionError>
+            + Send
+            + Sync
+            + 'static,
+    {
         self.collectors.insert(
             kind,
             Arc::new(TypedCollector {
                 description,
+                check: Box::new(check),
                 build,
                 _options: std::marker::PhantomData,
             }),
@@ -180,10 +234,31 @@ impl Registry {
             + Sync
             + 'static,
     {
+        self.add_sink_checked(kind, description, |_: &O| Ok(()), build);
+    }
+
+    /// Like [`Registry::add_sink`], with `check`, a pure check of the decoded options
+    /// run when a config is validated (also for disabled instances) and before every
+    /// build.
+    pub fn add_sink_checked<O, C, F>(
+        &mut self,
+        kind: &'static str,
+        description: &'static str,
+        check: C,
+        build: F,
+    ) where
+        O: DeserializeOwned + 'static,
+        C: Fn(&O) -> Result<(), OptionError> + Send + Sync + 'static,
+        F: Fn(O, &mut SinkBuildContext<'_>) -> Result<Box<dyn Sink>, OptionError>
+            + Send
+            + Sync
+            + 'static,
+    {
         self.sinks.insert(
             kind,
             Arc::new(TypedSink {
                 description,
+                check: Box::new(check),
                 build,
                 _options: std::marker::PhantomData,
             }),

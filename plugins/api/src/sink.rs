@@ -1,19 +1,23 @@
 //! Sink plugins and what connects them to the core: the [`Bus`] that fans records out
 //! without ever blocking a collector, the per-sink [`RecordStream`] that counts what a
-//! lagging sink missed, the shared HTTP server's [`HttpRoutes`], and [`LiveCollect`]
-//! for sinks that offer a fresh collection on request.
+//! lagging sink missed, the shared HTTP server's `HttpRoutes` (feature `http`), and
+//! [`LiveCollect`] for sinks that offer a fresh collection on request.
 
+#[cfg(feature = "http")]
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+#[cfg(feature = "http")]
 use axum::routing::MethodRouter;
+#[cfg(feature = "http")]
 use axum::Router;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::health::SinkHealth;
 use crate::model::{Batch, Record};
+use crate::options::OptionError;
 
 /// The fan-out channel from collectors to sinks. Publishing never blocks: a sink that
 /// falls behind by more than the capacity loses the oldest records and counts them.
@@ -70,6 +74,13 @@ pub struct SinkInput {
 /// A sink owns its loop: it reads every record from `input.records` until shutdown.
 #[async_trait]
 pub trait Sink: Send + 'static {
+    /// Opens what the sink needs (files, databases) before the agent serves or
+    /// collects; an error stops the agent's start, located at the sink's options.
+    /// Not called when a config is only checked. The default opens nothing.
+    async fn start(&mut self) -> Result<(), OptionError> {
+        Ok(())
+    }
+
     async fn run(self: Box<Self>, input: SinkInput) -> Result<(), String>;
 }
 
@@ -88,12 +99,14 @@ pub fn is_core_path(path: &str) -> bool {
 }
 
 /// Routes that HTTP sinks add to the one shared server.
+#[cfg(feature = "http")]
 #[derive(Default)]
 pub struct HttpRoutes {
     router: Router,
     paths: BTreeSet<String>,
 }
 
+#[cfg(feature = "http")]
 impl HttpRoutes {
     pub fn new() -> Self {
         Self::default()
@@ -156,6 +169,7 @@ mod tests {
         assert_eq!(health.dropped(), 6);
     }
 
+    #[cfg(feature = "http")]
     #[test]
     fn duplicate_routes_are_errors() {
         let mut routes = HttpRoutes::new();

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{lab_enabled, lab_socket, lab_uri, uri_for, Proxy};
+use common::{lab_socket, lab_uri, uri_for, Proxy};
 use tokio::sync::broadcast;
 use vadvisor_api::{Hypervisor, HypervisorError, LifecycleEvent, StatsGroups};
 use vadvisor_libvirt::{ffi, LibvirtHypervisor, LibvirtSettings};
@@ -90,11 +90,9 @@ fn fast_settings(uri: &str) -> LibvirtSettings {
     }
 }
 
+#[ignore = "needs the lab: scripts/lab.sh up (scripts/test.sh runs it)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lab_events_are_reconciled_after_an_outage() {
-    if !lab_enabled("lab_events_are_reconciled_after_an_outage") {
-        return;
-    }
     let _serial = SERIAL.lock().await;
     let guest = lab_guest();
     let (uuid, state) = guest_state(&guest);
@@ -243,11 +241,9 @@ async fn lab_events_are_reconciled_after_an_outage() {
     proxy.down().await;
 }
 
+#[ignore = "needs the lab: scripts/lab.sh up (scripts/test.sh runs it)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lab_lifecycle_registration_is_released_on_the_remote_driver() {
-    if !lab_enabled("lab_lifecycle_registration_is_released_on_the_remote_driver") {
-        return;
-    }
     let _serial = SERIAL.lock().await;
     vadvisor_libvirt::init_event_loop();
 
@@ -305,11 +301,9 @@ async fn lab_lifecycle_registration_is_released_on_the_remote_driver() {
         .expect("close");
 }
 
+#[ignore = "needs the lab: scripts/lab.sh up (scripts/test.sh runs it)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lab_list_domains_and_domain_xml() {
-    if !lab_enabled("lab_list_domains_and_domain_xml") {
-        return;
-    }
     let _serial = SERIAL.lock().await;
     let hv = LibvirtHypervisor::start(fast_settings(&lab_uri()));
     assert!(hv.wait_connected(Duration::from_secs(10)).await);

@@ -62,18 +62,19 @@ impl SpecsCollector {
 }
 
 pub fn register(registry: &mut Registry) {
-    registry.add_collector(
+    registry.add_collector_checked(
         "specs",
         "Domain XML as vAdvisor's JSON specs (for /api/v1.0/specs), refreshed periodically and on lifecycle events",
-        |o: SpecsOptions, _cx| {
+        |o: &SpecsOptions| {
             if o.refresh < Duration::from_millis(100) {
                 return Err(OptionError::at(&["refresh"], "must be at least 100ms"));
             }
             if o.concurrency == 0 {
                 return Err(OptionError::at(&["concurrency"], "must be at least 1"));
             }
-            Ok(CollectorPlugin::push(SpecsCollector::new(o)))
+            Ok(())
         },
+        |o: SpecsOptions, _cx| Ok(CollectorPlugin::push(SpecsCollector::new(o))),
     );
 }
 

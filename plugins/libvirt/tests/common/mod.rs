@@ -12,17 +12,6 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-pub fn lab_enabled(test: &str) -> bool {
-    if std::env::var_os("VADVISOR_LAB").is_some() {
-        return true;
-    }
-    println!(
-        "SKIPPED {test}: set VADVISOR_LAB=1 to run it against a running libvirtd with vadv-lab-N \
-         guests (bash scripts/lab.sh up)"
-    );
-    false
-}
-
 pub fn lab_uri() -> String {
     std::env::var("VADVISOR_LAB_URI").unwrap_or_else(|_| "qemu:///system".to_string())
 }

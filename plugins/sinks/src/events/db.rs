@@ -46,9 +46,15 @@ pub struct Cursor {
     pub id: i64,
 }
 
+/// The event store. Made with [`EventDb::new`] (nothing touched yet) and opened by
+/// [`EventDb::ensure_open`]; until then every call fails with "not open".
 pub struct EventDb {
-    conn: Mutex<Connection>,
+    path: String,
+    conn: Mutex<Option<Connection>>,
 }
+
+/// The error of a call on a database that is not open (yet).
+const NOT_OPEN: &str = "the event database is not open";
 
 /// Microseconds since the epoch (negative before 1970, saturating).
 pub fn micros(t: SystemTime) -> i64 {
@@ -82,9 +88,39 @@ const FILTER: &str = "(?1 IS NULL OR (event < 16 AND ((?1 >> event) & 1) = 1))
     AND (?2 IS NULL OR uuid = ?2 OR name = ?3)";
 
 impl EventDb {
-    /// Opens (creating it and its directory if needed) the database at `path`;
-    /// `:memory:` keeps it in memory.
+    /// The database at `path` (`:memory:` keeps it in memory), not opened: no I/O.
+    pub fn new(path: &str) -> Self {
+        Self {
+            path: path.to_string(),
+            conn: Mutex::new(None),
+        }
+    }
+
+    /// Opens (creating it and its directory if needed) the database at `path`.
     pub fn open(path: &str) -> Result<Self, String> {
+        let db = Self::new(path);
+        db.ensure_open()?;
+        Ok(db)
+    }
+
+    /// Opens the database unless it is open already.
+    pub fn ensure_open(&self) -> Result<(), String> {
+        let mut slot = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            *slot = Some(Self::connect(&self.path)?);
+        }
+        Ok(())
+    }
+
+    /// Whether the database is open.
+    pub fn is_open(&self) -> bool {
+        self.conn
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    fn connect(path: &str) -> Result<Connection, String> {
         let conn = if path == ":memory:" {
             Connection::open_in_memory().map_err(|e| e.to_string())?
         } else {
@@ -110,18 +146,17 @@ impl EventDb {
         };
         conn.execute_batch(SCHEMA)
             .map_err(|e| format!("{path}: {e}"))?;
-        Ok(Self {
-            conn: Mutex::new(conn),
-        })
+        Ok(conn)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
+    fn lock(&self) -> MutexGuard<'_, Option<Connection>> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Stores events in one transaction; returns their ids in order.
     pub fn insert(&self, events: &[&LifecycleEvent]) -> Result<Vec<i64>, String> {
-        let mut conn = self.lock();
+        let mut guard = self.lock();
+        let conn = guard.as_mut().ok_or(NOT_OPEN)?;
         let tx = conn.transaction().map_err(|e| e.to_string())?;
         let mut ids = Vec::with_capacity(events.len());
         {
@@ -204,7 +239,8 @@ impl EventDb {
         sql: &str,
         params: &[&dyn rusqlite::ToSql],
     ) -> Result<Vec<StoredEvent>, String> {
-        let conn = self.lock();
+        let guard = self.lock();
+        let conn = guard.as_ref().ok_or(NOT_OPEN)?;
         let mut stmt = conn.prepare_cached(sql).map_err(|e| e.to_string())?;
         let rows = stmt
             .query_map(params, |row| {
@@ -227,6 +263,8 @@ impl EventDb {
     /// Deletes events older than `cutoff_us`; returns how many.
     pub fn purge_before(&self, cutoff_us: i64) -> Result<usize, String> {
         self.lock()
+            .as_ref()
+            .ok_or(NOT_OPEN)?
             .execute("DELETE FROM events WHERE at < ?1", params![cutoff_us])
             .map_err(|e| e.to_string())
     }
@@ -234,6 +272,8 @@ impl EventDb {
     /// Number of stored events.
     pub fn count(&self) -> Result<i64, String> {
         self.lock()
+            .as_ref()
+            .ok_or(NOT_OPEN)?
             .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
             .map_err(|e| e.to_string())
     }

@@ -36,6 +36,17 @@ async fn handle(state: Arc<EventsState>, headers: HeaderMap, RawQuery(raw): RawQ
         Err(resp) => return *resp,
     };
     if !query.stream {
+        if !state.db.is_open() {
+            let mut resp = json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the event database is not open (yet)",
+            );
+            resp.headers_mut().insert(
+                "retry-after",
+                vadvisor_api::axum::http::HeaderValue::from_static("1"),
+            );
+            return resp;
+        }
         return history::respond(state.db.clone(), query).await;
     }
     let format = if stream::wants_sse(headers.get("accept")) {

@@ -27,11 +27,13 @@ pub use handler::{add_routes, PATH};
 pub use sink::{build, EventsSink, EventsState};
 
 pub fn register(registry: &mut Registry) {
-    registry.add_sink(
+    registry.add_sink_checked(
         "events",
         "vAdvisor's /api/v1.0/events: lifecycle event history (SQLite) and live streams (NDJSON or SSE)",
+        EventsSinkOptions::validate,
         |o: EventsSinkOptions, cx| {
-            let state = Arc::new(build(o)?);
+            // The database is opened by the sink's `start`, not here.
+            let state = Arc::new(EventsState::new(o)?);
             add_routes(cx.http, &state).map_err(OptionError::whole)?;
             Ok(Box::new(EventsSink::new(state)))
         },

@@ -21,16 +21,30 @@ pub struct EventsState {
     pub options: EventsSinkOptions,
 }
 
+impl EventsState {
+    /// The sink's state, with its database not opened yet: no I/O.
+    pub fn new(o: EventsSinkOptions) -> Result<Self, OptionError> {
+        o.validate()?;
+        Ok(EventsState {
+            db: Arc::new(EventDb::new(&o.path)),
+            hub: Hub::new(),
+            options: o,
+        })
+    }
+
+    /// Opens the database (creating the file and its directory if needed).
+    pub fn open(&self) -> Result<(), OptionError> {
+        self.db
+            .ensure_open()
+            .map_err(|e| OptionError::at(&["path"], format!("cannot use the event database: {e}")))
+    }
+}
+
 /// Checks the options and opens the database.
 pub fn build(o: EventsSinkOptions) -> Result<EventsState, OptionError> {
-    o.validate()?;
-    let db = EventDb::open(&o.path)
-        .map_err(|e| OptionError::at(&["path"], format!("cannot use the event database: {e}")))?;
-    Ok(EventsState {
-        db: Arc::new(db),
-        hub: Hub::new(),
-        options: o,
-    })
+    let state = EventsState::new(o)?;
+    state.open()?;
+    Ok(state)
 }
 
 pub struct EventsSink {
@@ -106,7 +120,15 @@ pub(super) fn purge_period(retention: Duration) -> Duration {
 
 #[async_trait]
 impl Sink for EventsSink {
+    async fn start(&mut self) -> Result<(), OptionError> {
+        self.state.open()
+    }
+
     async fn run(self: Box<Self>, mut input: SinkInput) -> Result<(), String> {
+        // Normally opened by `start`; a sink run without it opens here.
+        if let Err(e) = self.state.open() {
+            tracing::warn!(error = %e.message, "the event database cannot be opened; live streams go on without ids");
+        }
         let mut health = DbHealth::default();
         let mut purge = tokio::time::interval(purge_period(self.state.options.retention));
         purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

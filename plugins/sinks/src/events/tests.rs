@@ -409,7 +409,11 @@ impl LiveCollect for NoLive {
     }
 }
 
-fn build_via_registry(v: serde_json::Value) -> Result<HttpRoutes, Vec<vadvisor_api::OptionError>> {
+/// Validates, builds and starts an `events` sink as the agent does; checks that the
+/// first two steps create nothing.
+async fn build_via_registry(
+    v: serde_json::Value,
+) -> Result<HttpRoutes, Vec<vadvisor_api::OptionError>> {
     let mut registry = Registry::new();
     register(&mut registry);
     let factory = registry.sink("events").expect("registered");
@@ -419,24 +423,42 @@ fn build_via_registry(v: serde_json::Value) -> Result<HttpRoutes, Vec<vadvisor_a
         hypervisor: Arc::new(FakeHypervisor::new()),
         http: &mut http,
         live: Arc::new(NoLive),
-        health: Health::new(),
-        bus: Bus::new(4),
+        health: Health::new().into(),
     };
-    factory.build(&PluginOptions::new(v), &mut cx)?;
+    let options = PluginOptions::new(v.clone());
+    factory.validate(&options)?;
+    let mut sink = factory.build(&options, &mut cx)?;
+    if let Some(path) = v.get("path").and_then(|p| p.as_str()) {
+        if path != ":memory:" && !path.is_empty() {
+            let p = std::path::Path::new(path);
+            assert!(
+                !p.exists(),
+                "validating and building must not create {path}"
+            );
+            if let Some(parent) = p.parent().filter(|d| d.file_name() == Some("sub".as_ref())) {
+                assert!(!parent.exists(), "nor its directory");
+            }
+        }
+    }
+    sink.start().await.map_err(|e| vec![e])?;
     Ok(http)
 }
 
-#[test]
-fn options_are_checked_and_errors_point_at_the_key() {
+#[tokio::test]
+async fn options_are_checked_and_errors_point_at_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let ok = dir.path().join("sub/events.db");
     let http = build_via_registry(
         serde_json::json!({"path": ok.to_str().unwrap(), "retention": "1d",
         "heartbeat": "5s", "client_buffer": 16}),
     )
+    .await
     .unwrap();
     assert_eq!(http.paths().collect::<Vec<_>>(), vec![PATH]);
-    assert!(ok.exists(), "the database and its directory are created");
+    assert!(
+        ok.exists(),
+        "starting the sink creates the database and its directory"
+    );
     let file = dir.path().join("file");
     std::fs::write(&file, b"x").unwrap();
     for (v, key) in [
@@ -467,6 +489,7 @@ fn options_are_checked_and_errors_point_at_the_key() {
         ),
     ] {
         let errs = build_via_registry(v.clone())
+            .await
             .err()
             .unwrap_or_else(|| panic!("{v} accepted"));
         assert_eq!(errs[0].path, vec![key.to_string()], "{v}: {errs:?}");

@@ -34,11 +34,11 @@ use sink::{PrometheusSink, Shared};
 use state::{State, StateOptions};
 
 pub fn register(registry: &mut Registry) {
-    registry.add_sink(
+    registry.add_sink_checked(
         "prometheus",
         "Prometheus exposition on /metrics (OpenMetrics or text 0.0.4), with vAdvisor's family names",
+        PrometheusOptions::validate,
         |o: PrometheusOptions, cx| {
-            o.validate()?;
             let shared = Arc::new(Shared {
                 state: Mutex::new(State::new(StateOptions {
                     labels: LabelOptions { name_label: o.name_label, aliases: o.vadvisor_names },

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use vadvisor_api::{CollectorHealth, ConnectionStatus, Health, MetricKind};
+use vadvisor_api::{CollectorHealth, ConnectionStatus, HealthView, MetricKind};
 
 use super::encode::Encoder;
 
@@ -141,7 +141,7 @@ impl SelfStats<'_> {
 }
 
 /// The HTTP server's open connections and how often its limits were hit.
-pub fn render_http(health: &Health, enc: &mut Encoder<'_, '_>) {
+pub fn render_http(health: &HealthView, enc: &mut Encoder<'_, '_>) {
     let name = "vadvisor_http_connections";
     enc.family(
         name,

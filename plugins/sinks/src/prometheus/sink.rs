@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use vadvisor_api::{async_trait, Health, Hypervisor, LiveCollect, Record, Sink, SinkInput};
+use vadvisor_api::{async_trait, HealthView, Hypervisor, LiveCollect, Record, Sink, SinkInput};
 
 use super::process::ProcessStats;
 use super::state::State;
@@ -18,7 +18,7 @@ pub(super) struct Shared {
     pub(super) process: Mutex<Option<(Instant, ProcessStats)>>,
     /// Set in live mode.
     pub(super) live: Option<Arc<dyn LiveCollect>>,
-    pub(super) health: Arc<Health>,
+    pub(super) health: HealthView,
     pub(super) hypervisor: Arc<dyn Hypervisor>,
 }
 

@@ -43,16 +43,19 @@ impl Default for RestOptions {
 }
 
 pub fn register(registry: &mut Registry) {
-    registry.add_sink(
+    registry.add_sink_checked(
         "rest",
         "vAdvisor's REST API: /api/v1.0/stats with per-domain history",
-        |o: RestOptions, cx| {
+        |o: &RestOptions| {
             if o.retention.is_zero() {
                 return Err(OptionError::at(&["retention"], "must be greater than 0"));
             }
             if o.max_samples == 0 {
                 return Err(OptionError::at(&["max_samples"], "must be at least 1"));
             }
+            Ok(())
+        },
+        |o: RestOptions, cx| {
             let state = Arc::new(RestState {
                 store: HistoryStore::new(o.retention, o.max_samples),
                 live: cx.live.clone(),

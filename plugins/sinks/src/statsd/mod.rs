@@ -6,11 +6,12 @@
 //! `max_packet_size` bytes. A server that is down or does not resolve is logged once
 //! and retried every interval; on shutdown one last send is made.
 //!
-//! Modules: `options` (options and validation), `naming` (series names),
+//! Modules: `cli` (vAdvisor's `--statsd-*` flags), `options` (options and validation), `naming` (series names),
 //! `render` (batches → points), `counters` (delta state), `presence` (vanished
 //! VMs), `latest` (latest batch per collector), `report` (one send's lines),
 //! `encode` (line format and packing), `transport` (UDP and error logging).
 
+pub mod cli;
 mod counters;
 mod encode;
 mod latest;
@@ -38,13 +39,11 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 const FINAL_RESOLVE_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub fn register(registry: &mut Registry) {
-    registry.add_sink(
+    registry.add_sink_checked(
         "statsd",
         "Pushes the latest values to a StatsD server over UDP (vAdvisor's names, counters as gauges or deltas, optional DogStatsD tags)",
-        |o: StatsdOptions, cx| {
-            o.validate()?;
-            Ok(Box::new(StatsdSink { id: cx.id.clone(), options: o }))
-        },
+        StatsdOptions::validate,
+        |o: StatsdOptions, cx| Ok(Box::new(StatsdSink { id: cx.id.clone(), options: o })),
     );
 }
 

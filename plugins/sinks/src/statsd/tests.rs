@@ -31,8 +31,7 @@ fn build(options: serde_json::Value) -> Result<Box<dyn Sink>, Vec<OptionError>> 
         hypervisor: Arc::new(FakeHypervisor::new()),
         http: &mut http,
         live: Arc::new(NoLive),
-        health: Health::new(),
-        bus: Bus::new(16),
+        health: Health::new().into(),
     };
     factory.build(&PluginOptions::new(options), &mut cx)
 }
