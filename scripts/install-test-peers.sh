@@ -12,9 +12,17 @@
 #                check metrics` validates /metrics); plus `wrk` for
 #                scripts/bench-metrics.sh. The packaged daemon is not left running.
 #   tools        curl, openssl, python3 (TLS peer and SQLite checks in the tests).
+#   k8s-validate Schema validators for deploy/kubernetes, pinned in scripts/k8s-validate/:
+#                PyPI `kubernetes-validate` (Kubernetes OpenAPI schemas) in a venv and npm
+#                `@kubernetes-models/prometheus-operator` (ServiceMonitor), in
+#                $VADVISOR_PEERS_DIR/k8s-validate, for tests/deploy_kubernetes.rs.
+#   systemd      systemd-analyze (Debian's `systemd` package) when missing: verifies
+#                deploy/systemd/vadvisor.service offline (no running systemd needed).
 #   statsd       Etsy's StatsD daemon from npm (`statsd`, pinned) in
 #                $VADVISOR_PEERS_DIR/statsd (default /opt/vadvisor-test-peers/statsd),
 #                for tests/statsd_daemon.rs; needs node and npm (Debian's if absent).
+#   cargo-deny   cargo-deny (pinned, `cargo install --locked`) in
+#                $VADVISOR_TOOLS_DIR (default /opt/vadvisor-test-peers/tools).
 
 set -euo pipefail
 
@@ -139,3 +147,76 @@ step_tools() {
 }
 
 step_tools
+
+# ---------------------------------------------------------------- systemd-analyze
+# tests/deploy_systemd.rs checks the unit with `systemd-analyze verify` and `security
+# --offline`; both work without systemd running as init.
+
+step_systemd_analyze() {
+	if command -v systemd-analyze >/dev/null; then
+		log "already installed: systemd-analyze ($(systemd-analyze --version | awk 'NR==1 {print $2}'))"
+		return 0
+	fi
+	apt_install systemd
+	command -v systemd-analyze >/dev/null || die "systemd-analyze missing after installing systemd"
+}
+
+step_systemd_analyze
+
+# ---------------------------------------------------------------- k8s-validate
+
+K8S_VALIDATE_SRC="$(cd "$(dirname "$0")" && pwd)/k8s-validate"
+K8S_VALIDATE_DIR="${VADVISOR_PEERS_DIR:-/opt/vadvisor-test-peers}/k8s-validate"
+
+step_k8s_validate() {
+	local venv="$K8S_VALIDATE_DIR/venv" npmdir="$K8S_VALIDATE_DIR/npm" f
+	mkdir -p "$K8S_VALIDATE_DIR"
+	if [ -x "$venv/bin/kubernetes-validate" ] && cmp -s "$K8S_VALIDATE_SRC/requirements.txt" "$venv/requirements.txt"; then
+		log "already installed: kubernetes-validate in $venv"
+	else
+		python3 -m venv --help >/dev/null 2>&1 || apt_install python3-venv
+		rm -rf "$venv"
+		python3 -m venv "$venv" || die "python3 -m venv $venv failed"
+		log "installing kubernetes-validate (PyPI, pinned) into $venv"
+		"$venv/bin/pip" install -q --disable-pip-version-check -r "$K8S_VALIDATE_SRC/requirements.txt" >&2 ||
+			die "pip install kubernetes-validate failed"
+		cp "$K8S_VALIDATE_SRC/requirements.txt" "$venv/requirements.txt"
+	fi
+	if [ -f "$npmdir/node_modules/@kubernetes-models/prometheus-operator/package.json" ] &&
+		cmp -s "$K8S_VALIDATE_SRC/package-lock.json" "$npmdir/package-lock.json"; then
+		log "already installed: @kubernetes-models/prometheus-operator in $npmdir"
+	else
+		if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+			apt_install nodejs npm
+		fi
+		mkdir -p "$npmdir"
+		for f in package.json package-lock.json; do cp "$K8S_VALIDATE_SRC/$f" "$npmdir/$f"; done
+		log "installing @kubernetes-models/prometheus-operator (npm ci, pinned) into $npmdir"
+		(cd "$npmdir" && npm ci --omit=dev --no-audit --no-fund >&2) || die "npm ci in $npmdir failed"
+	fi
+}
+
+step_k8s_validate
+
+# ---------------------------------------------------------------- cargo-deny
+# cargo-deny (pinned) checks licences, bans and sources of the dependency graph
+# (scripts/test.sh). Built from crates.io with `cargo install --locked` into
+# $VADVISOR_TOOLS_DIR (default /opt/vadvisor-test-peers/tools).
+
+CARGO_DENY_VERSION=0.20.2
+TOOLS_DIR="${VADVISOR_TOOLS_DIR:-/opt/vadvisor-test-peers/tools}"
+
+step_cargo_deny() {
+	local bin="$TOOLS_DIR/bin/cargo-deny"
+	if [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -qx "cargo-deny $CARGO_DENY_VERSION"; then
+		log "already installed: cargo-deny $CARGO_DENY_VERSION in $TOOLS_DIR"
+		return 0
+	fi
+	command -v cargo >/dev/null || die "cargo is needed to install cargo-deny"
+	log "installing cargo-deny $CARGO_DENY_VERSION (cargo install) into $TOOLS_DIR"
+	cargo install --locked --quiet --version "$CARGO_DENY_VERSION" --root "$TOOLS_DIR" cargo-deny \
+		|| die "cargo install cargo-deny@$CARGO_DENY_VERSION failed"
+	"$bin" --version >&2
+}
+
+step_cargo_deny

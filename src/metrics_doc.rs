@@ -131,7 +131,34 @@ without bulk statistics) and *since* the libvirt version that reports it.\n\n",
         out.push('\n');
     }
     out.push_str(SINK_SECTION);
+    prometheus_section(&mut out);
     out
+}
+
+/// The families the `prometheus` sink renders itself (its own list, checked there
+/// against a real render).
+fn prometheus_section(out: &mut String) {
+    out.push_str(
+        "## Prometheus sink\n\nFamilies the `prometheus` sink renders itself, besides the collectors' ones \
+(per-VM state and identity, lifecycle events, the agent's own health, and the usual `process_*` figures).\n\n\
+| Prometheus name | type | labels | meaning |\n|---|---|---|---|\n",
+    );
+    for f in vadvisor_sinks::prometheus::reference::OWN_FAMILIES {
+        writeln!(
+            out,
+            "| `{}` | {} | {} | {} |",
+            f.name,
+            f.kind,
+            if f.labels.is_empty() {
+                "—".to_string()
+            } else {
+                f.labels.join(", ")
+            },
+            f.help.replace('|', "\\|").replace('<', "\\<")
+        )
+        .ok();
+    }
+    out.push('\n');
 }
 
 /// Families the sinks produce themselves (not declared by a collector).

@@ -21,6 +21,10 @@ fn docs_metrics_md_is_up_to_date() {
         "vm_disk_read_bytes_total",
         "vm_memory_bytes",
         "vm_network_transmit_dropped_packets_total",
+        "vm_up",
+        "vm_lifecycle_events_total",
+        "vadvisor_collector_success",
+        "process_resident_memory_bytes",
     ] {
         assert!(generated.contains(&format!("`{name}`")), "{name} missing");
     }

@@ -353,7 +353,7 @@ fn a_guest_live_migrates_to_the_second_host_and_back_and_each_agent_tells_its_ha
     let a = Agent::start_with_stderr(&config("qemu:///system"), stderr(&log_a));
     let b = Agent::start_with_stderr(&config(H2_URI_RO), stderr(&log_b));
     let (ta, tb) = (target(&a), target(&b));
-    let prom = Prometheus::start(&[&ta, &tb]);
+    let prom = Prometheus::start_many(&[&ta, &tb], "vadvisor");
     assert!(
         wait_for(Duration::from_secs(30), || prom
             .all_targets_up()

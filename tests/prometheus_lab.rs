@@ -24,7 +24,7 @@ const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,appl
 fn a_real_prometheus_scrapes_vm_up_and_cpu_counters_of_every_running_guest() {
     let guests = lab_guests();
     let agent = Agent::start(AGENT);
-    let prom = Prometheus::start(&[&target(&agent)]);
+    let prom = Prometheus::start(&target(&agent), "vadvisor");
 
     // The scrape works (OpenMetrics is negotiated and parsed without error).
     let up = wait_for(Duration::from_secs(30), || {

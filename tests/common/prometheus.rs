@@ -1,6 +1,7 @@
 //! A real Prometheus server (Debian's `prometheus` package, installed by
-//! `scripts/install-test-peers.sh`) for black-box tests: scrapes the given targets every
-//! second, keeps its data in a temp dir, answers instant queries; killed on drop.
+//! `scripts/install-test-peers.sh`) scraping one or more targets every second, on a free
+//! loopback port with its data in a temp dir, and its HTTP API (instant queries by
+//! label). Killed on drop.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -23,8 +24,14 @@ pub fn target(agent: &Agent) -> String {
 }
 
 impl Prometheus {
-    /// Scrapes `targets` (`host:port`, one job `vadvisor`) every second.
-    pub fn start(targets: &[&str]) -> Prometheus {
+    /// Starts a server scraping `target` (`host:port`) as job `job`, and waits until it
+    /// is ready.
+    pub fn start(target: &str, job: &str) -> Prometheus {
+        Self::start_many(&[target], job)
+    }
+
+    /// Starts a server scraping every one of `targets` as job `job`.
+    pub fn start_many(targets: &[&str], job: &str) -> Prometheus {
         assert!(
             std::path::Path::new(PROMETHEUS_BIN).exists(),
             "{PROMETHEUS_BIN} is missing: run `bash scripts/install-test-peers.sh`"
@@ -40,7 +47,7 @@ impl Prometheus {
         write!(
             f,
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-             scrape_configs:\n  - job_name: vadvisor\n    static_configs:\n      - targets: [{list}]\n"
+             scrape_configs:\n  - job_name: {job}\n    static_configs:\n      - targets: [{list}]\n"
         )
         .expect("write config");
         let port = free_port();
@@ -75,17 +82,28 @@ impl Prometheus {
         prom
     }
 
-    pub fn api(&self, path: &str, params: &[(&str, &str)]) -> serde_json::Value {
+    /// `GET path?params` → the `data` of a successful answer, or the error it gave.
+    pub fn try_api(
+        &self,
+        path: &str,
+        params: &[(&str, &str)],
+    ) -> Result<serde_json::Value, String> {
         let r = client()
             .get(format!("{}{path}", self.base))
             .query(params)
             .send()
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-        let v: serde_json::Value = r
-            .json()
-            .unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"));
-        assert_eq!(v["status"], "success", "GET {path} {params:?}: {v}");
-        v["data"].clone()
+            .map_err(|e| format!("GET {path}: {e}"))?;
+        let v: serde_json::Value = r.json().map_err(|e| format!("GET {path}: not JSON: {e}"))?;
+        if v["status"] == "success" {
+            Ok(v["data"].clone())
+        } else {
+            Err(format!("{}: {}", v["errorType"], v["error"]))
+        }
+    }
+
+    pub fn api(&self, path: &str, params: &[(&str, &str)]) -> serde_json::Value {
+        self.try_api(path, params)
+            .unwrap_or_else(|e| panic!("GET {path} {params:?}: {e}"))
     }
 
     /// An instant query: (labels, value) per series.

@@ -9,7 +9,8 @@
 //! the snapshot, `vm_up` memory and the cached per-VM part; [`families`] collector
 //! families, aliases and de-duplication; [`encode`] the two formats; [`events`]
 //! `vm_lifecycle_events_total`; [`selfmetrics`] `vadvisor_*`; [`process`] `process_*`;
-//! `body` the zero-copy response body.
+//! [`reference`] the list of those own families for `docs/metrics.md`; `body` the
+//! zero-copy response body.
 
 mod body;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod events;
 pub mod families;
 mod handler;
 pub mod process;
+pub mod reference;
 pub mod selfmetrics;
 mod sink;
 pub mod state;
