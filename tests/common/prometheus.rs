@@ -20,6 +20,15 @@ impl Prometheus {
     /// Starts a server scraping `target` (`host:port`) as job `job`, and waits until it
     /// is ready.
     pub fn start(target: &str, job: &str) -> Prometheus {
+        Self::launch(target, job, None)
+    }
+
+    /// Like [`Prometheus::start`], evaluating the rules of `rule_file` every second.
+    pub fn start_with_rules(target: &str, job: &str, rule_file: &std::path::Path) -> Prometheus {
+        Self::launch(target, job, Some(rule_file))
+    }
+
+    fn launch(target: &str, job: &str, rule_file: Option<&std::path::Path>) -> Prometheus {
         assert!(
             std::path::Path::new(PROMETHEUS_BIN).exists(),
             "{PROMETHEUS_BIN} is missing: run `bash scripts/install-test-peers.sh`"
@@ -33,6 +42,9 @@ impl Prometheus {
              scrape_configs:\n  - job_name: {job}\n    static_configs:\n      - targets: ['{target}']\n"
         )
         .expect("write config");
+        if let Some(rules) = rule_file {
+            writeln!(f, "rule_files:\n  - '{}'", rules.display()).expect("write config");
+        }
         let port = free_port();
         let child = Command::new(PROMETHEUS_BIN)
             .arg(format!("--config.file={}", config.display()))
