@@ -57,12 +57,13 @@ COPY config.example.yaml /etc/vadvisor/config.yaml
 # cAdvisor "application metrics": cAdvisor reads this file inside the container and scrapes
 # the endpoint it names (vAdvisor's label and file).
 COPY docker/cadvisor_config.json /var/vadvisor/cadvisor_config.json
+# Licences: the agent's own and those of every crate linked into it.
+COPY LICENSE NOTICE THIRD-PARTY-LICENSES.md /usr/share/doc/vadvisor/
 
 LABEL io.cadvisor.metric.prometheus-vadvisor="/var/vadvisor/cadvisor_config.json" \
       org.opencontainers.image.title="vadvisor" \
       org.opencontainers.image.description="Monitors every VM on a libvirt host and exports what it sees (REST, Prometheus, StatsD); successor of vAdvisor" \
-      org.opencontainers.image.licenses="GPL-3.0-or-later" \
-      org.opencontainers.image.source="https://example.invalid/vadvisor"
+      org.opencontainers.image.licenses="GPL-3.0-or-later"
 
 EXPOSE 8181
 

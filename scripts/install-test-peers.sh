@@ -21,6 +21,8 @@
 #   statsd       Etsy's StatsD daemon from npm (`statsd`, pinned) in
 #                $VADVISOR_PEERS_DIR/statsd (default /opt/vadvisor-test-peers/statsd),
 #                for tests/statsd_daemon.rs; needs node and npm (Debian's if absent).
+#   cargo-deny   cargo-deny (pinned, `cargo install --locked`) in
+#                $VADVISOR_TOOLS_DIR (default /opt/vadvisor-test-peers/tools).
 
 set -euo pipefail
 
@@ -195,3 +197,26 @@ step_k8s_validate() {
 }
 
 step_k8s_validate
+
+# ---------------------------------------------------------------- cargo-deny
+# cargo-deny (pinned) checks licences, bans and sources of the dependency graph
+# (scripts/test.sh). Built from crates.io with `cargo install --locked` into
+# $VADVISOR_TOOLS_DIR (default /opt/vadvisor-test-peers/tools).
+
+CARGO_DENY_VERSION=0.20.2
+TOOLS_DIR="${VADVISOR_TOOLS_DIR:-/opt/vadvisor-test-peers/tools}"
+
+step_cargo_deny() {
+	local bin="$TOOLS_DIR/bin/cargo-deny"
+	if [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -qx "cargo-deny $CARGO_DENY_VERSION"; then
+		log "already installed: cargo-deny $CARGO_DENY_VERSION in $TOOLS_DIR"
+		return 0
+	fi
+	command -v cargo >/dev/null || die "cargo is needed to install cargo-deny"
+	log "installing cargo-deny $CARGO_DENY_VERSION (cargo install) into $TOOLS_DIR"
+	cargo install --locked --quiet --version "$CARGO_DENY_VERSION" --root "$TOOLS_DIR" cargo-deny \
+		|| die "cargo install cargo-deny@$CARGO_DENY_VERSION failed"
+	"$bin" --version >&2
+}
+
+step_cargo_deny

@@ -43,6 +43,10 @@ python3 scripts/check-module-cycles.py plugins/libvirt/src plugins/api/src plugi
   plugins/sinks/src plugins/sinks/src/events plugins/sinks/src/prometheus \
   plugins/sinks/src/statsd plugins/sinks/src/rest src
 
+log "cargo deny (licences, bans, sources)"
+"${VADVISOR_TOOLS_DIR:-/opt/vadvisor-test-peers/tools}/bin/cargo-deny" --offline \
+  check licenses bans sources
+
 log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 

@@ -165,3 +165,47 @@ fn specs_follow_the_lifecycle_of_a_guest() {
     assert!(gone.is_some(), "the undefined guest is gone within 3 s");
     assert!(!listed_names(&agent).iter().any(|n| n == NAME));
 }
+
+/// Right after start, a running lab guest's spec is 200, or 503 with `Retry-After`
+/// while the first refresh runs — never a false 404.
+#[test]
+#[ignore = "needs the lab: scripts/lab.sh up (scripts/test.sh runs it)"]
+fn lab_specs_never_answer_a_false_404_after_start() {
+    let (name, uuid) = lab_guests().into_iter().next().expect("a lab guest");
+    for id in [name.as_str(), uuid.as_str()] {
+        // The same config with an hour-long refresh: the first refresh is the only one.
+        let agent = Agent::start(CONFIG);
+        let (mut unavailable, mut ok) = (0, 0);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            let resp = agent.get(&format!("/api/v1.0/specs/{id}")).expect("GET");
+            match resp.status().as_u16() {
+                200 => {
+                    ok += 1;
+                    break;
+                }
+                503 => {
+                    assert_eq!(
+                        resp.headers()
+                            .get("retry-after")
+                            .and_then(|v| v.to_str().ok()),
+                        Some("1")
+                    );
+                    unavailable += 1;
+                }
+                other => panic!("GET /api/v1.0/specs/{id} right after start: {other}"),
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(
+            ok, 1,
+            "{id}: no 200 within 20 s ({unavailable} answers 503)"
+        );
+        println!("{id}: {unavailable} answers 503 before the first 200");
+        // An unknown domain is still 404.
+        let resp = agent
+            .get("/api/v1.0/specs/vadv-no-such-guest")
+            .expect("GET");
+        assert_eq!(resp.status().as_u16(), 404);
+    }
+}

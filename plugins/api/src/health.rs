@@ -219,6 +219,12 @@ impl HealthView {
     pub fn http_connections(&self) -> u64 {
         self.0.http_connections()
     }
+
+    /// Counts hits of a limit the sink enforces (e.g. refused event streams); the one
+    /// thing a sink records, so that every limit shows in the same self-metric.
+    pub fn record_limit_hit(&self, limit: &str, n: u64) {
+        self.0.record_limit_hit(limit, n)
+    }
 }
 
 impl From<Arc<Health>> for HealthView {

@@ -48,8 +48,11 @@ pub fn register(registry: &mut Registry) {
             if o.retention.is_zero() {
                 return Err(OptionError::at(&["retention"], "must be greater than 0"));
             }
-            if o.max_samples == 0 {
-                return Err(OptionError::at(&["max_samples"], "must be at least 1"));
+            if !(1..=100_000).contains(&o.max_samples) {
+                return Err(OptionError::at(
+                    &["max_samples"],
+                    "must be between 1 and 100000",
+                ));
             }
             Ok(())
         },
@@ -71,7 +74,11 @@ pub fn register(registry: &mut Registry) {
             ))?;
             route(cx.http.route("/api/v1.0/stats", get(redirect_slash)))?;
             let specs = Arc::new(specs::SpecCache::default());
-            route(specs::register_routes(cx.http, specs.clone()))?;
+            route(specs::register_routes(
+                cx.http,
+                specs.clone(),
+                cx.hypervisor.clone(),
+            ))?;
             Ok(Box::new(RestSink { state, specs }))
         },
     );

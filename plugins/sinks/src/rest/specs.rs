@@ -1,12 +1,15 @@
 //! vAdvisor's `/api/v1.0/specs` over a cache of the latest `Record::Spec` per domain
-//! (published by the `specs` collector); no request ever reaches libvirt.
+//! (published by the `specs` collector). Only a cache miss reaches libvirt: one domain
+//! listing, so that a domain whose spec is not collected yet (right after start, or
+//! just defined) answers 503 with `Retry-After` instead of a false 404.
 //!
 //! - `GET /api/v1.0/specs/` → JSON array of the active (running or paused) domains'
 //!   specs, ordered by domain name;
 //! - `GET /api/v1.0/specs/<id>` → one domain's spec, active or not; `<id>` is a UUID in
 //!   any of the spellings Python's `UUID()` takes (any case, dashed or not, `{…}`,
 //!   `urn:uuid:…`) or a name; a UUID-looking id that matches no UUID is tried as a name;
-//!   unknown → 404 JSON;
+//!   not cached but known to libvirt (or libvirt unreachable) → 503 JSON with
+//!   `Retry-After: 1`; unknown → 404 JSON;
 //! - `GET /api/v1.0/specs` → 308 to `/api/v1.0/specs/`, keeping the query.
 
 use std::collections::HashMap;
@@ -16,7 +19,7 @@ use vadvisor_api::axum::extract::{Path, RawQuery};
 use vadvisor_api::axum::http::{header, StatusCode};
 use vadvisor_api::axum::response::{IntoResponse, Redirect, Response};
 use vadvisor_api::axum::routing::get;
-use vadvisor_api::{DomainSpec, HttpRoutes};
+use vadvisor_api::{DomainSpec, HttpRoutes, Hypervisor};
 
 use crate::http_util::{json_error, parse_query};
 use vadvisor_api::normalize_uuid;
@@ -67,8 +70,12 @@ fn json_response(v: &impl serde::Serialize) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-/// Adds the three routes.
-pub fn register_routes(http: &mut HttpRoutes, cache: Arc<SpecCache>) -> Result<(), String> {
+/// Adds the three routes; `hv` answers cache misses.
+pub fn register_routes(
+    http: &mut HttpRoutes,
+    cache: Arc<SpecCache>,
+    hv: Arc<dyn Hypervisor>,
+) -> Result<(), String> {
     let c = cache.clone();
     http.route(
         "/api/v1.0/specs/",
@@ -76,7 +83,7 @@ pub fn register_routes(http: &mut HttpRoutes, cache: Arc<SpecCache>) -> Result<(
     )?;
     http.route(
         "/api/v1.0/specs/{id}",
-        get(move |p: Path<String>, q: RawQuery| one(cache.clone(), p, q)),
+        get(move |p: Path<String>, q: RawQuery| one(cache.clone(), hv.clone(), p, q)),
     )?;
     http.route("/api/v1.0/specs", get(redirect_slash))
 }
@@ -88,14 +95,39 @@ async fn all(cache: Arc<SpecCache>, RawQuery(q): RawQuery) -> Response {
     json_response(&cache.active())
 }
 
-async fn one(cache: Arc<SpecCache>, Path(id): Path<String>, RawQuery(q): RawQuery) -> Response {
+async fn one(
+    cache: Arc<SpecCache>,
+    hv: Arc<dyn Hypervisor>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Response {
     if let Err(resp) = parse_query(q.as_deref(), &[]) {
         return resp;
     }
-    match cache.find(&id) {
-        Some(spec) => json_response(&spec),
-        None => json_error(StatusCode::NOT_FOUND, format!("no such domain: `{id}`")),
+    if let Some(spec) = cache.find(&id) {
+        return json_response(&spec);
     }
+    // A miss: is it a domain whose spec has not arrived yet?
+    let uuid = normalize_uuid(&id);
+    let not_yet = match hv.list_domains().await {
+        Ok(domains) => {
+            let known = domains.iter().any(|d| {
+                uuid.as_deref() == Some(&*d.domain.uuid) || &*d.domain.name == id.as_str()
+            });
+            if !known {
+                return json_error(StatusCode::NOT_FOUND, format!("no such domain: `{id}`"));
+            }
+            format!(
+                "the spec of domain `{id}` is not collected yet (the `specs` collector reads it \
+                 after start and after lifecycle events); retry shortly"
+            )
+        }
+        Err(e) => format!("no spec of `{id}` cached and libvirt cannot be asked: {e}"),
+    };
+    let mut resp = json_error(StatusCode::SERVICE_UNAVAILABLE, not_yet);
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    resp
 }
 
 async fn redirect_slash(RawQuery(q): RawQuery) -> Response {
@@ -128,11 +160,50 @@ mod tests {
         })
     }
 
-    fn router() -> (vadvisor_api::axum::Router, Arc<SpecCache>) {
+    fn router_with(
+        hv: Arc<vadvisor_api::FakeHypervisor>,
+    ) -> (vadvisor_api::axum::Router, Arc<SpecCache>) {
         let cache = Arc::new(SpecCache::default());
         let mut http = HttpRoutes::new();
-        register_routes(&mut http, cache.clone()).unwrap();
+        register_routes(&mut http, cache.clone(), hv).unwrap();
         (http.into_router(), cache)
+    }
+
+    fn router() -> (vadvisor_api::axum::Router, Arc<SpecCache>) {
+        router_with(Arc::new(vadvisor_api::FakeHypervisor::new()))
+    }
+
+    #[tokio::test]
+    async fn a_known_domain_not_cached_yet_is_503_with_retry_after_never_404() {
+        let hv = Arc::new(vadvisor_api::FakeHypervisor::new());
+        hv.put_inactive(U1, "one");
+        let (r, cache) = router_with(hv.clone());
+        for id in [U1, "5ad0a0b0000040008000000000000001", "one"] {
+            let resp = r
+                .clone()
+                .oneshot(
+                    Request::get(format!("/api/v1.0/specs/{id}"))
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE, "{id}");
+            assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
+        }
+        let (status, _, body) = get(&r, "/api/v1.0/specs/nope").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(
+            body["message"]
+                .as_str()
+                .is_some_and(|e| e.contains("no such domain")),
+            "{body}"
+        );
+        cache.ingest(&spec(U1, "one", false, true));
+        assert_eq!(get(&r, "/api/v1.0/specs/one").await.0, StatusCode::OK);
+        hv.set_down(Some("no libvirtd"));
+        let (status, _, body) = get(&r, &format!("/api/v1.0/specs/{U2}")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     }
 
     async fn get(

@@ -149,8 +149,8 @@ impl HistoryStore {
         let domains = self.domains.read().unwrap_or_else(|e| e.into_inner());
         let mut out = Map::new();
         match only {
-            Some(uuid) => {
-                let h = domains.get(uuid)?;
+            Some(id) => {
+                let (uuid, h) = find(&domains, id)?;
                 out.insert(uuid.to_string(), render_history(h));
             }
             None => {
@@ -175,6 +175,21 @@ impl HistoryStore {
         }
         scratch.render(only)
     }
+}
+
+/// A domain by UUID in any spelling `/specs/` accepts (upper case, no dashes, braces,
+/// `urn:uuid:`), else by name.
+fn find<'a>(
+    domains: &'a HashMap<Arc<str>, DomainHistory>,
+    id: &str,
+) -> Option<(&'a Arc<str>, &'a DomainHistory)> {
+    domains
+        .get_key_value(id)
+        .or_else(|| {
+            let uuid = vadvisor_api::normalize_uuid(id)?;
+            domains.get_key_value(uuid.as_str())
+        })
+        .or_else(|| domains.iter().find(|(_, h)| &*h.name == id))
 }
 
 fn render_history(h: &DomainHistory) -> Value {
@@ -246,6 +261,24 @@ mod tests {
         assert_eq!(samples[2]["state"], "Running");
         assert_eq!(samples[2]["name"], "name-a");
         assert!(store.render(Some("zzz")).is_none());
+    }
+
+    #[test]
+    fn one_domain_is_found_by_any_uuid_spelling_or_by_name() {
+        let store = HistoryStore::new(Duration::from_secs(60), 3);
+        let uuid = "6695eb01-f6a4-8304-79aa-97f2502e193f";
+        store.ingest(&batch(SystemTime::now(), 0, &[uuid], 1.0));
+        for id in [
+            uuid,
+            "6695EB01-F6A4-8304-79AA-97F2502E193F",
+            "6695eb01f6a4830479aa97f2502e193f",
+            "{6695eb01-f6a4-8304-79aa-97f2502e193f}",
+            &format!("name-{uuid}"),
+        ] {
+            let v = store.render(Some(id)).unwrap_or_else(|| panic!("{id}"));
+            assert!(v.get(uuid).is_some(), "{id}: keyed by the canonical UUID");
+        }
+        assert!(store.render(Some("6695eb01")).is_none());
     }
 
     #[test]
