@@ -328,7 +328,7 @@ pub async fn run(args: Args, registry: Registry) -> anyhow::Result<Exit> {
     }
     tasks.extend(scheduler::spawn(
         pipeline.polled,
-        hv.clone(),
+        pipeline.live.bulk(),
         bus.clone(),
         health.clone(),
         shutdown.clone(),

@@ -26,6 +26,9 @@ pub struct FakeHypervisor {
     down: Mutex<Option<String>>,
     delay: Mutex<Option<Duration>>,
     calls: AtomicU64,
+    /// Bulk calls running now, and the most ever running at once.
+    running: AtomicU64,
+    max_running: AtomicU64,
     events: broadcast::Sender<LifecycleEvent>,
 }
 
@@ -38,6 +41,8 @@ impl Default for FakeHypervisor {
             down: Mutex::default(),
             delay: Mutex::default(),
             calls: AtomicU64::new(0),
+            running: AtomicU64::new(0),
+            max_running: AtomicU64::new(0),
             events: broadcast::channel(1024).0,
         }
     }
@@ -107,6 +112,11 @@ impl FakeHypervisor {
         *self.delay.lock().unwrap_or_else(|e| e.into_inner()) = delay;
     }
 
+    /// The most bulk statistics calls that ever ran at the same time.
+    pub fn max_concurrent_calls(&self) -> u64 {
+        self.max_running.load(Ordering::Relaxed)
+    }
+
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::Relaxed)
     }
@@ -120,10 +130,13 @@ impl FakeHypervisor {
 impl Hypervisor for FakeHypervisor {
     async fn domain_stats(&self, groups: StatsGroups) -> Result<Vec<DomainStats>, HypervisorError> {
         self.calls.fetch_add(1, Ordering::Relaxed);
+        let now = self.running.fetch_add(1, Ordering::Relaxed) + 1;
+        self.max_running.fetch_max(now, Ordering::Relaxed);
         let delay = *self.delay.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(d) = delay {
             tokio::time::sleep(d).await;
         }
+        self.running.fetch_sub(1, Ordering::Relaxed);
         if let Some(reason) = self.down.lock().unwrap_or_else(|e| e.into_inner()).clone() {
             return Err(HypervisorError::Disconnected(reason));
         }

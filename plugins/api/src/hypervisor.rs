@@ -44,6 +44,11 @@ impl StatsGroups {
         self.0 & other.0 == other.0
     }
 
+    /// The groups of `self` that are not in `other`.
+    pub const fn without(self, other: Self) -> Self {
+        Self(self.0 & !other.0)
+    }
+
     pub const fn is_empty(self) -> bool {
         self.0 == 0
     }

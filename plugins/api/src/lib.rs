@@ -23,7 +23,7 @@ pub use async_trait::async_trait;
 #[cfg(feature = "http")]
 pub use axum;
 pub use collector::{
-    CollectContext, CollectError, Collected, Collector, EventSource, SourceContext,
+    CollectContext, CollectError, Collected, Collector, EventSource, SourceContext, StatsSource,
 };
 pub use fake::FakeHypervisor;
 pub use health::{CollectorHealth, DomainHealth, Health, HealthView, SinkHealth};

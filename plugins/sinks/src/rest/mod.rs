@@ -58,7 +58,7 @@ pub fn register(registry: &mut Registry) {
         },
         |o: RestOptions, cx| {
             let state = Arc::new(RestState {
-                store: HistoryStore::new(o.retention, o.max_samples),
+                store: HistoryStore::new(o.retention, o.max_samples).with_health(cx.health.clone()),
                 live: cx.live.clone(),
             });
             let route = |r: Result<(), String>| r.map_err(OptionError::whole);
