@@ -136,6 +136,11 @@ async fn healthz(hv: Arc<dyn Hypervisor>, health: Arc<Health>, brief: bool) -> R
             )
         })
         .collect();
+    let sinks: serde_json::Map<String, serde_json::Value> = health
+        .sinks()
+        .into_iter()
+        .map(|(id, dropped)| (id, serde_json::json!({"dropped_records": dropped})))
+        .collect();
     // The agent is healthy while it runs; libvirt's state is reported, not judged, so a
     // libvirtd restart does not get the container killed.
     Json(serde_json::json!({
@@ -144,6 +149,7 @@ async fn healthz(hv: Arc<dyn Hypervisor>, health: Arc<Health>, brief: bool) -> R
                     "last_error": status.last_error},
         "collectors": collectors,
         "domains": domains,
+        "sinks": sinks,
     }))
     .into_response()
 }
