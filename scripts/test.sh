@@ -15,8 +15,8 @@ log() { printf '\n== %s (%ss) ==\n' "$*" "$SECONDS" >&2; }
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 guests=${LAB_GUESTS:-3}
 
-log "lab: libvirtd + $guests QEMU guests"
-bash scripts/lab.sh up "$guests"
+log "lab: libvirtd + $guests QEMU guests, and a second libvirt host for the migration test"
+bash scripts/lab.sh up "$guests" --second-host
 
 log "test peers: prometheus, promtool, wrk, statsd"
 bash scripts/install-test-peers.sh
