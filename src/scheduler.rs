@@ -274,6 +274,11 @@ impl LiveCollector {
             inflight: Mutex::new(None),
         })
     }
+
+    /// Replaces the collectors after a reload changed them.
+    pub fn replace_instances(&self, instances: Vec<PolledInstance>) {
+        *self.instances.lock().unwrap_or_else(|e| e.into_inner()) = instances.into();
+    }
 }
 
 #[async_trait]
