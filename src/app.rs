@@ -34,13 +34,32 @@ fn kinds(registry: &Registry) -> KnownKinds {
 }
 
 /// Reads the config text: the given file, else the default path, else the built-in
-/// defaults. Returns the text and the name used in messages.
+/// defaults. Returns the text and the name used in messages. A file that cannot be
+/// read, is a directory or is not text is a [`ConfigErrors`] naming it (exit code 2).
 pub fn read_config(path: Option<&Path>) -> anyhow::Result<(String, String)> {
     match path {
         Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("cannot read config file {}", p.display()))?;
-            Ok((text, p.display().to_string()))
+            let file = p.display().to_string();
+            let fail = |message: String| ConfigErrors {
+                file: file.clone(),
+                diagnostics: vec![config::Diagnostic {
+                    position: Default::default(),
+                    path: String::new(),
+                    message,
+                }],
+            };
+            if p.is_dir() {
+                return Err(fail("is a directory, not a config file".into()).into());
+            }
+            let bytes =
+                std::fs::read(p).map_err(|e| fail(format!("cannot read the config file: {e}")))?;
+            let text = String::from_utf8(bytes)
+                .ok()
+                .filter(|t| !t.contains('\0'))
+                .ok_or_else(|| {
+                    fail("is not a text file (binary or not UTF-8); expected YAML".into())
+                })?;
+            Ok((text, file))
         }
         None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
             read_config(Some(Path::new(DEFAULT_CONFIG_PATH)))
@@ -49,6 +68,17 @@ pub fn read_config(path: Option<&Path>) -> anyhow::Result<(String, String)> {
             DEFAULT_CONFIG.to_string(),
             "<built-in defaults>".to_string(),
         )),
+    }
+}
+
+/// [`read_config`], with its config errors as an [`Exit`].
+fn read_config_or_exit(path: Option<&Path>) -> anyhow::Result<Result<(String, String), Exit>> {
+    match read_config(path) {
+        Ok(r) => Ok(Ok(r)),
+        Err(e) => match e.downcast::<ConfigErrors>() {
+            Ok(errors) => Ok(Err(Exit::Config(errors))),
+            Err(e) => Err(e),
+        },
     }
 }
 
@@ -62,6 +92,16 @@ pub fn load(
 ) -> Result<AgentConfig, ConfigErrors> {
     let (mut config, mut diagnostics) = config::load_partial(text, file, &kinds(registry))?;
     if let Some(uri) = &args.libvirt_uri {
+        if let Err(message) = config::check_libvirt_uri(uri) {
+            return Err(ConfigErrors {
+                file: "--libvirt-uri".into(),
+                diagnostics: vec![config::Diagnostic {
+                    position: Default::default(),
+                    path: String::new(),
+                    message,
+                }],
+            });
+        }
         config.libvirt.uri = uri.clone();
     }
     if let Some(listen) = args.listen {
@@ -177,7 +217,10 @@ pub async fn run(args: Args, registry: Registry) -> anyhow::Result<Exit> {
         return Ok(Exit::Ok);
     }
     if let Some(path) = &args.check_config {
-        let (text, file) = read_config(Some(path))?;
+        let (text, file) = match read_config_or_exit(Some(path))? {
+            Ok(r) => r,
+            Err(exit) => return Ok(exit),
+        };
         // Validated, then built once against an in-memory hypervisor (HTTP paths,
         // metric declarations); nothing is opened or started.
         let checked = load(&text, &file, &registry, &args).and_then(|config| {
@@ -195,7 +238,10 @@ pub async fn run(args: Args, registry: Registry) -> anyhow::Result<Exit> {
             Err(e) => Exit::Config(e),
         });
     }
-    let (text, file) = read_config(args.config.as_deref())?;
+    let (text, file) = match read_config_or_exit(args.config.as_deref())? {
+        Ok(r) => r,
+        Err(exit) => return Ok(exit),
+    };
     let config = match load(&text, &file, &registry, &args) {
         Ok(c) => c,
         Err(e) => return Ok(Exit::Config(e)),

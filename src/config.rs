@@ -44,10 +44,16 @@ pub struct ConfigErrors {
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for d in &self.diagnostics {
-            if d.path.is_empty() {
-                writeln!(f, "{}:{}: {}", self.file, d.position, d.message)?;
+            // Line 0: about the file as a whole (it cannot be read), no position.
+            let at = if d.position.line == 0 {
+                self.file.clone()
             } else {
-                writeln!(f, "{}:{}: {}: {}", self.file, d.position, d.path, d.message)?;
+                format!("{}:{}", self.file, d.position)
+            };
+            if d.path.is_empty() {
+                writeln!(f, "{at}: {}", d.message)?;
+            } else {
+                writeln!(f, "{at}: {}: {}", d.path, d.message)?;
             }
         }
         let n = self.diagnostics.len();
@@ -273,12 +279,20 @@ pub fn load_partial(
     let libvirt: LibvirtSection =
         decode_section(&section("libvirt"), "libvirt", &locations, &mut diags);
     let http: HttpSection = decode_section(&section("http"), "http", &locations, &mut diags);
-    if libvirt.max_concurrent_calls == 0 {
+    if !(1..=256).contains(&libvirt.max_concurrent_calls) {
         let p = vec!["libvirt".to_string(), "max_concurrent_calls".to_string()];
         diags.push(Diagnostic {
             position: locations.value(&p),
             path: p.join("."),
-            message: "must be at least 1".into(),
+            message: "must be between 1 and 256".into(),
+        });
+    }
+    if let Err(message) = check_libvirt_uri(&libvirt.uri) {
+        let p = vec!["libvirt".to_string(), "uri".to_string()];
+        diags.push(Diagnostic {
+            position: locations.value(&p),
+            path: p.join("."),
+            message,
         });
     }
     for (name, d) in [
@@ -366,6 +380,15 @@ fn decode_section<T: serde::de::DeserializeOwned + Default>(
     match PluginOptions::new(value.clone()).decode_all::<T>() {
         Ok(v) => v,
         Err(errors) => {
+            // Decode again without the keys in error, so that the checks of the other
+            // keys still run (an error in one key must not hide another's).
+            let mut rest = value.clone();
+            for e in &errors {
+                remove_path(&mut rest, &e.path);
+            }
+            let partial = PluginOptions::new(rest)
+                .decode_all::<T>()
+                .unwrap_or_default();
             for e in errors {
                 let mut path = vec![name.to_string()];
                 path.extend(e.path);
@@ -380,10 +403,62 @@ fn decode_section<T: serde::de::DeserializeOwned + Default>(
                     message: e.message,
                 });
             }
-            T::default()
+            partial
         }
     }
 }
+
+fn remove_path(value: &mut Value, path: &[String]) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut cur = value;
+    for p in parents {
+        match cur.get_mut(p.as_str()) {
+            Some(v) => cur = v,
+            None => return,
+        }
+    }
+    if let Value::Object(m) = cur {
+        m.remove(last);
+    }
+}
+
+/// Checks the shape of a libvirt URI: `driver[+transport]:` followed by a path or
+/// `//[user@]host[:port]/path`, without spaces (e.g. `qemu:///system`,
+/// `qemu+ssh://root@host/system`, `test:///default`).
+pub fn check_libvirt_uri(uri: &str) -> Result<(), String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "invalid libvirt URI `{uri}`: {why}; expected e.g. `qemu:///system` or `qemu+ssh://user@host/system`"
+        ))
+    };
+    let Some((scheme, rest)) = uri.split_once(':') else {
+        return bad("no `driver:` scheme");
+    };
+    let mut chars = scheme.chars();
+    if !chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        || !chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    {
+        return bad("the scheme must be a driver name such as `qemu` or `qemu+ssh`");
+    }
+    if rest.is_empty() {
+        return bad("nothing after the scheme");
+    }
+    if uri.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return bad("it contains spaces or control characters");
+    }
+    if let Some(authority) = rest.strip_prefix("//") {
+        let host = authority.split(['/', '?']).next().unwrap_or_default();
+        if host.contains("//") || host.matches('@').count() > 1 {
+            return bad("the host part is malformed");
+        }
+    }
+    Ok(())
+}
+
+/// Shortest collector interval: below it a tick cannot finish reliably.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 
 fn parse_duration(v: &Value) -> Result<Duration, String> {
     let text = match v {
@@ -499,6 +574,17 @@ fn instances(
                     }
                 },
                 "interval" | "timeout" => match parse_duration(&v) {
+                    Ok(d) if *key == "interval" && d < MIN_INTERVAL => {
+                        push(
+                            kpath,
+                            false,
+                            format!(
+                                "must be at least {}",
+                                humantime::format_duration(MIN_INTERVAL)
+                            ),
+                        );
+                        ok = false;
+                    }
                     Ok(d) if *key == "interval" => interval = d,
                     Ok(d) => timeout = Some(d),
                     Err(e) => {

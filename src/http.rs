@@ -1,5 +1,5 @@
 //! The one HTTP server every HTTP sink shares: the sinks' routes plus the core's own
-//! (`/`, `/healthz`), JSON bodies for 404 and 405, and gzip when the client
+//! (`/`, `/healthz`), JSON bodies for 404, 405 and extractor rejections, and gzip when the client
 //! accepts it (served by [`crate::server`]).
 
 use std::sync::Arc;
@@ -18,6 +18,30 @@ fn json_error(status: StatusCode, message: String) -> Response {
         "status": status.as_u16(),
     });
     (status, Json(body)).into_response()
+}
+
+/// Error responses that axum's extractors answer in plain text (e.g. a path that is not
+/// valid UTF-8 after percent-decoding) get the API's JSON error body instead.
+async fn json_rejections(response: Response) -> Response {
+    let status = response.status();
+    let plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    if !(status.is_client_error() || status.is_server_error()) || !plain {
+        return response;
+    }
+    let text = match axum::body::to_bytes(response.into_body(), 64 * 1024).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_string(),
+        Err(_) => String::new(),
+    };
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    json_error(status, message)
 }
 
 /// Builds the full router from the sinks' routes and `core`, the agent's own routes
@@ -70,6 +94,7 @@ pub fn router(
                 format!("method {method} is not allowed here; use GET"),
             )
         })
+        .layer(axum::middleware::map_response(json_rejections))
         .layer(CompressionLayer::new().gzip(true));
     match auth {
         Some(auth) => router.layer(axum::middleware::from_fn(move |req, next| {
@@ -114,6 +139,11 @@ async fn healthz(hv: Arc<dyn Hypervisor>, health: Arc<Health>, brief: bool) -> R
             )
         })
         .collect();
+    let sinks: serde_json::Map<String, serde_json::Value> = health
+        .sinks()
+        .into_iter()
+        .map(|(id, dropped)| (id, serde_json::json!({"dropped_records": dropped})))
+        .collect();
     // The agent is healthy while it runs; libvirt's state is reported, not judged, so a
     // libvirtd restart does not get the container killed.
     Json(serde_json::json!({
@@ -122,6 +152,7 @@ async fn healthz(hv: Arc<dyn Hypervisor>, health: Arc<Health>, brief: bool) -> R
                     "last_error": status.last_error},
         "collectors": collectors,
         "domains": domains,
+        "sinks": sinks,
     }))
     .into_response()
 }

@@ -5,6 +5,7 @@
 pub mod app;
 pub mod auth;
 pub mod builtins;
+pub mod bulk;
 pub mod cli;
 pub mod config;
 pub mod connections;

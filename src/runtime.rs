@@ -327,7 +327,7 @@ impl Runtime {
             let stop = self.shutdown.child_token();
             let tasks = scheduler::spawn(
                 set,
-                self.hv.clone(),
+                self.live.bulk(),
                 self.bus.clone(),
                 self.health.clone(),
                 stop.clone(),

@@ -1,22 +1,27 @@
-//! The scheduler: one task per distinct collector interval. Each tick runs the
-//! collectors of that interval together — they share one bulk libvirt call through a
-//! common [`CollectContext`] — with a deadline per run, skips missed ticks instead of
-//! bunching them, publishes a [`Batch`] per collector, and records run health. The same
-//! machinery backs [`LiveCollector`], a fresh collection on request shared by
-//! concurrent callers.
+//! The scheduler: one loop for every polled collector. Each collector's runs sit on its
+//! own grid (start + k × interval); a tick runs every collector due at that moment
+//! together — whatever their intervals — so they share one bulk libvirt call (for the
+//! union of their groups) through a common [`CollectContext`], with a deadline per run.
+//! A tick that overruns skips the missed moments and the next one lands on the grid of
+//! the intervals' greatest common divisor, so collectors due meanwhile still run
+//! together. Each tick records run health, then publishes a [`Batch`] per collector.
+//! The same machinery backs [`LiveCollector`], a fresh collection on request shared by
+//! concurrent callers; both fetch statistics through one [`BulkCalls`], so a live
+//! collection and a tick never run two bulk calls at once.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::{BoxFuture, FutureExt, Shared};
 use tokio::task::JoinHandle;
-use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use vadvisor_api::{
     async_trait, Batch, Bus, CollectContext, Collector, Health, Hypervisor, LiveCollect,
     MetricDesc, Record, StatsGroups,
 };
+
+use crate::bulk::BulkCalls;
 
 /// A polled collector instance as the scheduler runs it.
 #[derive(Clone)]
@@ -46,7 +51,7 @@ struct Tick {
 }
 
 /// Runs `instances` once, sharing one statistics call.
-async fn run_tick(hv: &Arc<dyn Hypervisor>, instances: &[PolledInstance]) -> Tick {
+async fn run_tick(bulk: &Arc<BulkCalls>, instances: &[PolledInstance]) -> Tick {
     let groups = instances
         .iter()
         .fold(StatsGroups::NONE, |g, i| g | i.collector.stats_groups());
@@ -55,7 +60,12 @@ async fn run_tick(hv: &Arc<dyn Hypervisor>, instances: &[PolledInstance]) -> Tic
         .map(|i| i.timeout)
         .max()
         .unwrap_or(Duration::from_secs(1));
-    let cx = CollectContext::new(hv.clone(), groups, Instant::now() + longest);
+    let cx = CollectContext::with_source(
+        bulk.hypervisor().clone(),
+        bulk.clone(),
+        groups,
+        Instant::now() + longest,
+    );
     let runs = instances.iter().map(|inst| {
         let cx = &cx;
         async move {
@@ -181,77 +191,143 @@ impl LogLatch {
     }
 }
 
-/// Spawns one task per distinct interval. Tasks end when `shutdown` is cancelled.
+/// The greatest common divisor of the intervals (at least 1 ms): the grid a late tick
+/// is moved to, so that collectors due meanwhile run together.
+fn base_tick(intervals: impl Iterator<Item = Duration>) -> Duration {
+    fn gcd(a: u128, b: u128) -> u128 {
+        if b == 0 {
+            a
+        } else {
+            gcd(b, a % b)
+        }
+    }
+    let nanos = intervals.map(|d| d.as_nanos()).fold(0, gcd);
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX)).max(Duration::from_millis(1))
+}
+
+/// The first point of the grid `start + k × step` strictly after `t`.
+fn slot_after(start: Instant, step: Duration, t: Instant) -> Instant {
+    let k = t.saturating_duration_since(start).as_nanos() / step.as_nanos().max(1) + 1;
+    start + step.saturating_mul(u32::try_from(k).unwrap_or(u32::MAX))
+}
+
+/// Which collectors run at the next tick, and when it is.
+struct Plan {
+    start: Instant,
+    base: Duration,
+    /// Each collector's next run.
+    next: Vec<Instant>,
+}
+
+impl Plan {
+    fn new(start: Instant, instances: &[PolledInstance]) -> Self {
+        Self {
+            start,
+            base: base_tick(instances.iter().map(|i| i.interval)),
+            next: vec![start; instances.len()],
+        }
+    }
+
+    /// When the next tick is: the earliest run due, or — when that moment passed while a
+    /// tick overran — the next point of the common grid (missed moments are skipped).
+    fn wake(&self, now: Instant) -> Instant {
+        let earliest = self.next.iter().copied().min().unwrap_or(now);
+        if earliest + self.base / 2 >= now {
+            earliest
+        } else {
+            let at_or_after = slot_after(self.start, self.base, now - Duration::from_nanos(1));
+            at_or_after.max(earliest)
+        }
+    }
+
+    /// The collectors due at a tick at `at`; their next runs move past it.
+    fn take_due(&mut self, at: Instant, instances: &[PolledInstance]) -> Vec<usize> {
+        let due: Vec<usize> = (0..self.next.len())
+            .filter(|&i| self.next[i] <= at)
+            .collect();
+        for &i in &due {
+            self.next[i] = slot_after(self.start, instances[i].interval, at);
+        }
+        due
+    }
+}
+
+/// Spawns the scheduler's loop. It ends when `shutdown` is cancelled.
 pub fn spawn(
     instances: Vec<PolledInstance>,
-    hv: Arc<dyn Hypervisor>,
+    bulk: Arc<BulkCalls>,
     bus: Bus,
     health: Arc<Health>,
     shutdown: CancellationToken,
 ) -> Vec<JoinHandle<()>> {
-    let mut by_interval: BTreeMap<Duration, Vec<PolledInstance>> = BTreeMap::new();
-    for inst in instances {
-        by_interval.entry(inst.interval).or_default().push(inst);
+    if instances.is_empty() {
+        return Vec::new();
     }
-    by_interval
-        .into_iter()
-        .map(|(interval, group)| {
-            let (hv, bus, health, shutdown) =
-                (hv.clone(), bus.clone(), health.clone(), shutdown.clone());
-            tokio::spawn(async move {
-                let mut ticker = tokio::time::interval(interval);
-                ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
-                let mut latch = LogLatch::default();
-                loop {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = ticker.tick() => {}
+    for inst in &instances {
+        health.record_interval(&inst.id, inst.interval);
+    }
+    vec![tokio::spawn(async move {
+        let mut plan = Plan::new(Instant::now(), &instances);
+        let mut latch = LogLatch::default();
+        loop {
+            let wake = plan.wake(Instant::now());
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep_until(wake.into()) => {}
+            }
+            let due: Vec<PolledInstance> = plan
+                .take_due(wake, &instances)
+                .into_iter()
+                .map(|i| instances[i].clone())
+                .collect();
+            let hv = bulk.hypervisor();
+            let calls_before = hv.status().calls;
+            let tick = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                t = run_tick(&bulk, &due) => t,
+            };
+            let tick_calls = hv.status().calls.saturating_sub(calls_before);
+            // Per domain: errors of the shared statistics plus the collectors' own.
+            let mut domains: std::collections::HashMap<Arc<str>, (Arc<str>, u64)> = tick
+                .stats_errors
+                .iter()
+                .map(|(d, e)| (d.uuid.clone(), (d.name.clone(), e.len() as u64)))
+                .collect();
+            latch.observe_stats(&tick.stats_errors);
+            // Every outcome is recorded before any batch is published: a sink composing
+            // a tick's sample knows which collectors of the tick failed.
+            for o in &tick.outcomes {
+                health.record_run(
+                    &o.id,
+                    o.took,
+                    o.error.is_none(),
+                    o.domain_errors.len() as u64,
+                );
+                health.record_tick_calls(&o.id, tick_calls);
+                latch.observe(o);
+            }
+            for o in tick.outcomes {
+                if let Some(batch) = o.batch {
+                    for ds in &batch.domains {
+                        let entry = domains
+                            .entry(ds.domain.uuid.clone())
+                            .or_insert((ds.domain.name.clone(), 0));
+                        entry.1 += ds.errors.len() as u64;
                     }
-                    let calls_before = hv.status().calls;
-                    let tick = tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        t = run_tick(&hv, &group) => t,
-                    };
-                    let tick_calls = hv.status().calls.saturating_sub(calls_before);
-                    // Per domain: errors of the shared statistics plus the collectors' own.
-                    let mut domains: std::collections::HashMap<Arc<str>, (Arc<str>, u64)> = tick
-                        .stats_errors
-                        .iter()
-                        .map(|(d, e)| (d.uuid.clone(), (d.name.clone(), e.len() as u64)))
-                        .collect();
-                    latch.observe_stats(&tick.stats_errors);
-                    for o in tick.outcomes {
-                        health.record_run(
-                            &o.id,
-                            o.took,
-                            o.error.is_none(),
-                            o.domain_errors.len() as u64,
-                        );
-                        health.record_tick_calls(&o.id, tick_calls);
-                        latch.observe(&o);
-                        if let Some(batch) = o.batch {
-                            for ds in &batch.domains {
-                                let entry = domains
-                                    .entry(ds.domain.uuid.clone())
-                                    .or_insert((ds.domain.name.clone(), 0));
-                                entry.1 += ds.errors.len() as u64;
-                            }
-                            bus.publish(Record::Batch(batch));
-                        }
-                    }
-                    for (uuid, (name, errors)) in domains {
-                        health.record_domain(&uuid, &name, tick.at, errors);
-                    }
-                    // Domains without any sample for an hour are gone.
-                    if let Some(cutoff) =
-                        std::time::SystemTime::now().checked_sub(Duration::from_secs(3600))
-                    {
-                        health.forget_domains_before(cutoff);
-                    }
+                    bus.publish(Record::Batch(batch));
                 }
-            })
-        })
-        .collect()
+            }
+            for (uuid, (name, errors)) in domains {
+                health.record_domain(&uuid, &name, tick.at, errors);
+            }
+            // Domains without any sample for an hour are gone.
+            if let Some(cutoff) =
+                std::time::SystemTime::now().checked_sub(Duration::from_secs(3600))
+            {
+                health.forget_domains_before(cutoff);
+            }
+        }
+    })]
 }
 
 type SharedRun = Shared<BoxFuture<'static, Result<Arc<[Arc<Batch>]>, String>>>;
@@ -260,16 +336,17 @@ type SharedRun = Shared<BoxFuture<'static, Result<Arc<[Arc<Batch>]>, String>>>;
 /// caller arriving while a collection runs waits for that one instead of starting
 /// another.
 pub struct LiveCollector {
-    hv: Arc<dyn Hypervisor>,
+    bulk: Arc<BulkCalls>,
     instances: Mutex<Arc<[PolledInstance]>>,
     inflight: Mutex<Option<SharedRun>>,
 }
 
 impl LiveCollector {
-    /// A fresh collection of `instances` (the polled collectors of the pipeline).
+    /// A fresh collection of `instances` (the polled collectors of the pipeline). Its
+    /// bulk calls go through [`LiveCollector::bulk`], which the scheduler shares.
     pub fn new(hv: Arc<dyn Hypervisor>, instances: Vec<PolledInstance>) -> Arc<Self> {
         Arc::new(Self {
-            hv,
+            bulk: BulkCalls::new(hv),
             instances: Mutex::new(instances.into()),
             inflight: Mutex::new(None),
         })
@@ -278,6 +355,12 @@ impl LiveCollector {
     /// Replaces the collectors after a reload changed them.
     pub fn replace_instances(&self, instances: Vec<PolledInstance>) {
         *self.instances.lock().unwrap_or_else(|e| e.into_inner()) = instances.into();
+    }
+
+    /// The gate every bulk statistics call goes through; the scheduler must use this
+    /// one too, so that a live collection and a tick share calls instead of colliding.
+    pub fn bulk(&self) -> Arc<BulkCalls> {
+        self.bulk.clone()
     }
 }
 
@@ -289,7 +372,7 @@ impl LiveCollect for LiveCollector {
             match inflight.as_ref() {
                 Some(run) => run.clone(),
                 None => {
-                    let hv = self.hv.clone();
+                    let bulk = self.bulk.clone();
                     let instances = self
                         .instances
                         .lock()
@@ -297,7 +380,7 @@ impl LiveCollect for LiveCollector {
                         .clone();
                     // Spawned, so a caller that goes away does not cancel it for the others.
                     let handle = tokio::spawn(async move {
-                        let outcomes = run_tick(&hv, &instances).await.outcomes;
+                        let outcomes = run_tick(&bulk, &instances).await.outcomes;
                         let mut batches = Vec::new();
                         let mut errors = Vec::new();
                         for o in outcomes {
@@ -338,8 +421,8 @@ impl LiveCollect for LiveCollector {
 mod tests {
     use super::*;
     use vadvisor_api::{
-        CollectError, Collected, DomainSamples, FakeHypervisor, Sample, SinkHealth, TypedValue,
-        Unit,
+        CollectError, Collected, DomainSamples, FakeHypervisor, Hypervisor, Sample, SinkHealth,
+        TypedValue, Unit,
     };
 
     const M: &[MetricDesc] = &[MetricDesc::counter(
@@ -385,13 +468,121 @@ mod tests {
         sleep: Duration,
         timeout: Duration,
     ) -> PolledInstance {
+        every(id, groups, sleep, timeout, Duration::from_millis(100))
+    }
+
+    fn every(
+        id: &str,
+        groups: StatsGroups,
+        sleep: Duration,
+        timeout: Duration,
+        interval: Duration,
+    ) -> PolledInstance {
         PolledInstance {
             id: id.into(),
             collector: Arc::new(Probe { groups, sleep }),
             metrics: M.into(),
-            interval: Duration::from_millis(100),
+            interval,
             timeout,
         }
+    }
+
+    #[test]
+    fn the_common_grid_is_the_gcd_of_the_intervals() {
+        let ms = Duration::from_millis;
+        assert_eq!(
+            base_tick([ms(1000), ms(5000), ms(2000)].into_iter()),
+            ms(1000)
+        );
+        assert_eq!(base_tick([ms(1000), ms(1500)].into_iter()), ms(500));
+        assert_eq!(base_tick([ms(5000)].into_iter()), ms(5000));
+        let t0 = Instant::now();
+        assert_eq!(slot_after(t0, ms(1000), t0), t0 + ms(1000));
+        assert_eq!(slot_after(t0, ms(1000), t0 + ms(2500)), t0 + ms(3000));
+    }
+
+    #[test]
+    fn a_late_tick_lands_on_the_common_grid_and_runs_everything_due_together() {
+        let ms = Duration::from_millis;
+        let insts = vec![
+            every("fast", StatsGroups::CPU_TOTAL, ms(0), ms(1), ms(1000)),
+            every("slow", StatsGroups::BLOCK, ms(0), ms(1), ms(5000)),
+        ];
+        let t0 = Instant::now();
+        let mut plan = Plan::new(t0, &insts);
+        assert_eq!(plan.wake(t0), t0);
+        assert_eq!(plan.take_due(t0, &insts), vec![0, 1], "both due at start");
+        for k in 1..5 {
+            assert_eq!(plan.wake(t0), t0 + ms(1000 * k));
+            assert_eq!(plan.take_due(t0 + ms(1000 * k), &insts), vec![0]);
+        }
+        assert_eq!(
+            plan.take_due(t0 + ms(5000), &insts),
+            vec![0, 1],
+            "coinciding"
+        );
+        // The tick at 6 s overran to 10.7 s: 7, 8, 9, 10 s are skipped; at 11 s both run.
+        assert_eq!(plan.take_due(t0 + ms(6000), &insts), vec![0]);
+        let wake = plan.wake(t0 + ms(10_700));
+        assert_eq!(wake, t0 + ms(11_000));
+        assert_eq!(plan.take_due(wake, &insts), vec![0, 1]);
+        assert_eq!(plan.wake(wake), t0 + ms(12_000));
+    }
+
+    /// Collectors at 100, 200 and 500 ms: each tick makes one bulk call, never two at
+    /// once, and every tick's batches carry one instant.
+    #[tokio::test]
+    async fn mixed_intervals_share_one_call_per_tick() {
+        let hv = fake();
+        hv.set_delay(Some(Duration::from_millis(20)));
+        let bus = Bus::new(1024);
+        let health = Health::new();
+        let mut rx = bus.subscribe(Arc::new(SinkHealth::default()));
+        let token = CancellationToken::new();
+        let ms = Duration::from_millis;
+        let tasks = spawn(
+            vec![
+                every("a", StatsGroups::CPU_TOTAL, ms(0), ms(900), ms(100)),
+                every("b", StatsGroups::BALLOON, ms(0), ms(900), ms(200)),
+                every("c", StatsGroups::BLOCK, ms(0), ms(900), ms(500)),
+            ],
+            BulkCalls::new(hv.clone()),
+            bus.clone(),
+            health.clone(),
+            token.clone(),
+        );
+        let mut ticks: std::collections::BTreeMap<std::time::SystemTime, Vec<String>> =
+            Default::default();
+        let until = Instant::now() + ms(1150);
+        while let Ok(Some(rec)) = tokio::time::timeout_at(until.into(), rx.recv()).await {
+            if let Record::Batch(b) = rec {
+                ticks.entry(b.at).or_default().push(b.collector.to_string());
+            }
+        }
+        token.cancel();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let order: Vec<&Vec<String>> = ticks.values().collect();
+        assert!(order.len() >= 10, "{order:?}");
+        for (k, collectors) in order.iter().enumerate().take(11) {
+            let mut expect = vec!["a".to_string()];
+            if k % 2 == 0 {
+                expect.push("b".into());
+            }
+            if k % 5 == 0 {
+                expect.push("c".into());
+            }
+            assert_eq!(*collectors, &expect, "tick {k}: {order:?}");
+        }
+        assert!(
+            hv.calls() as usize <= ticks.len() + 1,
+            "one bulk call per tick: {} calls, {} ticks",
+            hv.calls(),
+            ticks.len()
+        );
+        assert_eq!(hv.max_concurrent_calls(), 1);
+        assert_eq!(health.collectors()["c"].interval, ms(500));
     }
 
     fn fake() -> Arc<FakeHypervisor> {
@@ -425,7 +616,7 @@ mod tests {
                 Duration::from_secs(1),
             ),
         ];
-        let out = run_tick(&dyn_hv, &insts).await.outcomes;
+        let out = run_tick(&BulkCalls::new(dyn_hv), &insts).await.outcomes;
         assert_eq!(hv.calls(), 1, "one bulk call for both collectors");
         let batch = out[0].batch.as_ref().unwrap();
         assert_eq!(batch.domains[0].state.map(|s| s.name()), Some("Paused"));
@@ -454,7 +645,7 @@ mod tests {
             ),
         ];
         let start = Instant::now();
-        let out = run_tick(&hv, &insts).await.outcomes;
+        let out = run_tick(&BulkCalls::new(hv), &insts).await.outcomes;
         assert!(start.elapsed() < Duration::from_secs(2));
         assert!(out[0].error.as_deref().unwrap().contains("deadline"));
         assert!(out[1].batch.is_some());
@@ -474,7 +665,7 @@ mod tests {
                 Duration::ZERO,
                 Duration::from_secs(1),
             )],
-            hv,
+            BulkCalls::new(hv),
             bus.clone(),
             health.clone(),
             token.clone(),
@@ -514,7 +705,7 @@ mod tests {
                 Duration::from_secs(1),
             ),
         ];
-        let tick = run_tick(&dyn_hv, &insts).await;
+        let tick = run_tick(&BulkCalls::new(dyn_hv), &insts).await;
         assert_eq!(tick.stats_errors.len(), 1);
         assert_eq!(
             tick.stats_errors[0].1,

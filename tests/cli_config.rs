@@ -30,7 +30,7 @@ fn check_config_reports_every_error_with_line_and_column() {
         format!("{path}:3:3: libvirt.timeout: unknown field `timeout`, expected one of `uri`, `call_timeout`"),
         format!("{path}:6:15: collectors.cpu.interval: duration `0s` must be greater than 0"),
         format!("{path}:7:5: collectors.cpu.per_vcpus: unknown field `per_vcpus`, expected `per_vcpu`"),
-        format!("{path}:8:3: collectors.disk: unknown collector type `disk`, expected one of `block`, `cpu`, `events`, `memory`, `net`, `specs`"),
+        format!("{path}:8:3: collectors.disk: unknown collector type `disk`, expected one of `block`, `cpu`, `events`, `host`, `jobs`, `memory`, `net`, `specs`"),
         format!("{path}:11:18: sinks.rest.max_samples: invalid type: string \"many\", expected usize"),
     ];
     for e in &expect {
@@ -87,9 +87,105 @@ fn valid_config_checks_clean() {
 #[test]
 fn missing_config_file_is_a_clear_error() {
     let out = vadvisor(&["--config", "/nonexistent/vadvisor.yaml"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr)
-        .contains("cannot read config file /nonexistent/vadvisor.yaml"));
+    assert_eq!(out.status.code(), Some(2), "a config error");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("/nonexistent/vadvisor.yaml: cannot read the config file: No such file"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(":0:0"), "{stderr}");
+}
+
+#[test]
+fn a_directory_or_binary_config_file_is_a_config_error_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let binary = write("");
+    std::fs::write(binary.path(), [0x7f, b'E', b'L', b'F', 0, 0, 1, 2]).expect("write");
+    let latin1 = write("");
+    std::fs::write(latin1.path(), b"sinks:\n  rest: {} # caf\xe9\n").expect("write");
+    for (path, message) in [
+        (
+            dir.path().display().to_string(),
+            "is a directory, not a config file",
+        ),
+        (binary.path().display().to_string(), "is not a text file"),
+        (latin1.path().display().to_string(), "is not a text file"),
+    ] {
+        for flag in ["--config", "--check-config"] {
+            let out = vadvisor(&[flag, &path]);
+            assert_eq!(out.status.code(), Some(2), "{flag} {path}");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(stderr.contains(&format!("{path}: {message}")), "{stderr}");
+            assert!(!stderr.contains(":0:0"), "{stderr}");
+        }
+    }
+}
+
+#[test]
+fn errors_in_one_http_key_do_not_hide_another() {
+    let f = write("http:\n  listen: nope\n  write_timeout: 0s\n  max_connections: 0\n");
+    let path = f.path().display().to_string();
+    let out = vadvisor(&["--check-config", &path]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for e in [
+        format!("{path}:2:11: http.listen: invalid socket address syntax"),
+        format!("{path}:3:18: http.write_timeout: must be greater than 0"),
+        format!("{path}:4:20: http.max_connections: must be between 1 and"),
+    ] {
+        assert!(stderr.contains(&e), "missing `{e}` in:\n{stderr}");
+    }
+}
+
+#[test]
+fn sizes_intervals_and_the_libvirt_uri_are_checked() {
+    let f = write(
+        "libvirt:\n  uri: '::::'\n  max_concurrent_calls: 100000\ncollectors:\n  cpu:\n    interval: 50ms\nsinks:\n  events:\n    path: ':memory:'\n    client_buffer: 18446744073709551615\n  rest:\n    max_samples: 18446744073709551615\n",
+    );
+    let path = f.path().display().to_string();
+    let out = vadvisor(&["--check-config", &path]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for e in [
+        format!("{path}:2:8: libvirt.uri: invalid libvirt URI `::::`"),
+        format!("{path}:3:25: libvirt.max_concurrent_calls: must be between 1 and 256"),
+        format!("{path}:6:15: collectors.cpu.interval: must be at least 100ms"),
+        format!("{path}:10:20: sinks.events.client_buffer: must be between 1 and 65536"),
+        format!("{path}:12:18: sinks.rest.max_samples: must be between 1 and 100000"),
+    ] {
+        assert!(stderr.contains(&e), "missing `{e}` in:\n{stderr}");
+    }
+    let out = vadvisor(&[
+        "--check-config",
+        &write("{}").path().display().to_string(),
+        "--libvirt-uri",
+        "qemu ssh",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--libvirt-uri: invalid libvirt URI `qemu ssh`"),
+        "{stderr}"
+    );
+    for good in [
+        "qemu:///system",
+        "qemu+ssh://root@host/system?keyfile=/k",
+        "test:///default",
+        "xen:///",
+    ] {
+        let out = vadvisor(&[
+            "--check-config",
+            &write("{}").path().display().to_string(),
+            "--libvirt-uri",
+            good,
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{good}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 #[test]

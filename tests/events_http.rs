@@ -136,3 +136,59 @@ fn streams_start_at_once_uncompressed_with_heartbeats_and_end_on_sigterm() {
         .expect("GET");
     assert_eq!(r.status(), 200);
 }
+
+#[test]
+fn stream_clients_are_capped_with_a_503_and_retry_after() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(&dir.path().join("events.db")).replace(
+        "    heartbeat: 200ms\n",
+        "    heartbeat: 200ms\n    max_clients: 2\n  prometheus: {}\n",
+    );
+    let agent = Agent::start(&config);
+    // Two clients that read nothing while only heartbeats flow: never disconnected, so
+    // only the cap bounds them.
+    let stream = "/api/v1.0/events?stream=true&all_events=true HTTP/1.1";
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = raw_get(&agent, stream);
+        let mut seen = Vec::new();
+        read_until(&mut s, &mut seen, b"\r\n\r\n");
+        held.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(600));
+    let third = agent
+        .get("/api/v1.0/events?stream=true&all_events=true")
+        .expect("GET");
+    assert_eq!(third.status(), 503);
+    assert_eq!(third.headers()["retry-after"], "5");
+    let v: serde_json::Value = third.json().expect("JSON body");
+    assert_eq!(v["status"], 503);
+    assert!(
+        v["message"].as_str().unwrap().contains("max_clients: 2"),
+        "{v}"
+    );
+    // History requests are not streams: still answered.
+    assert_eq!(
+        agent
+            .get("/api/v1.0/events?all_events=true")
+            .unwrap()
+            .status(),
+        200
+    );
+    let metrics = agent.get("/metrics").unwrap().text().unwrap();
+    assert!(
+        metrics.contains("vadvisor_http_limit_hits_total{limit=\"event_streams\"} 1"),
+        "{metrics}"
+    );
+    // A closed stream frees its place.
+    drop(held.pop());
+    let ok = common::wait_for(Duration::from_secs(5), || {
+        let mut s = raw_get(&agent, stream);
+        let mut seen = Vec::new();
+        read_until(&mut s, &mut seen, b"\r\n\r\n");
+        String::from_utf8_lossy(&seen)
+            .starts_with("HTTP/1.1 200")
+            .then_some(s)
+    });
+    assert!(ok.is_some(), "a stream is accepted again after one closed");
+}

@@ -28,10 +28,23 @@ pub enum CollectError {
     Other(String),
 }
 
+/// Where a tick's bulk statistics come from. The core passes one that lets scheduled
+/// ticks and live collections share a call in flight instead of issuing two at once.
+#[async_trait]
+pub trait StatsSource: Send + Sync + 'static {
+    /// Statistics of every domain for `groups` (plus `StatsGroups::STATE`).
+    async fn domain_stats(
+        &self,
+        groups: StatsGroups,
+    ) -> Result<Arc<[DomainStats]>, HypervisorError>;
+}
+
 /// Shared by every collector that runs in one tick. The bulk statistics are fetched at
 /// most once per tick, for the union of the groups all those collectors asked for.
 pub struct CollectContext {
     hypervisor: Arc<dyn Hypervisor>,
+    /// Fetches the bulk statistics; `None`: straight from the hypervisor.
+    source: Option<Arc<dyn StatsSource>>,
     groups: StatsGroups,
     stats: OnceCell<Result<Arc<[DomainStats]>, HypervisorError>>,
     /// When the tick started.
@@ -44,6 +57,7 @@ impl CollectContext {
     pub fn new(hypervisor: Arc<dyn Hypervisor>, groups: StatsGroups, deadline: Instant) -> Self {
         Self {
             hypervisor,
+            source: None,
             groups: groups | StatsGroups::STATE,
             stats: OnceCell::new(),
             at: SystemTime::now(),
@@ -51,14 +65,30 @@ impl CollectContext {
         }
     }
 
+    /// A context whose bulk statistics come from `source` (shared with other callers).
+    pub fn with_source(
+        hypervisor: Arc<dyn Hypervisor>,
+        source: Arc<dyn StatsSource>,
+        groups: StatsGroups,
+        deadline: Instant,
+    ) -> Self {
+        let mut cx = Self::new(hypervisor, groups, deadline);
+        cx.source = Some(source);
+        cx
+    }
+
     /// The tick's domain statistics (one libvirt round trip, shared).
     pub async fn domain_stats(&self) -> Result<Arc<[DomainStats]>, HypervisorError> {
         self.stats
             .get_or_init(|| async {
-                self.hypervisor
-                    .domain_stats(self.groups)
-                    .await
-                    .map(Arc::from)
+                match &self.source {
+                    Some(source) => source.domain_stats(self.groups).await,
+                    None => self
+                        .hypervisor
+                        .domain_stats(self.groups)
+                        .await
+                        .map(Arc::from),
+                }
             })
             .await
             .clone()

@@ -20,6 +20,8 @@ pub struct CollectorHealth {
     /// libvirt calls made during the collector's last tick (shared by every collector
     /// of that tick: one bulk call when the host supports it).
     pub last_tick_libvirt_calls: u64,
+    /// The collector's configured interval (zero until the scheduler records it).
+    pub interval: Duration,
 }
 
 /// Counters of one sink instance.
@@ -79,6 +81,22 @@ impl Health {
         if !success {
             entry.errors += 1;
         }
+    }
+
+    /// Records a collector's configured interval (the scheduler does, before its first run).
+    pub fn record_interval(&self, collector: &str, interval: Duration) {
+        let mut map = self.collectors.write().unwrap_or_else(|e| e.into_inner());
+        map.entry(collector.to_string()).or_default().interval = interval;
+    }
+
+    /// Reads one collector's health without copying the whole table.
+    pub fn with_collector<R>(
+        &self,
+        collector: &str,
+        f: impl FnOnce(&CollectorHealth) -> R,
+    ) -> Option<R> {
+        let map = self.collectors.read().unwrap_or_else(|e| e.into_inner());
+        map.get(collector).map(f)
     }
 
     /// Records that a domain got a sample at `at`, with `errors` problems (0: complete).
@@ -200,6 +218,15 @@ impl HealthView {
         self.0.collectors()
     }
 
+    /// Reads one collector's health without copying the whole table.
+    pub fn with_collector<R>(
+        &self,
+        collector: &str,
+        f: impl FnOnce(&CollectorHealth) -> R,
+    ) -> Option<R> {
+        self.0.with_collector(collector, f)
+    }
+
     /// Records each sink lost to lag, by instance id.
     pub fn sinks(&self) -> BTreeMap<String, u64> {
         self.0.sinks()
@@ -218,6 +245,12 @@ impl HealthView {
     /// Open connections of the HTTP server.
     pub fn http_connections(&self) -> u64 {
         self.0.http_connections()
+    }
+
+    /// Counts hits of a limit the sink enforces (e.g. refused event streams); the one
+    /// thing a sink records, so that every limit shows in the same self-metric.
+    pub fn record_limit_hit(&self, limit: &str, n: u64) {
+        self.0.record_limit_hit(limit, n)
     }
 }
 

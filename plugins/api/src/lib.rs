@@ -10,6 +10,7 @@ pub mod collector;
 pub mod event_names;
 pub mod fake;
 pub mod health;
+pub mod host;
 pub mod hypervisor;
 pub mod metric;
 pub mod model;
@@ -23,10 +24,11 @@ pub use async_trait::async_trait;
 #[cfg(feature = "http")]
 pub use axum;
 pub use collector::{
-    CollectContext, CollectError, Collected, Collector, EventSource, SourceContext,
+    CollectContext, CollectError, Collected, Collector, EventSource, SourceContext, StatsSource,
 };
 pub use fake::FakeHypervisor;
 pub use health::{CollectorHealth, DomainHealth, Health, HealthView, SinkHealth};
+pub use host::{version_string, JobStats, Machine, NodeInfo, NodeStats};
 pub use hypervisor::{
     ConnectionStatus, DomainEntry, DomainStats, Hypervisor, HypervisorError, StatsGroups,
     TypedValue,

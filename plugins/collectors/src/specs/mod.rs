@@ -69,8 +69,8 @@ pub fn register(registry: &mut Registry) {
             if o.refresh < Duration::from_millis(100) {
                 return Err(OptionError::at(&["refresh"], "must be at least 100ms"));
             }
-            if o.concurrency == 0 {
-                return Err(OptionError::at(&["concurrency"], "must be at least 1"));
+            if !(1..=64).contains(&o.concurrency) {
+                return Err(OptionError::at(&["concurrency"], "must be between 1 and 64"));
             }
             Ok(())
         },

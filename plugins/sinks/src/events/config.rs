@@ -21,7 +21,16 @@ pub struct EventsSinkOptions {
     /// Events queued per stream client; a client that falls this far behind is
     /// disconnected.
     pub client_buffer: usize,
+    /// Concurrent stream clients; beyond it a stream request gets 503 with
+    /// `Retry-After`. Bounds clients that read nothing while only heartbeats flow (their
+    /// socket never fills, so the write timeout cannot detect them).
+    pub max_clients: usize,
 }
+
+/// Upper bound of `client_buffer` (a queue this long per client is already a lot).
+pub const MAX_CLIENT_BUFFER: usize = 65_536;
+/// Upper bound of `max_clients`.
+pub const MAX_CLIENTS: usize = 10_000;
 
 impl Default for EventsSinkOptions {
     fn default() -> Self {
@@ -30,6 +39,7 @@ impl Default for EventsSinkOptions {
             retention: Duration::from_secs(7 * 24 * 3600),
             heartbeat: Duration::from_secs(15),
             client_buffer: 256,
+            max_clients: 64,
         }
     }
 }
@@ -43,8 +53,17 @@ impl EventsSinkOptions {
         if self.heartbeat < Duration::from_millis(100) {
             return Err(OptionError::at(&["heartbeat"], "must be at least 100ms"));
         }
-        if self.client_buffer == 0 {
-            return Err(OptionError::at(&["client_buffer"], "must be at least 1"));
+        if !(1..=MAX_CLIENT_BUFFER).contains(&self.client_buffer) {
+            return Err(OptionError::at(
+                &["client_buffer"],
+                format!("must be between 1 and {MAX_CLIENT_BUFFER}"),
+            ));
+        }
+        if !(1..=MAX_CLIENTS).contains(&self.max_clients) {
+            return Err(OptionError::at(
+                &["max_clients"],
+                format!("must be between 1 and {MAX_CLIENTS}"),
+            ));
         }
         if self.path.trim().is_empty() {
             return Err(OptionError::at(

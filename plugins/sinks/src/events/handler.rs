@@ -1,4 +1,5 @@
-//! `GET /api/v1.0/events`: parameters, then the history answer or a live stream.
+//! `GET /api/v1.0/events`: parameters, then the history answer or a live stream (at
+//! most `max_clients` streams at once; beyond, 503 with `Retry-After`).
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -64,6 +65,9 @@ async fn handle(state: Arc<EventsState>, headers: HeaderMap, RawQuery(raw): RawQ
         }
         (Format::Ndjson, _) => None,
     };
+    if state.hub.clients() >= state.options.max_clients {
+        return too_many_streams(&state);
+    }
     let spec = StreamSpec {
         format,
         filter: query.filter,
@@ -72,6 +76,40 @@ async fn handle(state: Arc<EventsState>, headers: HeaderMap, RawQuery(raw): RawQ
         replay_after,
     };
     stream::respond(&state.hub, state.db.clone(), spec)
+}
+
+/// 503 with `Retry-After` when `max_clients` streams are open; counted, and logged
+/// once per minute at most.
+fn too_many_streams(state: &EventsState) -> Response {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST_LOG: AtomicU64 = AtomicU64::new(0);
+    if let Some(h) = &state.health {
+        h.record_limit_hit("event_streams", 1);
+    }
+    let now = micros(SystemTime::now()) as u64 / 1_000_000;
+    let last = LAST_LOG.load(Ordering::Relaxed);
+    if now >= last + 60
+        && LAST_LOG
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(
+            max_clients = state.options.max_clients,
+            "event stream limit reached: refusing new streams with 503"
+        );
+    }
+    let mut response = json_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "too many event streams open (max_clients: {}); retry later",
+            state.options.max_clients
+        ),
+    );
+    response.headers_mut().insert(
+        vadvisor_api::axum::http::header::RETRY_AFTER,
+        vadvisor_api::axum::http::HeaderValue::from_static("5"),
+    );
+    response
 }
 
 /// The SSE `Last-Event-ID` header: absent, an id, or invalid.

@@ -33,7 +33,9 @@ pub fn register(registry: &mut Registry) {
         EventsSinkOptions::validate,
         |o: EventsSinkOptions, cx| {
             // The database is opened by the sink's `start`, not here.
-            let state = Arc::new(EventsState::new(o)?);
+            let mut state = EventsState::new(o)?;
+            state.health = Some(cx.health.clone());
+            let state = Arc::new(state);
             add_routes(cx.http, &state).map_err(OptionError::whole)?;
             Ok(Box::new(EventsSink::new(state)))
         },

@@ -19,6 +19,8 @@ pub struct EventsState {
     pub db: Arc<EventDb>,
     pub hub: Arc<Hub>,
     pub options: EventsSinkOptions,
+    /// Where refused stream requests are counted (`event_streams` limit hits).
+    pub health: Option<vadvisor_api::HealthView>,
 }
 
 impl EventsState {
@@ -29,6 +31,7 @@ impl EventsState {
             db: Arc::new(EventDb::new(&o.path)),
             hub: Hub::new(),
             options: o,
+            health: None,
         })
     }
 
