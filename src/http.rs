@@ -44,12 +44,14 @@ async fn json_rejections(response: Response) -> Response {
     json_error(status, message)
 }
 
-/// Builds the full router from the sinks' routes.
+/// Builds the full router from the sinks' routes and `core`, the agent's own routes
+/// under `/-/` (behind the same authentication).
 pub fn router(
     routes: HttpRoutes,
     hv: Arc<dyn Hypervisor>,
     health: Arc<Health>,
     auth: Option<Arc<crate::auth::BasicAuth>>,
+    core: Router,
 ) -> Router {
     let paths: Vec<String> = routes.paths().map(str::to_string).collect();
     let index = {
@@ -79,6 +81,7 @@ pub fn router(
         ),
     );
     let router = router
+        .merge(core)
         .fallback(|uri: axum::http::Uri| async move {
             json_error(
                 StatusCode::NOT_FOUND,

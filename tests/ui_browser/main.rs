@@ -283,7 +283,24 @@ fn ui_pages_in_headless_chromium() {
         save(&mut browser, &vm, "ui-vm-dark.png");
     }
 
+    // The VM page also takes the domain's name.
+    let by_name_from = browser.mark();
+    browser.navigate(&vm, &format!("{origin}/ui/vm?id={GUEST}"));
+    let by_name = browser.wait(
+        &vm,
+        Duration::from_secs(10),
+        &format!("document.getElementById('title').textContent === '{GUEST}' && document.getElementById('chart-cpu').dataset.newest !== ''"),
+    );
+    assert!(by_name.is_some(), "VM page by name");
+    assert_clean(&browser, &vm, by_name_from, &origin, "VM page by name");
+
     assert_clean(&browser, &ov, ov_from, &origin, "overview");
-    assert_clean(&browser, &vm, vm_from, &origin, "VM page");
+    assert_clean(
+        &browser,
+        &vm,
+        vm_from,
+        &origin,
+        "VM page (by UUID, and by name)",
+    );
     assert_clean(&browser, &ev, ev_from, &origin, "events page");
 }

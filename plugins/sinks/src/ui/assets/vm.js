@@ -11,7 +11,7 @@ import {
 
 startHeader();
 
-const id = new URLSearchParams(location.search).get('id') || '';
+let id = new URLSearchParams(location.search).get('id') || '';
 const chartsBox = document.getElementById('charts');
 const CHARTS = [
   ['chart-cpu', 'CPU', '% of its vCPUs', 'pct', cpuSeries],
@@ -54,7 +54,10 @@ function setFacts(s) {
   facts.replaceChildren(...items.map(([k, v, fid]) => el('div', {}, el('dt', {}, k), el('dd', { id: fid }, v))));
 }
 
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
 async function pollStats() {
+  if (!UUID_RE.test(id)) await resolveId();
   let body;
   try {
     body = await getJSON(`/api/v1.0/stats/${encodeURIComponent(id)}`);
@@ -81,6 +84,23 @@ async function pollStats() {
   if (newest.timestamp === lastRendered) return;
   lastRendered = newest.timestamp;
   for (const { chart, series } of CHARTS) chart.update(series(samplesWindow));
+}
+
+/**
+ * `id` may be a name or a UUID in another spelling: find the domain in the history
+ * (the stats endpoint takes the UUID as the agent spells it). True when found.
+ */
+async function resolveId() {
+  const all = await getJSON('/api/v1.0/stats/');
+  const want = id.toLowerCase().replace(/[{}-]|^urn:uuid:/g, '');
+  for (const [u, samples] of Object.entries(all)) {
+    const last = samples[samples.length - 1] || {};
+    if (last.name === id || u.replace(/-/g, '') === want) {
+      id = u;
+      return true;
+    }
+  }
+  return false;
 }
 
 // ---- Lifecycle events
