@@ -20,6 +20,7 @@ pub mod encode;
 pub mod events;
 pub mod families;
 mod handler;
+pub mod metadata;
 pub mod process;
 pub mod reference;
 pub mod selfmetrics;
@@ -43,6 +44,7 @@ pub fn register(registry: &mut Registry) {
         "Prometheus exposition on /metrics (OpenMetrics or text 0.0.4), with vAdvisor's family names",
         PrometheusOptions::validate,
         |o: PrometheusOptions, cx| {
+            let metadata = o.metadata_labels.compile()?;
             let shared = Arc::new(Shared {
                 state: Mutex::new(State::new(StateOptions {
                     labels: LabelOptions { name_label: o.name_label, aliases: o.vadvisor_names },
@@ -52,6 +54,7 @@ pub fn register(registry: &mut Registry) {
                 live: o.live.then(|| cx.live.clone()),
                 health: cx.health.clone(),
                 hypervisor: cx.hypervisor.clone(),
+                metadata,
             });
             let s = shared.clone();
             cx.http
