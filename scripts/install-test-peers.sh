@@ -12,6 +12,9 @@
 #                check metrics` validates /metrics); plus `wrk` for
 #                scripts/bench-metrics.sh. The packaged daemon is not left running.
 #   tools        curl, openssl, python3 (TLS peer and SQLite checks in the tests).
+#   chromium     Debian's headless Chromium (+ chromium-driver) for tests/ui_browser.rs,
+#                which drives it over the DevTools protocol; node runs the web UI's
+#                JavaScript unit tests (tests/ui_js.rs).
 #   k8s-validate Schema validators for deploy/kubernetes, pinned in scripts/k8s-validate/:
 #                PyPI `kubernetes-validate` (Kubernetes OpenAPI schemas) in a venv and npm
 #                `@kubernetes-models/prometheus-operator` (ServiceMonitor), in
@@ -147,6 +150,18 @@ step_tools() {
 }
 
 step_tools
+
+# ---------------------------------------------------------------- chromium
+# The web UI's browser test (tests/ui_browser.rs) and scripts/ui-screenshots.sh start
+# /usr/bin/chromium headless and talk to it over the DevTools protocol.
+
+step_chromium() {
+	apt_install chromium chromium-driver fonts-dejavu-core
+	command -v chromium >/dev/null || die "chromium missing after installing it"
+	log "$(chromium --version 2>/dev/null | head -n1) ready"
+}
+
+step_chromium
 
 # ---------------------------------------------------------------- systemd-analyze
 # tests/deploy_systemd.rs checks the unit with `systemd-analyze verify` and `security

@@ -6,12 +6,20 @@
 # Usage:
 #   scripts/lab.sh deps            install the packages (libvirt, QEMU, busybox, ...)
 #   scripts/lab.sh start-daemon    deps + configure and start virtlogd/libvirtd (no guests)
-#   scripts/lab.sh up [N]          start-daemon + N running guests (default 3, 1..254)
-#   scripts/lab.sh down [--all]    destroy/undefine every vadv-lab-* guest, remove
+#   scripts/lab.sh up [N] [--second-host]
+#                                  start-daemon + N running guests (default 3, 1..254);
+#                                  --second-host also starts the second libvirt host
+#   scripts/lab.sh down [--all|--second-host]
+#                                  destroy/undefine every vadv-lab-* guest, remove
 #                                  their disks/console logs/XML; --all also removes the
-#                                  cached kernel/initramfs and stops the libvirtd and
-#                                  virtlogd that this script started
+#                                  second host, the cached kernel/initramfs and stops the
+#                                  libvirtd and virtlogd that this script started;
+#                                  --second-host removes only the second host
 #   scripts/lab.sh status          does libvirtd answer? list the lab guests and state
+#   scripts/lab.sh migration-guest NAME
+#                                  write the XML (and a fresh disk) of a migratable
+#                                  guest NAME (vadv-mig-*) to the shared directory and
+#                                  print the XML's path; start it with `virsh create`
 #
 # Guests: vadv-lab-1 .. vadv-lab-N, TCG (<domain type='qemu'>), 192 MiB, 1 vCPU
 # (vadv-lab-1 has 2), UUID 5ad0a0b0-0000-4000-8000-<i as 12 hex digits>
@@ -26,6 +34,27 @@
 #        /var/lib/vadvisor-lab/cache/ (guest kernel, modules, initramfs: kept by
 #        `down`, removed by `down --all`);
 #        /run/vadvisor-lab/ (which daemons this script started, lock file).
+#
+# Second host (for live migration; `up --second-host`): a second, independent
+# libvirtd on this machine, in its own network, mount and UTS namespaces: its own
+# hostname (vadv-lab-host2), host_uuid 5ad0a0b0-0000-4000-9000-000000000002, config
+# (/etc/libvirt), state (/var/lib/libvirt, /run/libvirt), cache and logs, all bind-
+# mounted from /var/lib/vadvisor-lab/host2 and /run/vadvisor-lab/host2 inside its
+# mount namespace. It runs as `libvirtd-host2` (a symlink to libvirtd) so that
+# `pkill -x libvirtd` and `pgrep -x libvirtd` mean the first host only. Without
+# cgroups and without virtlogd (QEMU logs to files). Both hosts' sockets have a path
+# valid everywhere (on this machine and inside the second host's namespaces):
+#   host 1: qemu:///system?socket=/run/vadvisor-lab/host1/libvirt-sock  (a bind
+#           mount of /run/libvirt; plain qemu:///system works on this machine)
+#   host 2: qemu:///system?socket=/run/vadvisor-lab/host2/libvirt-sock
+# Network: a veth pair, host 1 end vadvh2a 169.254.255.1/30, host 2 end vadvh2b
+# 169.254.255.2/30 (link-local only) carries QEMU's migration stream, e.g.
+#   virsh migrate --live --unsafe vadv-mig-1 '<host 2 URI>' tcp://169.254.255.2
+#   virsh -c '<host 2 URI>' migrate --live --unsafe --p2p vadv-mig-1 '<host 1 URI>' tcp://169.254.255.1
+# Shared storage: /var/lib/vadvisor-lab/shared/ is the same directory on both hosts;
+# migratable guests (`migration-guest NAME`) keep their disk and console log there
+# and have no NIC. `--unsafe` is needed: libvirt does not see a plain directory as
+# shared storage ("Migration without shared storage is unsafe").
 #
 # Environment: LAB_URI (default qemu:///system), LAB_BOOT_TIMEOUT (seconds to
 # wait for the guests' ready line; default max(90, 60 + 5*N)).
@@ -58,7 +87,7 @@ die() {
 }
 
 usage() {
-	sed -n '6,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+	sed -n '6,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 }
 
 virsh_() { virsh -q -c "$LAB_URI" "$@"; }
@@ -472,7 +501,13 @@ ensure_guest() {
 }
 
 cmd_up() {
-	local n=${1:-3}
+	local n=3 second=0 a
+	for a in "$@"; do
+		case "$a" in
+		--second-host) second=1 ;;
+		*) n=$a ;;
+		esac
+	done
 	if ! [[ "$n" =~ ^[0-9]+$ ]] || [ "$n" -lt 1 ] || [ "$n" -gt 254 ]; then
 		die "N must be an integer in 1..254 (got '$n')"
 	fi
@@ -510,6 +545,9 @@ cmd_up() {
 	done
 	log "all $n guest(s) ready"
 	virsh -c "$LAB_URI" list --all
+	if [ "$second" = 1 ]; then
+		cmd_second_host_up
+	fi
 }
 
 cmd_down() {
@@ -517,6 +555,10 @@ cmd_down() {
 	case "${1:-}" in
 	"") ;;
 	--all) all=1 ;;
+	--second-host)
+		cmd_second_host_down
+		return 0
+		;;
 	*) die "unknown option for down: $1" ;;
 	esac
 	require_root
@@ -535,6 +577,7 @@ cmd_down() {
 	rm -f "$LAB_DIR"/"$DOMAIN_PREFIX"*.qcow2 "$LAB_DIR"/"$DOMAIN_PREFIX"*.console.log \
 		"$LAB_DIR"/"$DOMAIN_PREFIX"*.xml
 	if [ "$all" = 1 ]; then
+		cmd_second_host_down
 		rm -rf "$LAB_DIR"
 		stop_started libvirtd
 		stop_started virtlogd
@@ -562,6 +605,221 @@ cmd_status() {
 			"$TAP_PREFIX$i" "$i" "$i" "$ready"
 	done
 	[ "$any" = 1 ] || echo "no lab guests"
+	h2_status
+}
+
+# ---------------------------------------------------------------- second host
+
+H2_HOSTNAME=vadv-lab-host2
+H2_UUID=5ad0a0b0-0000-4000-9000-000000000002
+H2_NETNS=vadvhost2
+H2_DIR="$LAB_DIR/host2"
+H2_RUN="$RUN_DIR/host2"
+H1_RUN="$RUN_DIR/host1"
+H2_BIN="$RUN_DIR/bin/libvirtd-host2"
+H2_URI="qemu:///system?socket=$H2_RUN/libvirt-sock"
+H1_URI="qemu:///system?socket=$H1_RUN/libvirt-sock"
+SHARED_DIR="$LAB_DIR/shared"
+VETH_H1=vadvh2a
+VETH_H2=vadvh2b
+VETH_H1_ADDR=169.254.255.1
+VETH_H2_ADDR=169.254.255.2
+MIG_PREFIX=vadv-mig-
+MIG_MEM_MIB=128
+
+h2_virsh() { virsh -q -c "$H2_URI" "$@"; }
+h2_answers() { virsh -c "$H2_URI" version >/dev/null 2>&1; }
+
+# The second libvirtd's pid, if it runs (its pid file is in its own /run/libvirt).
+h2_pid() {
+	local pid
+	pid="$(cat "$H2_RUN/libvirtd.pid" 2>/dev/null)" || return 1
+	[ -n "$pid" ] && alive "$pid" &&
+		[ "$(cat "/proc/$pid/comm" 2>/dev/null || true)" = "${H2_BIN##*/}" ] &&
+		echo "$pid"
+}
+
+h2_config() {
+	mkdir -p "$H2_DIR"/etc/qemu "$H2_DIR"/lib "$H2_DIR"/cache "$H2_DIR"/log "$H2_RUN" \
+		"$H1_RUN" "$SHARED_DIR" "${H2_BIN%/*}"
+	# Only what differs from a default libvirtd: its own identity.
+	printf 'host_uuid = "%s"\n' "$H2_UUID" >"$H2_DIR/etc/libvirtd.conf"
+	# No cgroups (the first host's libvirtd owns the machine's "machine" cgroup tree,
+	# and both hosts hold a domain of the same name during a migration), no virtlogd.
+	cat >"$H2_DIR/etc/qemu.conf" <<EOC
+user = "root"
+group = "root"
+security_driver = "none"
+stdio_handler = "file"
+cgroup_controllers = [ ]
+EOC
+	ln -sfn "$(command -v libvirtd)" "$H2_BIN"
+}
+
+h2_network() {
+	[ -e "/run/netns/$H2_NETNS" ] || ip netns add "$H2_NETNS"
+	if [ ! -e "/sys/class/net/$VETH_H1" ]; then
+		ip link add "$VETH_H1" type veth peer name "$VETH_H2" netns "$H2_NETNS"
+	fi
+	ip addr replace "$VETH_H1_ADDR/30" dev "$VETH_H1"
+	ip link set dev "$VETH_H1" up
+	ip -n "$H2_NETNS" addr replace "$VETH_H2_ADDR/30" dev "$VETH_H2"
+	ip -n "$H2_NETNS" link set dev "$VETH_H2" up
+	ip -n "$H2_NETNS" link set dev lo up
+}
+
+cmd_second_host_up() {
+	require_root
+	cmd_start_daemon
+	h2_config
+	# host 1's sockets under a path that the second host's namespace does not cover.
+	mountpoint -q "$H1_RUN" || mount --bind /run/libvirt "$H1_RUN"
+	h2_network
+	if ! h2_pid >/dev/null; then
+		log "starting the second libvirt host ($H2_HOSTNAME)"
+		rm -f "$H2_RUN/libvirtd.pid"
+		# A new mount and UTS namespace inside the network namespace; bind mounts made
+		# there stay there. libvirtd -d forks: the daemon keeps the namespaces alive.
+		(cd / && ip netns exec "$H2_NETNS" unshare --mount --uts --propagation private \
+			/bin/sh -euc '
+				hostname "$1"
+				mountpoint -q "$4" || mount --bind /run/libvirt "$4"
+				mount --bind "$2/etc" /etc/libvirt
+				mount --bind "$3" /run/libvirt
+				mount --bind "$2/lib" /var/lib/libvirt
+				mount --bind "$2/cache" /var/cache/libvirt
+				mount --bind "$2/log" /var/log/libvirt
+				LIBVIRT_LOG_OUTPUTS="3:file:/var/log/libvirt/libvirtd.log" \
+					exec "$5" -d -p /run/libvirt/libvirtd.pid
+			' sh "$H2_HOSTNAME" "$H2_DIR" "$H2_RUN" "$H1_RUN" "$H2_BIN" 9>&-) ||
+			die "the second libvirtd did not start (see $H2_DIR/log/libvirtd.log)"
+	fi
+	local deadline=$((SECONDS + 30))
+	until h2_answers; do
+		if [ "$SECONDS" -ge "$deadline" ]; then
+			tail -n 20 "$H2_DIR/log/libvirtd.log" >&2 2>/dev/null || true
+			die "the second libvirtd does not answer at $H2_URI after 30 s"
+		fi
+		sleep 0.5
+	done
+	local name uuid
+	name="$(virsh -c "$H2_URI" hostname 2>/dev/null || true)"
+	uuid="$(virsh -c "$H2_URI" capabilities 2>/dev/null |
+		sed -n 's:.*<uuid>\(.*\)</uuid>.*:\1:p' | head -n1)"
+	[ "$name" = "$H2_HOSTNAME" ] && [ "$uuid" = "$H2_UUID" ] ||
+		die "the second libvirtd answers as host '$name' uuid '$uuid', not $H2_HOSTNAME $H2_UUID"
+	log "second host $H2_HOSTNAME answers at $H2_URI (migration address $VETH_H2_ADDR; host 1 is $VETH_H1_ADDR)"
+}
+
+cmd_second_host_down() {
+	require_root
+	local name pid
+	if h2_answers; then
+		for name in $(virsh -c "$H2_URI" list --all --name 2>/dev/null); do
+			virsh -c "$H2_URI" destroy "$name" >/dev/null 2>&1 || true
+			virsh -c "$H2_URI" undefine "$name" >/dev/null 2>&1 || true
+			log "removed $name from the second host"
+		done
+	fi
+	if pid="$(h2_pid)"; then
+		log "stopping the second libvirtd (pid $pid)"
+		kill "$pid" 2>/dev/null || true
+		for _ in $(seq 1 100); do
+			alive "$pid" || break
+			sleep 0.1
+		done
+	fi
+	# Whatever is left in the second host's network namespace was started there by
+	# this script's libvirtd (QEMU outlives a killed libvirtd).
+	if [ -e "/run/netns/$H2_NETNS" ]; then
+		for pid in $(ip netns pids "$H2_NETNS" 2>/dev/null); do
+			log "stopping pid $pid ($(cat "/proc/$pid/comm" 2>/dev/null || true)) left on the second host"
+			kill "$pid" 2>/dev/null || true
+		done
+		ip netns del "$H2_NETNS"
+	fi
+	ip link del "$VETH_H1" 2>/dev/null || true
+	# Migration guests still on host 1 use the shared directory that goes away.
+	if daemon_answers; then
+		for name in $(virsh_ list --all --name 2>/dev/null | grep "^$MIG_PREFIX" || true); do
+			virsh_ destroy "$name" >/dev/null 2>&1 || true
+			virsh_ undefine "$name" >/dev/null 2>&1 || true
+			log "removed $name from the first host"
+		done
+	fi
+	if mountpoint -q "$H1_RUN"; then umount "$H1_RUN"; fi
+	rm -rf "$H2_DIR" "$H2_RUN" "$H1_RUN" "$SHARED_DIR" "$H2_BIN"
+	log "second host removed"
+}
+
+h2_status() {
+	if h2_answers; then
+		echo "second host: $H2_HOSTNAME answering at $H2_URI (migration address $VETH_H2_ADDR)"
+		virsh -c "$H2_URI" list --all --name 2>/dev/null | sed '/^$/d; s/^/  /'
+	elif [ -e "/run/netns/$H2_NETNS" ] || [ -d "$H2_DIR" ]; then
+		echo "second host: set up but not answering at $H2_URI"
+	fi
+}
+
+# A stable UUID per migration guest name.
+mig_uuid() {
+	local h
+	h="$(printf '%s' "$1" | sha256sum | cut -c1-12)"
+	echo "5ad0a0b0-0000-4000-a000-$h"
+}
+
+cmd_migration_guest() {
+	local name=${1:-}
+	[[ "$name" =~ ^${MIG_PREFIX}[a-z0-9-]{1,40}$ ]] ||
+		die "migration-guest NAME: NAME must look like ${MIG_PREFIX}1 (got '$name')"
+	require_root
+	[ -s "$CACHE_DIR/vmlinuz" ] && [ -s "$CACHE_DIR/initramfs.gz" ] ||
+		die "no guest kernel/initramfs in $CACHE_DIR: run scripts/lab.sh up first"
+	mkdir -p "$SHARED_DIR"
+	local disk="$SHARED_DIR/$name.qcow2" xml="$SHARED_DIR/$name.xml"
+	rm -f "$disk" "$SHARED_DIR/$name.console.log"
+	qemu-img create -q -f qcow2 "$disk" "$DISK_SIZE" >&2
+	cat >"$xml" <<EOF
+<domain type='qemu'>
+  <name>$name</name>
+  <uuid>$(mig_uuid "$name")</uuid>
+  <description>vadvisor lab migration guest (scripts/lab.sh migration-guest)</description>
+  <memory unit='MiB'>$MIG_MEM_MIB</memory>
+  <currentMemory unit='MiB'>$MIG_MEM_MIB</currentMemory>
+  <vcpu placement='static'>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>$CACHE_DIR/vmlinuz</kernel>
+    <initrd>$CACHE_DIR/initramfs.gz</initrd>
+    <cmdline>console=ttyS0 no_timer_check panic=5</cmdline>
+  </os>
+  <features><acpi/></features>
+  <clock offset='utc'/>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>restart</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='$disk'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <controller type='usb' model='none'/>
+    <serial type='file'>
+      <source path='$SHARED_DIR/$name.console.log' append='on'/>
+      <target port='0'/>
+    </serial>
+    <console type='file'>
+      <source path='$SHARED_DIR/$name.console.log' append='on'/>
+      <target type='serial' port='0'/>
+    </console>
+    <memballoon model='virtio'>
+      <stats period='1'/>
+    </memballoon>
+  </devices>
+</domain>
+EOF
+	echo "$xml"
 }
 
 # ---------------------------------------------------------------- main
@@ -585,6 +843,7 @@ main() {
 	up) lock && cmd_up "$@" ;;
 	down) lock && cmd_down "$@" ;;
 	status) cmd_status ;;
+	migration-guest) lock && cmd_migration_guest "$@" ;;
 	-h | --help | help)
 		usage
 		;;

@@ -15,8 +15,8 @@ log() { printf '\n== %s (%ss) ==\n' "$*" "$SECONDS" >&2; }
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 guests=${LAB_GUESTS:-3}
 
-log "lab: libvirtd + $guests QEMU guests"
-bash scripts/lab.sh up "$guests"
+log "lab: libvirtd + $guests QEMU guests, and a second libvirt host for the migration test"
+bash scripts/lab.sh up "$guests" --second-host
 
 log "test peers: prometheus, promtool, wrk, statsd"
 bash scripts/install-test-peers.sh
@@ -35,13 +35,16 @@ if [ ! -x "$venv/bin/hadolint" ]; then
 fi
 "$venv/bin/hadolint" --no-color --failure-threshold error Dockerfile
 
+log "vendored web UI files (scripts/vendor-ui.sh --check)"
+bash scripts/vendor-ui.sh --check
+
 log "cargo fmt --check"
 cargo fmt --all --check
 
 log "module import cycles"
 python3 scripts/check-module-cycles.py plugins/libvirt/src plugins/api/src plugins/collectors/src \
   plugins/sinks/src plugins/sinks/src/events plugins/sinks/src/prometheus \
-  plugins/sinks/src/statsd plugins/sinks/src/rest src
+  plugins/sinks/src/statsd plugins/sinks/src/rest plugins/sinks/src/ui src
 
 log "cargo deny (licences, bans, sources)"
 "${VADVISOR_TOOLS_DIR:-/opt/vadvisor-test-peers/tools}/bin/cargo-deny" --offline \

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use vadvisor_api::{Bus, FakeHypervisor, Health, Hypervisor, Registry, SinkInput, SourceContext};
+use vadvisor_api::{Bus, FakeHypervisor, Health, Hypervisor, Registry};
 use vadvisor_libvirt::{LibvirtHypervisor, LibvirtSettings};
 
 use crate::cli::Args;
@@ -17,7 +17,7 @@ use crate::config::{
     self, AgentConfig, ConfigErrors, KnownKinds, DEFAULT_CONFIG, DEFAULT_CONFIG_PATH,
 };
 use crate::pipeline::{self, BuildEnv};
-use crate::scheduler;
+use crate::runtime::{HttpSide, Runtime};
 
 /// How the process should end.
 pub enum Exit {
@@ -264,18 +264,8 @@ pub async fn run(args: Args, registry: Registry) -> anyhow::Result<Exit> {
     let hv: Arc<dyn Hypervisor> = libvirt.clone();
     let bus = Bus::new(1024);
     let health = Health::new();
-    let env = BuildEnv {
-        hypervisor: hv.clone(),
-        health: health.clone(),
-    };
-    let mut pipeline = match pipeline::build(&config, &registry, &env) {
-        Ok(p) => p,
-        Err(e) => return Ok(Exit::Config(e)),
-    };
-    if let Err(e) = pipeline::start_sinks(&config, &mut pipeline).await {
-        return Ok(Exit::Config(e));
-    }
 
+    // TLS or not is decided here, once; certificates may change on reload.
     let web = match &config.http.web_config_file {
         Some(path) => crate::web_config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?,
         None => crate::web_config::WebConfig::default(),
@@ -284,83 +274,110 @@ pub async fn run(args: Args, registry: Registry) -> anyhow::Result<Exit> {
         Some(t) => Some(crate::tls::server_config(t).map_err(|e| anyhow::anyhow!("{e}"))?),
         None => None,
     };
-    let auth = (!web.basic_auth_users.is_empty()).then(|| {
-        crate::auth::BasicAuth::with_health(web.basic_auth_users.clone(), Some(health.clone()))
-    });
     let listener = listen(config.http.listen)
         .with_context(|| format!("cannot listen on {}", config.http.listen))?;
-    tracing::info!(address = %config.http.listen, tls = tls.is_some(), basic_auth = auth.is_some(), "HTTP server listening");
+    tracing::info!(address = %config.http.listen, tls = tls.is_some(), basic_auth = !web.basic_auth_users.is_empty(), "HTTP server listening");
     let bound = listener.local_addr().unwrap_or(config.http.listen);
     if tls.is_none() {
         crate::healthcheck::record_address(bound);
     }
-
-    let mut tasks = Vec::new();
-    // Sinks subscribe before anything publishes.
-    for (id, sink) in pipeline.sinks {
-        let input = SinkInput {
-            id: id.clone(),
-            records: bus.subscribe(health.sink(&id)),
-            shutdown: shutdown.clone(),
-        };
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = sink.run(input).await {
-                tracing::error!(sink = %id, error = %e, "sink stopped with an error");
-            }
-        }));
-    }
-    for (id, source) in pipeline.sources {
-        let cx = SourceContext {
-            id: id.clone(),
-            hypervisor: hv.clone(),
-            bus: bus.clone(),
-            shutdown: shutdown.clone(),
-        };
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = source.run(cx).await {
-                tracing::error!(collector = %id, error = %e, "event source stopped with an error");
-            }
-        }));
-    }
-    // Give the first connection a moment so the first tick does not log a spurious failure.
-    if !libvirt.wait_connected(Duration::from_secs(2)).await {
-        tracing::warn!(uri = %config.libvirt.uri, "libvirt is not reachable yet; collecting as soon as it is");
-    }
-    tasks.extend(scheduler::spawn(
-        pipeline.polled,
-        pipeline.live.bulk(),
-        bus.clone(),
-        health.clone(),
-        shutdown.clone(),
-    ));
-    let router = crate::http::router(pipeline.routes, hv.clone(), health.clone(), auth);
-    let limits = crate::connections::Limits {
-        header_timeout: config.http.header_timeout,
-        idle_timeout: config.http.idle_timeout,
-        max_connections: crate::limits::max_connections(config.http.max_connections),
-    };
-    let tracker = crate::connections::Tracker::new(limits, health.clone());
-    // The TLS settings travel through a watch channel so they can be replaced while
-    // running; the sender must live as long as the server.
-    let (_tls_sender, tls) = match tls {
+    // The TLS settings travel through a watch channel so a reload can replace them.
+    let (tls_sender, tls) = match tls {
         Some(t) => {
             let (tx, rx) = tokio::sync::watch::channel(t);
             (Some(tx), Some(rx))
         }
         None => (None, None),
     };
+
+    // Give the first connection a moment so the first tick does not log a spurious failure.
+    if !libvirt.wait_connected(Duration::from_secs(2)).await {
+        tracing::warn!(uri = %config.libvirt.uri, "libvirt is not reachable yet; collecting as soon as it is");
+    }
+    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<ReloadReply>(4);
+    let router_slot = Arc::new(std::sync::RwLock::new(axum::Router::new()));
+    let make_router = {
+        let (hv, health) = (hv.clone(), health.clone());
+        move |routes: vadvisor_api::HttpRoutes, config: &AgentConfig| {
+            let web = match &config.http.web_config_file {
+                Some(path) => crate::web_config::load(path).map_err(|e| e.to_string())?,
+                None => crate::web_config::WebConfig::default(),
+            };
+            let auth = (!web.basic_auth_users.is_empty()).then(|| {
+                crate::auth::BasicAuth::with_health(
+                    web.basic_auth_users.clone(),
+                    Some(health.clone()),
+                )
+            });
+            let core = reload_route(config.http.enable_reload, reload_tx.clone());
+            Ok(crate::http::router(
+                routes,
+                hv.clone(),
+                health.clone(),
+                auth,
+                core,
+            ))
+        }
+    };
+    let mut runtime = Runtime::new(
+        registry,
+        hv.clone(),
+        bus.clone(),
+        health.clone(),
+        shutdown.clone(),
+    );
+    runtime.set_http(HttpSide {
+        router: router_slot.clone(),
+        tls: tls_sender,
+        make_router: Box::new(make_router),
+    });
+    let write_timeout = config.http.write_timeout;
+    let limits = crate::connections::Limits {
+        header_timeout: config.http.header_timeout,
+        idle_timeout: config.http.idle_timeout,
+        max_connections: crate::limits::max_connections(config.http.max_connections),
+    };
+    if let Err(e) = runtime.apply(config).await {
+        return Ok(Exit::Config(e));
+    }
+
+    // Every request goes to the router current when it arrives (reloads swap it).
+    let dynamic = axum::Router::new().fallback_service(tower::service_fn(
+        move |req: axum::extract::Request| {
+            let router = router_slot
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            async move { tower::ServiceExt::oneshot(router, req).await }
+        },
+    ));
+    let tracker = crate::connections::Tracker::new(limits, health.clone());
     let server = tokio::spawn(crate::server::serve(
         listener,
-        router,
+        dynamic,
         tracker,
         tls,
-        config.http.write_timeout,
+        write_timeout,
         shutdown.clone(),
     ));
 
-    wait_for_signal().await;
+    let mut signals = Signals::new();
+    loop {
+        tokio::select! {
+            _ = next(&mut signals.term) => break,
+            _ = next(&mut signals.int) => break,
+            _ = next(&mut signals.hup) => {
+                let _ = reload(&mut runtime, &args).await;
+            }
+            Some(reply) = reload_rx.recv() => {
+                let result = reload(&mut runtime, &args).await;
+                let _ = reply.send(result);
+            }
+        }
+    }
     tracing::info!("shutting down");
     shutdown.cancel();
+    let tasks = runtime.into_tasks();
     let drain = async {
         for t in tasks {
             let _ = t.await;
@@ -380,6 +397,114 @@ pub async fn run(args: Args, registry: Registry) -> anyhow::Result<Exit> {
     Ok(Exit::Ok)
 }
 
+/// Where `POST /-/reload` sends its request: the reload's outcome comes back on it.
+type ReloadReply = tokio::sync::oneshot::Sender<Result<String, String>>;
+
+/// Re-reads the pipeline file and applies it; on error the running pipeline stays and
+/// the located errors are logged (and returned).
+async fn reload(runtime: &mut Runtime, args: &Args) -> Result<String, String> {
+    tracing::info!("reloading the configuration");
+    let result = match read_config(args.config.as_deref()) {
+        Err(e) => Err(format!("{e:#}")),
+        Ok((text, file)) => match load(&text, &file, runtime.registry(), args) {
+            Err(e) => Err(e.to_string()),
+            Ok(config) => {
+                let web_config_file = config.http.web_config_file.clone();
+                match runtime.apply(config).await {
+                    Err(e) => Err(e.to_string()),
+                    Ok(changes) => {
+                        if let Err(e) = runtime.reload_tls(web_config_file.as_deref()) {
+                            tracing::warn!(error = %e, "TLS certificates not reloaded");
+                        }
+                        Ok(format!(
+                            "started: [{}]; stopped: [{}]; unchanged: {}",
+                            changes.started.join(", "),
+                            changes.stopped.join(", "),
+                            changes.kept
+                        ))
+                    }
+                }
+            }
+        },
+    };
+    match &result {
+        Ok(summary) => tracing::info!(%summary, "configuration reloaded"),
+        Err(errors) => {
+            for line in errors.lines() {
+                tracing::error!("{line}");
+            }
+            tracing::error!("configuration reload failed: the running pipeline is kept");
+        }
+    }
+    result
+}
+
+/// `POST /-/reload`: a reload like SIGHUP's, when `http.enable_reload` is on.
+fn reload_route(enabled: bool, tx: tokio::sync::mpsc::Sender<ReloadReply>) -> axum::Router {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    let answer = |status: StatusCode, message: String| {
+        let body = serde_json::json!({
+            "error": status.canonical_reason().unwrap_or("error"),
+            "message": message,
+            "status": status.as_u16(),
+        });
+        (status, axum::Json(body)).into_response()
+    };
+    axum::Router::new().route(
+        "/-/reload",
+        axum::routing::post(move || {
+            let tx = tx.clone();
+            async move {
+                if !enabled {
+                    return answer(
+                        StatusCode::FORBIDDEN,
+                        "reloading over HTTP is off: set http.enable_reload: true (SIGHUP always reloads)".into(),
+                    );
+                }
+                let (reply, outcome) = tokio::sync::oneshot::channel();
+                if tx.send(reply).await.is_err() {
+                    return answer(StatusCode::SERVICE_UNAVAILABLE, "the agent is shutting down".into());
+                }
+                match outcome.await {
+                    Ok(Ok(summary)) => axum::Json(serde_json::json!({"status": "ok", "message": summary}))
+                        .into_response(),
+                    Ok(Err(errors)) => answer(StatusCode::BAD_REQUEST, errors),
+                    Err(_) => answer(StatusCode::SERVICE_UNAVAILABLE, "the agent is shutting down".into()),
+                }
+            }
+        }),
+    )
+}
+
+/// The next delivery of a signal (never, when it could not be registered).
+async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
+    match signal {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// SIGTERM/SIGINT stop the agent; SIGHUP reloads it.
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        Self {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
+            hup: signal(SignalKind::hangup()).ok(),
+        }
+    }
+}
+
 /// Binds the HTTP listener with a backlog of 1024 (the kernel caps it at somaxconn), so
 /// a burst of connections waits in the queue instead of having its SYNs dropped.
 fn listen(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
@@ -390,22 +515,4 @@ fn listen(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(address)?;
     socket.listen(1024)
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

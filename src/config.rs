@@ -125,6 +125,8 @@ pub struct HttpSection {
     /// At most this many connections at once; a new one beyond it sheds the oldest idle
     /// connection (or is refused while every connection is busy).
     pub max_connections: usize,
+    /// Accept `POST /-/reload` (re-read the pipeline file, like SIGHUP).
+    pub enable_reload: bool,
 }
 
 impl Default for HttpSection {
@@ -136,6 +138,7 @@ impl Default for HttpSection {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: 512,
+            enable_reload: false,
         }
     }
 }

@@ -44,12 +44,14 @@ async fn json_rejections(response: Response) -> Response {
     json_error(status, message)
 }
 
-/// Builds the full router from the sinks' routes.
+/// Builds the full router from the sinks' routes and `core`, the agent's own routes
+/// under `/-/` (behind the same authentication).
 pub fn router(
     routes: HttpRoutes,
     hv: Arc<dyn Hypervisor>,
     health: Arc<Health>,
     auth: Option<Arc<crate::auth::BasicAuth>>,
+    core: Router,
 ) -> Router {
     let paths: Vec<String> = routes.paths().map(str::to_string).collect();
     let index = {
@@ -79,6 +81,7 @@ pub fn router(
         ),
     );
     let router = router
+        .merge(core)
         .fallback(|uri: axum::http::Uri| async move {
             json_error(
                 StatusCode::NOT_FOUND,
@@ -136,6 +139,11 @@ async fn healthz(hv: Arc<dyn Hypervisor>, health: Arc<Health>, brief: bool) -> R
             )
         })
         .collect();
+    let sinks: serde_json::Map<String, serde_json::Value> = health
+        .sinks()
+        .into_iter()
+        .map(|(id, dropped)| (id, serde_json::json!({"dropped_records": dropped})))
+        .collect();
     // The agent is healthy while it runs; libvirt's state is reported, not judged, so a
     // libvirtd restart does not get the container killed.
     Json(serde_json::json!({
@@ -144,6 +152,7 @@ async fn healthz(hv: Arc<dyn Hypervisor>, health: Arc<Health>, brief: bool) -> R
                     "last_error": status.last_error},
         "collectors": collectors,
         "domains": domains,
+        "sinks": sinks,
     }))
     .into_response()
 }

@@ -15,6 +15,7 @@ pub mod limits;
 pub mod metrics_doc;
 pub mod parse_errors;
 pub mod pipeline;
+pub mod runtime;
 pub mod scheduler;
 pub mod server;
 pub mod tls;

@@ -98,6 +98,81 @@ pub fn validate(config: &AgentConfig, registry: &Registry) -> Vec<Diagnostic> {
     diags
 }
 
+/// A built collector instance.
+pub enum BuiltCollector {
+    Polled(PolledInstance),
+    Push(Box<dyn EventSource>),
+}
+
+/// Builds one collector instance (no I/O); problems go to `diags`.
+pub fn build_collector(
+    config: &AgentConfig,
+    registry: &Registry,
+    env: &BuildEnv,
+    inst: &Instance,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<BuiltCollector> {
+    let factory = registry.collector(&inst.kind)?;
+    let id: Arc<str> = Arc::from(inst.id.as_str());
+    let cx = CollectorBuildContext {
+        id: id.clone(),
+        hypervisor: env.hypervisor.clone(),
+    };
+    match factory.build(&inst.options, &cx) {
+        Ok(CollectorPlugin::Polled(collector)) => {
+            let metrics: Arc<[MetricDesc]> = Arc::from(collector.metrics());
+            validate_metrics(config, inst, &metrics, diags);
+            Some(BuiltCollector::Polled(PolledInstance {
+                id,
+                collector,
+                metrics,
+                interval: inst.interval,
+                timeout: inst.timeout,
+            }))
+        }
+        Ok(CollectorPlugin::Push(source)) => {
+            validate_metrics(config, inst, source.metrics(), diags);
+            Some(BuiltCollector::Push(source))
+        }
+        Err(errors) => {
+            diags.extend(option_diagnostics(config, inst, errors));
+            None
+        }
+    }
+}
+
+/// Builds one sink instance with its own routes (no I/O); problems go to `diags`.
+pub fn build_sink(
+    config: &AgentConfig,
+    registry: &Registry,
+    env: &BuildEnv,
+    inst: &Instance,
+    live: Arc<LiveCollector>,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<(Box<dyn Sink>, HttpRoutes)> {
+    let factory = registry.sink(&inst.kind)?;
+    let mut routes = HttpRoutes::new();
+    let mut cx = SinkBuildContext {
+        id: Arc::from(inst.id.as_str()),
+        hypervisor: env.hypervisor.clone(),
+        http: &mut routes,
+        live,
+        health: HealthView::new(env.health.clone()),
+    };
+    match factory.build(&inst.options, &mut cx) {
+        Ok(sink) => Some((sink, routes)),
+        Err(errors) => {
+            diags.extend(option_diagnostics(config, inst, errors));
+            None
+        }
+    }
+}
+
+/// `diags` as the config's errors, in file order.
+pub fn errors(config: &AgentConfig, diags: Vec<Diagnostic>) -> ConfigErrors {
+    fail(config, diags)
+}
+
 /// Builds every enabled instance, once (no I/O). On error, every problem of every
 /// instance is returned.
 pub fn build(
@@ -109,31 +184,10 @@ pub fn build(
     let mut polled = Vec::new();
     let mut sources = Vec::new();
     for inst in config.collectors.iter().filter(|i| i.enabled) {
-        let Some(factory) = registry.collector(&inst.kind) else {
-            continue;
-        };
-        let id: Arc<str> = Arc::from(inst.id.as_str());
-        let cx = CollectorBuildContext {
-            id: id.clone(),
-            hypervisor: env.hypervisor.clone(),
-        };
-        match factory.build(&inst.options, &cx) {
-            Ok(CollectorPlugin::Polled(collector)) => {
-                let metrics: Arc<[MetricDesc]> = Arc::from(collector.metrics());
-                validate_metrics(config, inst, &metrics, &mut diags);
-                polled.push(PolledInstance {
-                    id,
-                    collector,
-                    metrics,
-                    interval: inst.interval,
-                    timeout: inst.timeout,
-                });
-            }
-            Ok(CollectorPlugin::Push(source)) => {
-                validate_metrics(config, inst, source.metrics(), &mut diags);
-                sources.push((id, source));
-            }
-            Err(errors) => diags.extend(option_diagnostics(config, inst, errors)),
+        match build_collector(config, registry, env, inst, &mut diags) {
+            Some(BuiltCollector::Polled(p)) => polled.push(p),
+            Some(BuiltCollector::Push(s)) => sources.push((Arc::from(inst.id.as_str()), s)),
+            None => {}
         }
     }
 
@@ -141,20 +195,12 @@ pub fn build(
     let mut routes = HttpRoutes::new();
     let mut sinks = Vec::new();
     for inst in config.sinks.iter().filter(|i| i.enabled) {
-        let Some(factory) = registry.sink(&inst.kind) else {
-            continue;
-        };
-        let id: Arc<str> = Arc::from(inst.id.as_str());
-        let mut cx = SinkBuildContext {
-            id: id.clone(),
-            hypervisor: env.hypervisor.clone(),
-            http: &mut routes,
-            live: live.clone(),
-            health: HealthView::new(env.health.clone()),
-        };
-        match factory.build(&inst.options, &mut cx) {
-            Ok(sink) => sinks.push((id, sink)),
-            Err(errors) => diags.extend(option_diagnostics(config, inst, errors)),
+        if let Some((sink, own)) = build_sink(config, registry, env, inst, live.clone(), &mut diags)
+        {
+            if let Err(e) = routes.merge(own) {
+                diags.push(config.diagnostic(&inst.path, &[], e));
+            }
+            sinks.push((Arc::from(inst.id.as_str()), sink));
         }
     }
 

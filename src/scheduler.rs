@@ -352,6 +352,11 @@ impl LiveCollector {
         })
     }
 
+    /// Replaces the collectors after a reload changed them.
+    pub fn replace_instances(&self, instances: Vec<PolledInstance>) {
+        *self.instances.lock().unwrap_or_else(|e| e.into_inner()) = instances.into();
+    }
+
     /// The gate every bulk statistics call goes through; the scheduler must use this
     /// one too, so that a live collection and a tick share calls instead of colliding.
     pub fn bulk(&self) -> Arc<BulkCalls> {

@@ -7,135 +7,24 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{client, free_port, lab_guests, wait_for, Agent};
+use common::prometheus::{target, Prometheus};
+use common::{client, lab_guests, wait_for, Agent};
 
 const AGENT: &str = "libvirt:\n  uri: qemu:///system\nhttp:\n  listen: {listen}\ncollectors:\n  cpu:\n    interval: 1s\n  memory:\n    interval: 1s\n  block:\n    interval: 1s\n  net:\n    interval: 1s\nsinks:\n  rest: {}\n  prometheus: {}\n";
 
 /// What Prometheus 2.x sends when it scrapes.
 const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
 
-const PROMETHEUS_BIN: &str = "/usr/bin/prometheus";
-
-/// A Prometheus server on a free loopback port, scraping one target every second,
-/// with its data in a temp dir. Killed on drop (also when a test panics).
-struct Prometheus {
-    child: Child,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    fn start(target: &str) -> Prometheus {
-        assert!(
-            std::path::Path::new(PROMETHEUS_BIN).exists(),
-            "{PROMETHEUS_BIN} is missing: run `bash scripts/install-test-peers.sh`"
-        );
-        let dir = tempfile::tempdir().expect("temp dir");
-        let config = dir.path().join("prometheus.yml");
-        let mut f = std::fs::File::create(&config).expect("config file");
-        write!(
-            f,
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-             scrape_configs:\n  - job_name: vadvisor\n    static_configs:\n      - targets: ['{target}']\n"
-        )
-        .expect("write config");
-        let port = free_port();
-        let child = Command::new(PROMETHEUS_BIN)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--log.level=warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start prometheus");
-        let prom = Prometheus {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            _dir: dir,
-        };
-        let ready = wait_for(Duration::from_secs(30), || {
-            client()
-                .get(format!("{}/-/ready", prom.base))
-                .send()
-                .ok()
-                .filter(|r| r.status().is_success())
-        });
-        assert!(
-            ready.is_some(),
-            "prometheus did not become ready on port {port} within 30 s"
-        );
-        prom
-    }
-
-    fn api(&self, path: &str, params: &[(&str, &str)]) -> serde_json::Value {
-        let r = client()
-            .get(format!("{}{path}", self.base))
-            .query(params)
-            .send()
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-        let v: serde_json::Value = r
-            .json()
-            .unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"));
-        assert_eq!(v["status"], "success", "GET {path} {params:?}: {v}");
-        v["data"].clone()
-    }
-
-    /// An instant query: (labels, value) per series.
-    fn query(&self, q: &str) -> Vec<(BTreeMap<String, String>, f64)> {
-        let data = self.api("/api/v1/query", &[("query", q)]);
-        data["result"]
-            .as_array()
-            .map(|rs| {
-                rs.iter()
-                    .filter_map(|r| {
-                        let labels = r["metric"]
-                            .as_object()?
-                            .iter()
-                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                            .collect();
-                        let value = r["value"][1].as_str()?.parse().ok()?;
-                        Some((labels, value))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// `q`'s value by `uuid` label.
-    fn by_uuid(&self, q: &str) -> HashMap<String, f64> {
-        self.query(q)
-            .into_iter()
-            .filter_map(|(l, v)| Some((l.get("uuid")?.clone(), v)))
-            .collect()
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn target(agent: &Agent) -> String {
-    agent.base.trim_start_matches("http://").to_string()
-}
-
 #[test]
 #[ignore = "needs the lab: scripts/lab.sh up + scripts/install-test-peers.sh (scripts/test.sh runs it)"]
 fn a_real_prometheus_scrapes_vm_up_and_cpu_counters_of_every_running_guest() {
     let guests = lab_guests();
     let agent = Agent::start(AGENT);
-    let prom = Prometheus::start(&target(&agent));
+    let prom = Prometheus::start(&target(&agent), "vadvisor");
 
     // The scrape works (OpenMetrics is negotiated and parsed without error).
     let up = wait_for(Duration::from_secs(30), || {

@@ -1,12 +1,14 @@
 //! A real Prometheus server (Debian's `prometheus` package, installed by
-//! `scripts/install-test-peers.sh`) scraping one target every second, on a free loopback
-//! port with its data in a temp dir, and its HTTP API. Killed on drop.
+//! `scripts/install-test-peers.sh`) scraping one or more targets every second, on a free
+//! loopback port with its data in a temp dir, and its HTTP API (instant queries by
+//! label). Killed on drop.
 
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{client, free_port, wait_for};
+use super::{client, free_port, wait_for, Agent};
 
 pub const PROMETHEUS_BIN: &str = "/usr/bin/prometheus";
 
@@ -16,10 +18,20 @@ pub struct Prometheus {
     _dir: tempfile::TempDir,
 }
 
+/// `host:port` of an agent, as a scrape target.
+pub fn target(agent: &Agent) -> String {
+    agent.base.trim_start_matches("http://").to_string()
+}
+
 impl Prometheus {
     /// Starts a server scraping `target` (`host:port`) as job `job`, and waits until it
     /// is ready.
     pub fn start(target: &str, job: &str) -> Prometheus {
+        Self::start_many(&[target], job)
+    }
+
+    /// Starts a server scraping every one of `targets` as job `job`.
+    pub fn start_many(targets: &[&str], job: &str) -> Prometheus {
         assert!(
             std::path::Path::new(PROMETHEUS_BIN).exists(),
             "{PROMETHEUS_BIN} is missing: run `bash scripts/install-test-peers.sh`"
@@ -27,10 +39,15 @@ impl Prometheus {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("prometheus.yml");
         let mut f = std::fs::File::create(&config).expect("config file");
+        let list = targets
+            .iter()
+            .map(|t| format!("'{t}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
         write!(
             f,
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-             scrape_configs:\n  - job_name: {job}\n    static_configs:\n      - targets: ['{target}']\n"
+             scrape_configs:\n  - job_name: {job}\n    static_configs:\n      - targets: [{list}]\n"
         )
         .expect("write config");
         let port = free_port();
@@ -87,6 +104,48 @@ impl Prometheus {
     pub fn api(&self, path: &str, params: &[(&str, &str)]) -> serde_json::Value {
         self.try_api(path, params)
             .unwrap_or_else(|e| panic!("GET {path} {params:?}: {e}"))
+    }
+
+    /// An instant query: (labels, value) per series.
+    pub fn query(&self, q: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+        let data = self.api("/api/v1/query", &[("query", q)]);
+        data["result"]
+            .as_array()
+            .map(|rs| {
+                rs.iter()
+                    .filter_map(|r| {
+                        let labels = r["metric"]
+                            .as_object()?
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                            .collect();
+                        let value = r["value"][1].as_str()?.parse().ok()?;
+                        Some((labels, value))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// `q`'s value by the value of label `label`.
+    pub fn by_label(&self, q: &str, label: &str) -> HashMap<String, f64> {
+        self.query(q)
+            .into_iter()
+            .filter_map(|(l, v)| Some((l.get(label)?.clone(), v)))
+            .collect()
+    }
+
+    /// `q`'s value by `uuid` label.
+    pub fn by_uuid(&self, q: &str) -> HashMap<String, f64> {
+        self.by_label(q, "uuid")
+    }
+
+    /// True once every target's last scrape succeeded.
+    pub fn all_targets_up(&self) -> bool {
+        let t = self.api("/api/v1/targets", &[]);
+        t["activeTargets"]
+            .as_array()
+            .is_some_and(|ts| !ts.is_empty() && ts.iter().all(|t| t["health"] == "up"))
     }
 }
 

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 
 use tokio::sync::broadcast;
 
+use crate::host::{JobStats, Machine, NodeStats};
 use crate::hypervisor::{
     ConnectionStatus, DomainEntry, DomainStats, Hypervisor, HypervisorError, StatsGroups,
     TypedValue,
@@ -30,6 +31,11 @@ pub struct FakeHypervisor {
     running: AtomicU64,
     max_running: AtomicU64,
     events: broadcast::Sender<LifecycleEvent>,
+    jobs: Mutex<HashMap<String, JobStats>>,
+    job_hints: Mutex<Vec<DomainRef>>,
+    job_calls: Mutex<Vec<String>>,
+    node: Mutex<Option<NodeStats>>,
+    machine: Mutex<Option<Machine>>,
 }
 
 impl Default for FakeHypervisor {
@@ -44,6 +50,11 @@ impl Default for FakeHypervisor {
             running: AtomicU64::new(0),
             max_running: AtomicU64::new(0),
             events: broadcast::channel(1024).0,
+            jobs: Mutex::default(),
+            job_hints: Mutex::default(),
+            job_calls: Mutex::default(),
+            node: Mutex::default(),
+            machine: Mutex::default(),
         }
     }
 }
@@ -110,6 +121,38 @@ impl FakeHypervisor {
     /// Makes every stats call take this long.
     pub fn set_delay(&self, delay: Option<Duration>) {
         *self.delay.lock().unwrap_or_else(|e| e.into_inner()) = delay;
+    }
+
+    /// Sets (or with `None` ends) the job of domain `uuid`.
+    pub fn set_job(&self, uuid: &str, job: Option<JobStats>) {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        match job {
+            Some(j) => jobs.insert(uuid.to_string(), j),
+            None => jobs.remove(uuid),
+        };
+    }
+
+    /// Sets what [`Hypervisor::job_hints`] answers.
+    pub fn set_job_hints(&self, hints: Vec<DomainRef>) {
+        *self.job_hints.lock().unwrap_or_else(|e| e.into_inner()) = hints;
+    }
+
+    /// The UUIDs [`Hypervisor::job_stats`] was asked about, in order; clears the list.
+    pub fn take_job_calls(&self) -> Vec<String> {
+        std::mem::take(&mut *self.job_calls.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Sets what [`Hypervisor::node_stats`] and [`Hypervisor::machine`] answer.
+    pub fn set_node(&self, node: Option<NodeStats>, machine: Option<Machine>) {
+        *self.node.lock().unwrap_or_else(|e| e.into_inner()) = node;
+        *self.machine.lock().unwrap_or_else(|e| e.into_inner()) = machine;
+    }
+
+    fn check_down(&self) -> Result<(), HypervisorError> {
+        match self.down.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            Some(reason) => Err(HypervisorError::Disconnected(reason)),
+            None => Ok(()),
+        }
     }
 
     /// The most bulk statistics calls that ever ran at the same time.
@@ -208,6 +251,52 @@ impl Hypervisor for FakeHypervisor {
 
     fn lifecycle_events(&self) -> Option<broadcast::Receiver<LifecycleEvent>> {
         Some(self.events.subscribe())
+    }
+
+    async fn job_stats(&self, uuid: &str) -> Result<Option<JobStats>, HypervisorError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.job_calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(uuid.to_string());
+        self.check_down()?;
+        if !self.lock_domains().iter().any(|d| &*d.domain.uuid == uuid) {
+            return Err(HypervisorError::NoDomain(uuid.to_string()));
+        }
+        Ok(self
+            .jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(uuid)
+            .filter(|j| j.job_type != JobStats::NONE)
+            .cloned())
+    }
+
+    fn job_hints(&self) -> Vec<DomainRef> {
+        self.job_hints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    async fn node_stats(&self) -> Result<NodeStats, HypervisorError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.check_down()?;
+        self.node
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or(HypervisorError::Unsupported("node_stats"))
+    }
+
+    async fn machine(&self) -> Result<Machine, HypervisorError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.check_down()?;
+        self.machine
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or(HypervisorError::Unsupported("machine"))
     }
 
     fn status(&self) -> ConnectionStatus {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::host::{JobStats, Machine, NodeStats};
 use crate::model::{DomainRef, DomainState, LifecycleEvent};
 
 /// libvirt's `virDomainStatsTypes` bit set.
@@ -235,5 +236,27 @@ pub trait Hypervisor: Send + Sync + 'static {
     /// reconciled after a reconnect. `None` when the hypervisor has no events.
     fn lifecycle_events(&self) -> Option<tokio::sync::broadcast::Receiver<LifecycleEvent>> {
         None
+    }
+
+    /// The job domain `uuid` is running (`virDomainGetJobStats`); `None` when it runs
+    /// none (or is gone). One libvirt call: ask only about domains that have a job.
+    async fn job_stats(&self, _uuid: &str) -> Result<Option<JobStats>, HypervisorError> {
+        Err(HypervisorError::Unsupported("job_stats"))
+    }
+
+    /// Domains that libvirt's events say run a job now (a migration reported an
+    /// iteration and has not completed yet). No libvirt call.
+    fn job_hints(&self) -> Vec<DomainRef> {
+        Vec::new()
+    }
+
+    /// The host's facts and counters (node info, CPU time, memory, free memory).
+    async fn node_stats(&self) -> Result<NodeStats, HypervisorError> {
+        Err(HypervisorError::Unsupported("node_stats"))
+    }
+
+    /// The host described once: hostname, host UUID, versions and node info.
+    async fn machine(&self) -> Result<Machine, HypervisorError> {
+        Err(HypervisorError::Unsupported("machine"))
     }
 }

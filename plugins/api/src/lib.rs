@@ -10,6 +10,7 @@ pub mod collector;
 pub mod event_names;
 pub mod fake;
 pub mod health;
+pub mod host;
 pub mod hypervisor;
 pub mod metric;
 pub mod model;
@@ -27,6 +28,7 @@ pub use collector::{
 };
 pub use fake::FakeHypervisor;
 pub use health::{CollectorHealth, DomainHealth, Health, HealthView, SinkHealth};
+pub use host::{version_string, JobStats, Machine, NodeInfo, NodeStats};
 pub use hypervisor::{
     ConnectionStatus, DomainEntry, DomainStats, Hypervisor, HypervisorError, StatsGroups,
     TypedValue,

@@ -100,7 +100,7 @@ pub fn is_core_path(path: &str) -> bool {
 
 /// Routes that HTTP sinks add to the one shared server.
 #[cfg(feature = "http")]
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct HttpRoutes {
     router: Router,
     paths: BTreeSet<String>,
@@ -129,6 +129,18 @@ impl HttpRoutes {
         }
         let router = std::mem::take(&mut self.router);
         self.router = router.route(path, handler);
+        Ok(())
+    }
+
+    /// Adds every route of `other` (another sink's); a path both serve is an error and
+    /// leaves `self` unchanged.
+    pub fn merge(&mut self, other: HttpRoutes) -> Result<(), String> {
+        if let Some(p) = other.paths.iter().find(|p| self.paths.contains(*p)) {
+            return Err(format!("HTTP path `{p}` is already served by another sink"));
+        }
+        self.paths.extend(other.paths);
+        let router = std::mem::take(&mut self.router);
+        self.router = router.merge(other.router);
         Ok(())
     }
 

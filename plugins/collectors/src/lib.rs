@@ -5,6 +5,8 @@ pub mod block;
 pub mod cpu;
 mod devices;
 pub mod events;
+pub mod host;
+pub mod jobs;
 pub mod memory;
 pub mod net;
 mod params;
@@ -17,6 +19,8 @@ pub fn register_all(registry: &mut Registry) {
     block::register(registry);
     cpu::register(registry);
     events::register(registry);
+    host::register(registry);
+    jobs::register(registry);
     memory::register(registry);
     net::register(registry);
     specs::register(registry);

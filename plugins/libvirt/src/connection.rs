@@ -67,9 +67,24 @@ impl Supervisor {
                 None
             }
         };
+        // Job hints: which domains run a migration (no job event: no hint, no error).
+        let mut job_events = Vec::new();
+        for kind in [
+            ffi::DomainEventKind::MigrationIteration,
+            ffi::DomainEventKind::JobCompleted,
+        ] {
+            let hints = Arc::clone(&self.job_hints);
+            match ffi::DomainEventRegistration::register(&conn, kind, move |e| hints.deliver(e)) {
+                Ok(r) => job_events.push(r),
+                Err(e) => {
+                    debug!(uri, error = %e.message(), ?kind, "cannot register for job events")
+                }
+            }
+        }
         Ok((
             Live {
                 lifecycle,
+                job_events,
                 close,
                 conn,
                 generation,

@@ -40,7 +40,7 @@ pub(crate) const XML_QUEUED: &str = "virDomainGetXMLDesc (queued behind other ca
 
 /// Maps a failed libvirt call: no such domain, a dead connection (declared lost), or a
 /// plain call failure.
-fn fail(
+pub(crate) fn fail(
     sup: &Supervisor,
     live: &Live,
     call: &'static str,
@@ -140,7 +140,7 @@ fn can_be_a_name(s: &str) -> bool {
     !s.is_empty() && !s.contains('\0')
 }
 
-fn lookup(
+pub(crate) fn lookup(
     sup: &Supervisor,
     live: &Live,
     progress: &Progress,

@@ -8,12 +8,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 use vadvisor_api::{
-    ConnectionStatus, DomainEntry, DomainStats, Hypervisor, HypervisorError, LifecycleEvent,
-    StatsGroups,
+    ConnectionStatus, DomainEntry, DomainRef, DomainStats, Hypervisor, HypervisorError, JobStats,
+    LifecycleEvent, Machine, NodeStats, StatsGroups,
 };
 
 use crate::domains;
 use crate::event_loop;
+use crate::host;
+use crate::jobs;
 use crate::settings::LibvirtSettings;
 use crate::stats;
 use crate::supervisor::Supervisor;
@@ -147,5 +149,37 @@ impl Hypervisor for LibvirtHypervisor {
     /// connection was down. Always `Some`, also before the first connection.
     fn lifecycle_events(&self) -> Option<broadcast::Receiver<LifecycleEvent>> {
         Some(self.sup.events.subscribe())
+    }
+
+    /// `virDomainGetJobStats` of one domain (by UUID); a domain found without a job, or
+    /// gone, loses its job hint.
+    async fn job_stats(&self, uuid: &str) -> Result<Option<JobStats>, HypervisorError> {
+        let id = uuid.to_string();
+        let out = self
+            .sup
+            .bounded(None, jobs::JOB_QUEUED, move |sup, live, progress| {
+                jobs::job_stats(sup, live, progress, &id)
+            })
+            .await;
+        if matches!(out, Ok(None) | Err(HypervisorError::NoDomain(_))) {
+            self.sup.job_hints.forget(uuid);
+        }
+        out
+    }
+
+    fn job_hints(&self) -> Vec<DomainRef> {
+        self.sup.job_hints.current()
+    }
+
+    async fn node_stats(&self) -> Result<NodeStats, HypervisorError> {
+        self.sup
+            .bounded(None, host::NODE_QUEUED, host::node_stats)
+            .await
+    }
+
+    async fn machine(&self) -> Result<Machine, HypervisorError> {
+        self.sup
+            .bounded(None, host::NODE_QUEUED, host::machine)
+            .await
     }
 }

@@ -18,7 +18,9 @@ mod fallback;
 #[allow(unsafe_code)]
 pub mod ffi;
 mod hedge;
+mod host;
 mod hypervisor;
+mod jobs;
 mod lanes;
 mod lifecycle;
 mod live;

@@ -15,6 +15,10 @@ pub(crate) struct Live {
     /// Declared first so they are dropped (deregistered) first, while the connection is
     /// still open. Callback ids belong to this connection only.
     pub(crate) lifecycle: Option<ffi::LifecycleRegistration>,
+    /// Migration-iteration and job-completed callbacks (job hints), held for their
+    /// `Drop` (deregistration).
+    #[allow(dead_code)]
+    pub(crate) job_events: Vec<ffi::DomainEventRegistration>,
     pub(crate) close: Option<ffi::CloseCallback>,
     pub(crate) conn: Connect,
     pub(crate) generation: u64,
@@ -31,6 +35,7 @@ impl Live {
         }
         Ok(Live {
             lifecycle: None,
+            job_events: Vec::new(),
             close: None,
             conn,
             generation,

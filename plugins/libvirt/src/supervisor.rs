@@ -12,6 +12,7 @@ use tracing::{debug, info, warn};
 use vadvisor_api::ConnectionStatus;
 
 use crate::hedge::Hedging;
+use crate::jobs::JobHints;
 use crate::lanes::Lanes;
 use crate::lifecycle::EventHub;
 use crate::live::Live;
@@ -68,6 +69,8 @@ pub(crate) struct Supervisor {
     pub(crate) busy: Arc<Busy>,
     /// Groups each domain reported in full on the current connection.
     pub(crate) groups_seen: Mutex<GroupMemory>,
+    /// Domains that job events say run a job.
+    pub(crate) job_hints: Arc<JobHints>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -100,6 +103,7 @@ impl Supervisor {
             hedging: Hedging::default(),
             busy: Arc::new(Busy::default()),
             groups_seen: Mutex::new(GroupMemory::default()),
+            job_hints: Arc::new(JobHints::default()),
         }
     }
 

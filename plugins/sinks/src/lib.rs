@@ -8,6 +8,7 @@ pub mod prometheus;
 pub mod rest;
 pub mod statsd;
 pub mod timefmt;
+pub mod ui;
 
 use vadvisor_api::Registry;
 
@@ -17,4 +18,5 @@ pub fn register_all(registry: &mut Registry) {
     events::register(registry);
     prometheus::register(registry);
     statsd::register(registry);
+    ui::register(registry);
 }

@@ -52,7 +52,7 @@ fn lifecycle_sinks() -> MutexGuard<'static, BTreeMap<usize, Arc<LifecycleShared>
 /// # Safety
 ///
 /// `dom` must be a valid domain pointer for the duration of the call.
-unsafe fn domain_identity(dom: sys::virDomainPtr) -> Option<(String, String)> {
+pub(super) unsafe fn domain_identity(dom: sys::virDomainPtr) -> Option<(String, String)> {
     let mut uuid_buf: [c_char; sys::VIR_UUID_STRING_BUFLEN as usize] =
         [0; sys::VIR_UUID_STRING_BUFLEN as usize];
     // SAFETY: the caller guarantees `dom` is valid; the buffer has the
@@ -78,7 +78,8 @@ type LifecycleCallback =
     unsafe extern "C" fn(sys::virConnectPtr, sys::virDomainPtr, c_int, c_int, *mut c_void) -> c_int;
 
 /// The generic signature `virConnectDomainEventRegisterAny` takes.
-type GenericCallback = unsafe extern "C" fn(sys::virConnectPtr, sys::virDomainPtr, *mut c_void);
+pub(super) type GenericCallback =
+    unsafe extern "C" fn(sys::virConnectPtr, sys::virDomainPtr, *mut c_void);
 
 unsafe extern "C" fn lifecycle_trampoline(
     _conn: sys::virConnectPtr,

@@ -13,6 +13,8 @@
 //!   ownership of its opaque pointer whatever the driver does with it;
 //! - the domain lifecycle event callback (`virConnectDomainEventRegisterAny` for
 //!   `VIR_DOMAIN_EVENT_ID_LIFECYCLE`), whose `opaque` is a registry key, not a pointer;
+//! - `virDomainGetJobStats` with the libvirt-allocated array freed by libvirt;
+//! - `virNodeGetCPUStats` and `virNodeGetMemoryStats` (no `virt` wrappers);
 //! - a periodic no-op event-loop timer (the `virt` wrapper mishandles its error path).
 //!
 //!
@@ -21,17 +23,25 @@
 mod bulk;
 mod close;
 mod domain;
+mod domain_events;
+mod job;
 mod lifecycle;
+mod node;
 mod params;
 mod timer;
 
 pub use bulk::{get_all_domain_stats, RawRecord};
 pub use close::{CloseCallback, CloseSignal};
 pub use domain::{block_info, cpu_total_stats, domain_state, vcpu_info, VcpuInfo};
+pub use domain_events::{
+    live_domain_event_registrations, DomainEventKind, DomainEventRegistration, RawDomainEvent,
+};
+pub use job::job_stats;
 pub use lifecycle::{
     live_lifecycle_registrations, Deregistered, LifecycleRegistration, LifecycleShared,
     RawLifecycle,
 };
+pub use node::{node_cpu_stats, node_memory_stats};
 pub use params::{params_from_raw, Params};
 pub use timer::add_wakeup_timer;
 

@@ -2,8 +2,10 @@
 //! `GET /api/v1.0/stats/` returns `{uuid: [samples, oldest first]}`;
 //! `GET /api/v1.0/stats/<uuid>` one domain; `?live=true` one fresh collection shared by
 //! concurrent callers; `/api/v1.0/stats` redirects to the slash form keeping the query.
-//! Also `/api/v1.0/specs`, from the `specs` collector's records ([`specs`]).
+//! Also `/api/v1.0/specs`, from the `specs` collector's records ([`specs`]), and
+//! `/api/v1.0/machine`, the host's facts ([`machine`]).
 
+pub mod machine;
 pub mod specs;
 mod store;
 
@@ -73,6 +75,14 @@ pub fn register(registry: &mut Registry) {
                 get(move |p: Path<String>, q: RawQuery| stats_one(s.clone(), p, q)),
             ))?;
             route(cx.http.route("/api/v1.0/stats", get(redirect_slash)))?;
+            let m = Arc::new(machine::MachineCache::new(cx.hypervisor.clone()));
+            route(cx.http.route(
+                "/api/v1.0/machine",
+                get(move || {
+                    let m = m.clone();
+                    async move { m.get().await }
+                }),
+            ))?;
             let specs = Arc::new(specs::SpecCache::default());
             route(specs::register_routes(
                 cx.http,
