@@ -4,13 +4,24 @@
 //! expression is broken (each alert in turn is made never to fire and the tests must
 //! fail), and every alert has its runbook section in `docs/alerts.md`.
 //!
-//! Needs promtool (Debian's `prometheus` package, `bash scripts/install-test-peers.sh`);
-//! ignored by a plain `cargo test`, `scripts/test.sh` runs it with `--include-ignored`,
-//! and it fails (does not pass) when promtool is missing.
+//! On the lab, a real Prometheus scraping the agent evaluates the rules without an
+//! error, and VMDownUnexpectedly goes pending for a throw-away guest whose QEMU is
+//! killed, but not for one an operator destroys.
+//!
+//! Needs promtool and prometheus (Debian's `prometheus` package,
+//! `bash scripts/install-test-peers.sh`) and, for the last test, the lab; ignored by a
+//! plain `cargo test`, `scripts/test.sh` runs them with `--include-ignored`, and they
+//! fail (do not pass) when a tool is missing.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
+use common::guest::ThrowawayGuest;
+use common::prometheus::Prometheus;
+use common::{lab_guests, wait_for, Agent};
 use serde_json::Value;
 
 const RULES: &str = "deploy/prometheus/vadvisor-rules.yml";
@@ -191,5 +202,107 @@ fn every_alert_has_a_runbook_entry() {
                 "{RUNBOOK}: section {title} has no alert"
             );
         }
+    }
+}
+
+// ------------------------------------------------------------------ the lab
+
+const AGENT: &str = "libvirt:\n  uri: qemu:///system\nhttp:\n  listen: {listen}\ncollectors:\n  cpu:\n    interval: 1s\n  memory:\n    interval: 1s\n  block:\n    interval: 1s\n  net:\n    interval: 1s\n  events: {}\nsinks:\n  events:\n    path: ':memory:'\n  prometheus: {}\n";
+
+/// `alertname` alerts (pending or firing) by their `name` label.
+fn alerts_named(prom: &Prometheus, alertname: &str) -> Vec<(String, String)> {
+    prom.api("/api/v1/alerts", &[])["alerts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| a["labels"]["alertname"] == alertname)
+        .map(|a| {
+            (
+                a["labels"]["name"].as_str().unwrap_or("").to_string(),
+                a["state"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// `vm_up` of the VM called `name`, as Prometheus has it now.
+fn vm_up(prom: &Prometheus, name: &str) -> Option<f64> {
+    let q = format!("vm_up{{name=\"{name}\"}}");
+    prom.api("/api/v1/query", &[("query", &q)])["result"][0]["value"][1]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+#[ignore = "needs the lab: scripts/lab.sh up + scripts/install-test-peers.sh (scripts/test.sh runs it)"]
+fn a_real_prometheus_evaluates_the_rules_and_a_killed_vm_is_down_unexpectedly() {
+    lab_guests();
+    let agent = Agent::start(AGENT);
+    let target = agent.base.trim_start_matches("http://").to_string();
+    // The rules select job="vadvisor".
+    let prom = Prometheus::start_with_rules(&target, "vadvisor", &repo(RULES));
+
+    // Every rule is evaluated on the agent's real series, without an error.
+    let rules = yaml(&repo(RULES));
+    let n = alerts(&rules).len();
+    let evaluated = wait_for(Duration::from_secs(30), || {
+        let groups = prom.api("/api/v1/rules", &[]);
+        let all: Vec<Value> = groups["groups"]
+            .as_array()?
+            .iter()
+            .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+            .collect();
+        (all.len() == n && all.iter().all(|r| r["health"] == "ok")).then_some(all)
+    });
+    let evaluated = evaluated.unwrap_or_else(|| {
+        panic!(
+            "the rules are not all evaluated without error: {}",
+            prom.api("/api/v1/rules", &[])
+        )
+    });
+    for r in &evaluated {
+        assert_eq!(r["lastError"].as_str().unwrap_or(""), "", "{r}");
+    }
+
+    // A guest whose QEMU dies: VMDownUnexpectedly (pending: it has `for: 1m`).
+    let killed = ThrowawayGuest::start("vadv-alert-killed");
+    let up = wait_for(Duration::from_secs(30), || {
+        (vm_up(&prom, &killed.name) == Some(1.0)).then_some(())
+    });
+    assert!(up.is_some(), "{} never up in Prometheus", killed.name);
+    assert!(alerts_named(&prom, "VMDownUnexpectedly").is_empty());
+    killed.kill_qemu();
+    let alert = wait_for(Duration::from_secs(30), || {
+        alerts_named(&prom, "VMDownUnexpectedly")
+            .into_iter()
+            .find(|(name, _)| *name == killed.name)
+    });
+    assert!(
+        alert.is_some(),
+        "no VMDownUnexpectedly for {} after its QEMU was killed; vm_up {:?}; alerts {}",
+        killed.name,
+        vm_up(&prom, &killed.name),
+        prom.api("/api/v1/alerts", &[])
+    );
+    println!("killed guest: VMDownUnexpectedly {:?}", alert);
+
+    // A guest an operator destroys: an orderly stop, no alert for it.
+    let destroyed = ThrowawayGuest::start("vadv-alert-destroyed");
+    let up = wait_for(Duration::from_secs(30), || {
+        (vm_up(&prom, &destroyed.name) == Some(1.0)).then_some(())
+    });
+    assert!(up.is_some(), "{} never up in Prometheus", destroyed.name);
+    destroyed.destroy();
+    let down = wait_for(Duration::from_secs(30), || {
+        (vm_up(&prom, &destroyed.name) == Some(0.0)).then_some(())
+    });
+    assert!(down.is_some(), "vm_up of {} never 0", destroyed.name);
+    for _ in 0..10 {
+        let alerts = alerts_named(&prom, "VMDownUnexpectedly");
+        assert!(
+            !alerts.iter().any(|(name, _)| *name == destroyed.name),
+            "VMDownUnexpectedly for a destroyed guest: {alerts:?}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
     }
 }

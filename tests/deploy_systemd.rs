@@ -153,6 +153,10 @@ fn the_unit_has_the_promised_hardening() {
     assert_eq!(one("NoNewPrivileges"), "yes");
     assert_eq!(one("CapabilityBoundingSet"), "");
     assert_eq!(one("Restart"), "on-failure");
+    assert!(
+        one("ExecReload").contains("-HUP $MAINPID"),
+        "reload = SIGHUP"
+    );
     assert!(one("ReadOnlyPaths").contains("/run/libvirt"));
     // The state directory is where the default config keeps the events database.
     let state = one("StateDirectory");

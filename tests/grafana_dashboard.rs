@@ -15,8 +15,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use common::guest::ThrowawayGuest;
 use common::prometheus::Prometheus;
-use common::{lab_guests, virsh, virsh_quiet, wait_for, Agent};
+use common::{lab_guests, wait_for, Agent};
 use serde_json::Value;
 
 const DASHBOARD: &str = "deploy/grafana/vadvisor.json";
@@ -348,7 +349,6 @@ const AGENT: &str = "libvirt:\n  uri: qemu:///system\nhttp:\n  listen: {listen}\
 const JOB: &str = "vadvisor";
 const RATE_INTERVAL: &str = "10s";
 const TEST_GUEST: &str = "vadv-graf-test";
-const LAB_CACHE: &str = "/var/lib/vadvisor-lab/cache";
 
 /// A Grafana-style regex of `values`: `(a|b)`, each escaped.
 fn regex_of(values: &[String]) -> String {
@@ -437,43 +437,13 @@ fn range_series_with_data(prom: &Prometheus, expr: &str) -> Result<usize, String
         .count())
 }
 
-/// Removes the throw-away guest when the test ends, passed or not.
-struct RemoveTestGuest;
-
-impl Drop for RemoveTestGuest {
-    fn drop(&mut self) {
-        virsh_quiet(&["destroy", TEST_GUEST]);
-    }
-}
-
 /// Starts and destroys a transient throw-away guest: lifecycle events (Started/Booted,
 /// Stopped/Destroyed) without touching the lab guests.
-fn lifecycle_events() -> RemoveTestGuest {
-    for f in ["vmlinuz", "initramfs.gz"] {
-        assert!(
-            Path::new(LAB_CACHE).join(f).exists(),
-            "{LAB_CACHE}/{f} missing: run `scripts/lab.sh up` first"
-        );
-    }
-    virsh_quiet(&["destroy", TEST_GUEST]);
-    let guard = RemoveTestGuest;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let xml = dir.path().join("guest.xml");
-    std::fs::write(
-        &xml,
-        format!(
-            "<domain type='qemu'><name>{TEST_GUEST}</name><memory unit='MiB'>128</memory>\
-             <vcpu>1</vcpu><os><type arch='x86_64' machine='pc'>hvm</type>\
-             <kernel>{LAB_CACHE}/vmlinuz</kernel><initrd>{LAB_CACHE}/initramfs.gz</initrd>\
-             <cmdline>console=ttyS0</cmdline></os><on_poweroff>destroy</on_poweroff>\
-             <devices><controller type='usb' model='none'/><memballoon model='none'/></devices></domain>"
-        ),
-    )
-    .expect("write guest xml");
-    virsh(&["create", xml.to_str().expect("path")]);
+fn lifecycle_events() -> ThrowawayGuest {
+    let guest = ThrowawayGuest::start(TEST_GUEST);
     std::thread::sleep(Duration::from_secs(2));
-    virsh(&["destroy", TEST_GUEST]);
-    guard
+    guest.destroy();
+    guest
 }
 
 #[test]

@@ -124,15 +124,33 @@ fn start(extra: &str, web_config: Option<&std::path::Path>) -> Agent {
     agent
 }
 
-/// Lets this test process hold more than 1,100 sockets (raises its own soft limit to
-/// the hard one with util-linux' `prlimit`).
+/// Lets this test process hold more than 1,100 sockets: raises its own soft limit
+/// (up to 8192, at most the hard limit) with util-linux' `prlimit`.
 fn raise_own_fd_limit() {
+    let limits = std::fs::read_to_string("/proc/self/limits").expect("limits");
+    let hard: u64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .map(|h| {
+            if h == "unlimited" {
+                u64::MAX
+            } else {
+                h.parse().unwrap_or(0)
+            }
+        })
+        .unwrap_or(0);
+    let want = hard.min(8192);
+    assert!(
+        want >= 1300,
+        "this test needs to hold 1,100 sockets but the hard open-file limit is {hard}"
+    );
     let status = Command::new("prlimit")
         .arg("--pid")
         .arg(std::process::id().to_string())
-        .arg("--nofile=8192:")
+        .arg(format!("--nofile={want}:"))
         .status()
-        .expect("prlimit");
+        .expect("prlimit (util-linux)");
     assert!(status.success(), "cannot raise this test's open-file limit");
 }
 

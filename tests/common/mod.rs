@@ -2,6 +2,7 @@
 //! talk to it over real HTTP, and look at the lab with `virsh`.
 #![allow(dead_code)]
 
+pub mod guest;
 pub mod prometheus;
 
 use std::io::Write;

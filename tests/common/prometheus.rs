@@ -27,11 +27,20 @@ impl Prometheus {
     /// Starts a server scraping `target` (`host:port`) as job `job`, and waits until it
     /// is ready.
     pub fn start(target: &str, job: &str) -> Prometheus {
-        Self::start_many(&[target], job)
+        Self::launch(&[target], job, None)
     }
 
     /// Starts a server scraping every one of `targets` as job `job`.
     pub fn start_many(targets: &[&str], job: &str) -> Prometheus {
+        Self::launch(targets, job, None)
+    }
+
+    /// Like [`Prometheus::start`], evaluating the rules of `rule_file` every second.
+    pub fn start_with_rules(target: &str, job: &str, rule_file: &std::path::Path) -> Prometheus {
+        Self::launch(&[target], job, Some(rule_file))
+    }
+
+    fn launch(targets: &[&str], job: &str, rule_file: Option<&std::path::Path>) -> Prometheus {
         assert!(
             std::path::Path::new(PROMETHEUS_BIN).exists(),
             "{PROMETHEUS_BIN} is missing: run `bash scripts/install-test-peers.sh`"
@@ -50,6 +59,9 @@ impl Prometheus {
              scrape_configs:\n  - job_name: {job}\n    static_configs:\n      - targets: [{list}]\n"
         )
         .expect("write config");
+        if let Some(rules) = rule_file {
+            writeln!(f, "rule_files:\n  - '{}'", rules.display()).expect("write config");
+        }
         let port = free_port();
         let child = Command::new(PROMETHEUS_BIN)
             .arg(format!("--config.file={}", config.display()))

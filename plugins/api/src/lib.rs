@@ -17,6 +17,7 @@ pub mod model;
 pub mod options;
 pub mod registry;
 pub mod sink;
+pub mod typed_value;
 pub mod uuid;
 
 pub use async_trait::async_trait;

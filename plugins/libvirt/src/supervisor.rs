@@ -12,7 +12,7 @@ use tracing::{debug, info, warn};
 use vadvisor_api::ConnectionStatus;
 
 use crate::hedge::Hedging;
-use crate::jobs::JobHints;
+use crate::job_hints::JobHints;
 use crate::lanes::Lanes;
 use crate::lifecycle::EventHub;
 use crate::live::Live;

@@ -152,7 +152,7 @@ pub fn render_http(health: &HealthView, enc: &mut Encoder<'_, '_>) {
     let name = "vadvisor_http_limit_hits_total";
     enc.family(
         name,
-        "Times an HTTP server limit was hit: connections_shed, connections_refused (max_connections), header_timeout, idle_timeout, event_streams (max stream clients), auth_failures_delayed",
+        "Times an HTTP server limit was hit: connections_shed, connections_refused (max_connections), header_timeout, idle_timeout, event_streams (max stream clients), auth_throttled (429 after repeated login failures)",
         MetricKind::Counter,
     );
     for (limit, n) in health.limit_hits() {
