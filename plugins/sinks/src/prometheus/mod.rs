@@ -18,6 +18,7 @@ pub mod encode;
 pub mod events;
 pub mod families;
 mod handler;
+pub mod metadata;
 pub mod process;
 pub mod reference;
 pub mod selfmetrics;
@@ -41,6 +42,7 @@ pub fn register(registry: &mut Registry) {
         "Prometheus exposition on /metrics (OpenMetrics or text 0.0.4), with vAdvisor's family names",
         PrometheusOptions::validate,
         |o: PrometheusOptions, cx| {
+            let metadata = o.metadata_labels.compile()?;
             let shared = Arc::new(Shared {
                 state: Mutex::new(State::new(StateOptions {
                     labels: LabelOptions { name_label: o.name_label, aliases: o.vadvisor_names },
@@ -50,6 +52,7 @@ pub fn register(registry: &mut Registry) {
                 live: o.live.then(|| cx.live.clone()),
                 health: cx.health.clone(),
                 hypervisor: cx.hypervisor.clone(),
+                metadata,
             });
             let s = shared.clone();
             cx.http

@@ -78,6 +78,8 @@ pub struct State {
     cache: [Option<Cached>; 2],
     /// Declaration problems already logged.
     warned: HashSet<String>,
+    /// Extra `vm_info` labels from each domain's metadata (see `metadata`).
+    info_labels: HashMap<Arc<str>, Vec<(String, String)>>,
 }
 
 impl State {
@@ -90,6 +92,18 @@ impl State {
             generation: 0,
             cache: [None, None],
             warned: HashSet::new(),
+            info_labels: HashMap::new(),
+        }
+    }
+
+    /// Sets (or with `None` forgets) the extra `vm_info` labels of domain `uuid`.
+    pub fn set_info_labels(&mut self, uuid: &Arc<str>, labels: Option<Vec<(String, String)>>) {
+        let changed = match labels {
+            Some(l) if !l.is_empty() => self.info_labels.insert(uuid.clone(), l.clone()) != Some(l),
+            _ => self.info_labels.remove(uuid).is_some(),
+        };
+        if changed {
+            self.generation += 1;
         }
     }
 
@@ -249,11 +263,11 @@ impl State {
         }
         enc.family("vm_info", INFO_HELP, MetricKind::Gauge);
         for c in current.values() {
-            enc.sample(
-                "vm_info",
-                &[("uuid", &*c.domain.uuid), ("name", &*c.domain.name)],
-                1.0,
-            );
+            let mut labels = vec![("uuid", &*c.domain.uuid), ("name", &*c.domain.name)];
+            if let Some(extra) = self.info_labels.get(&*c.domain.uuid) {
+                labels.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            }
+            enc.sample("vm_info", &labels, 1.0);
         }
 
         let mut problems = Vec::new();
