@@ -7,13 +7,15 @@
 //! Layout: [`config`] options and validation; [`sink`] the loop (latest batches,
 //! lifecycle counts) and the state it shares with [`handler`], the scrape; [`state`]
 //! the snapshot, `vm_up` memory and the cached per-VM part; [`families`] collector
-//! families, aliases and de-duplication; [`encode`] the two formats; [`events`]
+//! families, aliases and de-duplication; [`emit`] the output contract shared with the
+//! `remote_write` sink; [`encode`] the two formats; [`events`]
 //! `vm_lifecycle_events_total`; [`selfmetrics`] `vadvisor_*`; [`process`] `process_*`;
 //! [`reference`] the list of those own families for `docs/metrics.md`; `body` the
 //! zero-copy response body.
 
 mod body;
 pub mod config;
+pub mod emit;
 pub mod encode;
 pub mod events;
 pub mod families;
