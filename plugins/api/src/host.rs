@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::hypervisor::TypedValue;
+use crate::typed_value::TypedValue;
 
 /// `virNodeInfo`: the host's processors and memory.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 
 use crate::host::{JobStats, Machine, NodeStats};
 use crate::model::{DomainRef, DomainState, LifecycleEvent};
+pub use crate::typed_value::TypedValue;
 
 /// libvirt's `virDomainStatsTypes` bit set.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -59,51 +60,6 @@ impl std::ops::BitOr for StatsGroups {
     type Output = Self;
     fn bitor(self, rhs: Self) -> Self {
         self.union(rhs)
-    }
-}
-
-/// A libvirt typed parameter value, owned.
-#[derive(Clone, Debug, PartialEq)]
-pub enum TypedValue {
-    Int(i32),
-    UInt(u32),
-    LLong(i64),
-    ULLong(u64),
-    Double(f64),
-    Boolean(bool),
-    String(String),
-}
-
-impl TypedValue {
-    /// The value as a number; strings are not numbers.
-    pub fn as_f64(&self) -> Option<f64> {
-        match *self {
-            TypedValue::Int(v) => Some(v.into()),
-            TypedValue::UInt(v) => Some(v.into()),
-            TypedValue::LLong(v) => Some(v as f64),
-            TypedValue::ULLong(v) => Some(v as f64),
-            TypedValue::Double(v) => Some(v),
-            TypedValue::Boolean(v) => Some(if v { 1.0 } else { 0.0 }),
-            TypedValue::String(_) => None,
-        }
-    }
-
-    /// The value as an unsigned integer, when it is a non-negative integer.
-    pub fn as_u64(&self) -> Option<u64> {
-        match *self {
-            TypedValue::Int(v) => u64::try_from(v).ok(),
-            TypedValue::UInt(v) => Some(v.into()),
-            TypedValue::LLong(v) => u64::try_from(v).ok(),
-            TypedValue::ULLong(v) => Some(v),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(&self) -> Option<&str> {
-        match self {
-            TypedValue::String(s) => Some(s),
-            _ => None,
-        }
     }
 }
 
@@ -235,6 +191,13 @@ pub trait Hypervisor: Send + Sync + 'static {
     /// Lifecycle events as they happen (from libvirt's event loop), including events
     /// reconciled after a reconnect. `None` when the hypervisor has no events.
     fn lifecycle_events(&self) -> Option<tokio::sync::broadcast::Receiver<LifecycleEvent>> {
+        None
+    }
+
+    /// Domains whose `<metadata>`, `<title>` or `<description>` changed (libvirt's
+    /// metadata-change event), as they happen. `None` when the hypervisor has no such
+    /// events.
+    fn metadata_changes(&self) -> Option<tokio::sync::broadcast::Receiver<DomainRef>> {
         None
     }
 

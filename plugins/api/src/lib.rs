@@ -17,6 +17,7 @@ pub mod model;
 pub mod options;
 pub mod registry;
 pub mod sink;
+pub mod typed_value;
 pub mod uuid;
 
 pub use async_trait::async_trait;
@@ -27,7 +28,9 @@ pub use collector::{
     CollectContext, CollectError, Collected, Collector, EventSource, SourceContext, StatsSource,
 };
 pub use fake::FakeHypervisor;
-pub use health::{CollectorHealth, DomainHealth, Health, HealthView, SinkHealth};
+pub use health::{
+    CollectorHealth, DomainHealth, Health, HealthView, SinkFigure, SinkHealth, SinkReport,
+};
 pub use host::{version_string, JobStats, Machine, NodeInfo, NodeStats};
 pub use hypervisor::{
     ConnectionStatus, DomainEntry, DomainStats, Hypervisor, HypervisorError, StatsGroups,

@@ -20,6 +20,7 @@ pub mod ffi;
 mod hedge;
 mod host;
 mod hypervisor;
+mod job_hints;
 mod jobs;
 mod lanes;
 mod lifecycle;
