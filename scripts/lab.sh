@@ -749,6 +749,7 @@ cmd_second_host_down() {
 	fi
 	if mountpoint -q "$H1_RUN"; then umount "$H1_RUN"; fi
 	rm -rf "$H2_DIR" "$H2_RUN" "$H1_RUN" "$SHARED_DIR" "$H2_BIN"
+	rmdir "${H2_BIN%/*}" 2>/dev/null || true
 	log "second host removed"
 }
 

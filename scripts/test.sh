@@ -44,7 +44,7 @@ cargo fmt --all --check
 log "module import cycles"
 python3 scripts/check-module-cycles.py plugins/libvirt/src plugins/api/src plugins/collectors/src \
   plugins/sinks/src plugins/sinks/src/events plugins/sinks/src/prometheus \
-  plugins/sinks/src/statsd plugins/sinks/src/rest plugins/sinks/src/ui src
+  plugins/sinks/src/statsd plugins/sinks/src/rest plugins/sinks/src/ui plugins/sinks/src/remote_write src
 
 log "cargo deny (licences, bans, sources)"
 "${VADVISOR_TOOLS_DIR:-/opt/vadvisor-test-peers/tools}/bin/cargo-deny" --offline \

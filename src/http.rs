@@ -139,11 +139,21 @@ async fn healthz(hv: Arc<dyn Hypervisor>, health: Arc<Health>, brief: bool) -> R
             )
         })
         .collect();
-    let sinks: serde_json::Map<String, serde_json::Value> = health
+    // Per sink: records lost to lag, and what the sink reports about itself (e.g.
+    // remote-write delivery; never secrets).
+    let mut sinks: serde_json::Map<String, serde_json::Value> = health
         .sinks()
         .into_iter()
         .map(|(id, dropped)| (id, serde_json::json!({"dropped_records": dropped})))
         .collect();
+    for (id, report) in health.reports() {
+        let entry = sinks.entry(id).or_insert_with(|| serde_json::json!({}));
+        if let (Some(obj), serde_json::Value::Object(extra)) =
+            (entry.as_object_mut(), report.health())
+        {
+            obj.extend(extra);
+        }
+    }
     // The agent is healthy while it runs; libvirt's state is reported, not judged, so a
     // libvirtd restart does not get the container killed.
     Json(serde_json::json!({

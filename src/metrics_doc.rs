@@ -166,4 +166,5 @@ const SINK_SECTION: &str = "## Produced by the sinks\n\n\
 | name | where | meaning |\n|---|---|---|\n\
 | `state`, `state_reason` | REST sample | domain state (`Running`, `Paused`, …) and its reason, from the `state` group |\n\
 | `vm.<uuid>.up` | StatsD gauge | 1 when the domain runs, 0 otherwise; 0 for 3 sends after it vanished |\n\
-| see [Prometheus self-metrics](#prometheus-sink) | Prometheus | `vm_up`, `vm_info`, state, lifecycle events, collector and libvirt health |\n\n";
+| see [Prometheus self-metrics](#prometheus-sink) | Prometheus | `vm_up`, `vm_info`, state, lifecycle events, collector and libvirt health |\n\
+| `vadvisor_remote_write_*{sink}` | Prometheus, remote write | remote-write delivery: samples sent, failed, retried, dropped by reason, buffer bytes and samples, oldest unsent age, last success, send latency ([docs/remote-write.md](remote-write.md#self-metrics)) |\n\n";

@@ -198,6 +198,31 @@ fn print_default_config_is_the_example_file() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), example);
 }
 
+#[test]
+fn remote_write_option_errors_are_located_and_secrets_not_echoed() {
+    let f = write(
+        "sinks:\n  remote_write/a:\n    url: ftp://x/\n  remote_write/b:\n    url: http://r/api/v1/write\n    basic_auth:\n      username: u\n      password: hunter2\n      password_file: /etc/hostname\n",
+    );
+    let path = f.path().display().to_string();
+    let out = vadvisor(&["--check-config", &path]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for e in [
+        format!("{path}:3:10: sinks.remote_write/a.url: must be an http:// or https:// URL"),
+        format!("{path}:9:22: sinks.remote_write/b.basic_auth.password_file: password and password_file are mutually exclusive"),
+    ] {
+        assert!(stderr.contains(e.as_str()), "missing `{e}` in:\n{stderr}");
+    }
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    let f = write("sinks:\n  remote_write/c:\n    url: http://r/api/v1/write\n    buffer:\n      type: tape\n");
+    let path = f.path().display().to_string();
+    let out = vadvisor(&["--check-config", &path]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let e = format!("{path}:5:13: sinks.remote_write/c.buffer.type: unknown variant `tape`, expected `memory` or `disk`");
+    assert!(stderr.contains(e.as_str()), "missing `{e}` in:\n{stderr}");
+}
+
 /// Every file and directory under `dir`, recursively.
 fn tree(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();

@@ -1,11 +1,13 @@
 //! Self-observation shared between the core and sinks: per-collector run health,
-//! per-sink drop counts and HTTP server limit hits, kept for the Prometheus sink and the
-//! health endpoint.
+//! per-sink drop counts, HTTP server limit hits and the figures a sink reports about
+//! itself ([`SinkReport`]), kept for the Prometheus sink and the health endpoint.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
+
+use crate::metric::MetricKind;
 
 /// Health of one collector instance.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -40,11 +42,42 @@ impl SinkHealth {
     }
 }
 
+/// One figure a sink reports about itself: exported in `/metrics` as
+/// `name{sink="<id>",labels…}` (families merged across sinks) and shown in `/healthz`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SinkFigure {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub kind: MetricKind,
+    pub labels: Vec<(&'static str, String)>,
+    pub value: f64,
+}
+
+/// A sink's own figures (e.g. the remote-write sink's sent, retried and dropped
+/// samples). Must be cheap and never block: it is read on every scrape.
+pub trait SinkReport: Send + Sync + 'static {
+    fn figures(&self) -> Vec<SinkFigure>;
+    /// What `/healthz` shows under `sinks.<id>`; never secrets.
+    fn health(&self) -> serde_json::Value;
+}
+
+/// Registered reports by sink id.
+#[derive(Default)]
+struct Reports(RwLock<BTreeMap<String, Arc<dyn SinkReport>>>);
+
+impl std::fmt::Debug for Reports {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let map = self.0.read().unwrap_or_else(|e| e.into_inner());
+        f.debug_list().entries(map.keys()).finish()
+    }
+}
+
 /// The registry of health figures for the whole agent.
 #[derive(Debug, Default)]
 pub struct Health {
     collectors: RwLock<BTreeMap<String, CollectorHealth>>,
     sinks: RwLock<BTreeMap<String, Arc<SinkHealth>>>,
+    reports: Reports,
     /// Per-domain collection errors by domain UUID.
     domains: RwLock<BTreeMap<String, DomainHealth>>,
     /// How often each HTTP server limit was hit (connections shed, timeouts, …).
@@ -172,6 +205,18 @@ impl Health {
         let map = self.sinks.read().unwrap_or_else(|e| e.into_inner());
         map.iter().map(|(k, v)| (k.clone(), v.dropped())).collect()
     }
+
+    /// Registers (or replaces) the report of sink `id`.
+    pub fn add_report(&self, id: &str, report: Arc<dyn SinkReport>) {
+        let mut map = self.reports.0.write().unwrap_or_else(|e| e.into_inner());
+        map.insert(id.to_string(), report);
+    }
+
+    /// Every sink report, by sink id.
+    pub fn reports(&self) -> Vec<(String, Arc<dyn SinkReport>)> {
+        let map = self.reports.0.read().unwrap_or_else(|e| e.into_inner());
+        map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
 }
 
 #[cfg(test)]
@@ -245,6 +290,17 @@ impl HealthView {
     /// Open connections of the HTTP server.
     pub fn http_connections(&self) -> u64 {
         self.0.http_connections()
+    }
+
+    /// Every sink's own figures, by sink id.
+    pub fn reports(&self) -> Vec<(String, Arc<dyn SinkReport>)> {
+        self.0.reports()
+    }
+
+    /// Publishes a sink's own figures (the one thing a sink adds to the agent's health:
+    /// about itself, under its own id).
+    pub fn add_report(&self, id: &str, report: Arc<dyn SinkReport>) {
+        self.0.add_report(id, report)
     }
 
     /// Counts hits of a limit the sink enforces (e.g. refused event streams); the one

@@ -194,6 +194,13 @@ pub trait Hypervisor: Send + Sync + 'static {
         None
     }
 
+    /// Domains whose `<metadata>`, `<title>` or `<description>` changed (libvirt's
+    /// metadata-change event), as they happen. `None` when the hypervisor has no such
+    /// events.
+    fn metadata_changes(&self) -> Option<tokio::sync::broadcast::Receiver<DomainRef>> {
+        None
+    }
+
     /// The job domain `uuid` is running (`virDomainGetJobStats`); `None` when it runs
     /// none (or is gone). One libvirt call: ask only about domains that have a job.
     async fn job_stats(&self, _uuid: &str) -> Result<Option<JobStats>, HypervisorError> {

@@ -28,7 +28,9 @@ pub use collector::{
     CollectContext, CollectError, Collected, Collector, EventSource, SourceContext, StatsSource,
 };
 pub use fake::FakeHypervisor;
-pub use health::{CollectorHealth, DomainHealth, Health, HealthView, SinkHealth};
+pub use health::{
+    CollectorHealth, DomainHealth, Health, HealthView, SinkFigure, SinkHealth, SinkReport,
+};
 pub use host::{version_string, JobStats, Machine, NodeInfo, NodeStats};
 pub use hypervisor::{
     ConnectionStatus, DomainEntry, DomainStats, Hypervisor, HypervisorError, StatsGroups,

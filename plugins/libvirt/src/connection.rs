@@ -81,6 +81,19 @@ impl Supervisor {
                 }
             }
         }
+        let metadata_tx = self.metadata_tx.clone();
+        match ffi::DomainEventRegistration::register(
+            &conn,
+            ffi::DomainEventKind::MetadataChange,
+            move |e| {
+                let _ = metadata_tx.send(vadvisor_api::DomainRef::new(e.uuid, e.name));
+            },
+        ) {
+            Ok(r) => job_events.push(r),
+            Err(e) => {
+                debug!(uri, error = %e.message(), "cannot register for metadata-change events")
+            }
+        }
         Ok((
             Live {
                 lifecycle,

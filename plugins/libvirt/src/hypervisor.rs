@@ -167,6 +167,10 @@ impl Hypervisor for LibvirtHypervisor {
         out
     }
 
+    fn metadata_changes(&self) -> Option<broadcast::Receiver<DomainRef>> {
+        Some(self.sup.metadata_tx.subscribe())
+    }
+
     fn job_hints(&self) -> Vec<DomainRef> {
         self.sup.job_hints.current()
     }

@@ -15,7 +15,7 @@ pub(crate) struct Live {
     /// Declared first so they are dropped (deregistered) first, while the connection is
     /// still open. Callback ids belong to this connection only.
     pub(crate) lifecycle: Option<ffi::LifecycleRegistration>,
-    /// Migration-iteration and job-completed callbacks (job hints), held for their
+    /// Migration-iteration, job-completed and metadata-change callbacks, held for their
     /// `Drop` (deregistration).
     #[allow(dead_code)]
     pub(crate) job_events: Vec<ffi::DomainEventRegistration>,

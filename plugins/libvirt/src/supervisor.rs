@@ -71,6 +71,8 @@ pub(crate) struct Supervisor {
     pub(crate) groups_seen: Mutex<GroupMemory>,
     /// Domains that job events say run a job.
     pub(crate) job_hints: Arc<JobHints>,
+    /// Metadata-change events, by domain.
+    pub(crate) metadata_tx: tokio::sync::broadcast::Sender<vadvisor_api::DomainRef>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -104,6 +106,7 @@ impl Supervisor {
             busy: Arc::new(Busy::default()),
             groups_seen: Mutex::new(GroupMemory::default()),
             job_hints: Arc::new(JobHints::default()),
+            metadata_tx: tokio::sync::broadcast::channel(256).0,
         }
     }
 

@@ -5,6 +5,7 @@ pub mod events;
 pub mod http_util;
 pub mod json_render;
 pub mod prometheus;
+pub mod remote_write;
 pub mod rest;
 pub mod statsd;
 pub mod timefmt;
@@ -18,5 +19,6 @@ pub fn register_all(registry: &mut Registry) {
     events::register(registry);
     prometheus::register(registry);
     statsd::register(registry);
+    remote_write::register(registry);
     ui::register(registry);
 }

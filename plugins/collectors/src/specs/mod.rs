@@ -4,7 +4,8 @@
 //! A push source (so it can react to events): on start and every `refresh` it lists the
 //! domains, fetches each one's XML (at most `concurrency` at once) and publishes its
 //! spec; a domain no longer listed is published as removed (`spec: None`). Every
-//! lifecycle event refreshes just the domains it names (events that arrive together
+//! lifecycle event, and every metadata-change event (labels from `<metadata>` follow at
+//! once), refreshes just the domains it names (events that arrive together
 //! share one listing); a domain gone from the listing (undefined, or a transient domain
 //! that stopped) is published as removed. A failed listing (libvirt not connected yet)
 //! is retried after 1 s, doubling up to `refresh`. Errors are logged once per change of
@@ -20,8 +21,8 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::broadcast::Receiver;
 use tokio::time::Instant;
 use vadvisor_api::{
-    async_trait, CollectError, CollectorPlugin, EventSource, LifecycleEvent, OptionError, Registry,
-    SourceContext,
+    async_trait, CollectError, CollectorPlugin, DomainRef, EventSource, LifecycleEvent,
+    OptionError, Registry, SourceContext,
 };
 
 use refresher::Refresher;
@@ -106,11 +107,33 @@ async fn next_events(rx: &mut Option<Receiver<LifecycleEvent>>) -> Wake {
     Wake::Events(events)
 }
 
+/// The next metadata change, as an internal "definition updated" event for the refresher.
+async fn next_metadata(rx: &mut Option<Receiver<DomainRef>>) -> Wake {
+    let Some(r) = rx.as_mut() else {
+        return std::future::pending().await;
+    };
+    match r.recv().await {
+        Ok(domain) => Wake::Events(vec![LifecycleEvent {
+            at: std::time::SystemTime::now(),
+            domain,
+            event: 0,
+            detail: 1,
+            reconciled: false,
+        }]),
+        Err(RecvError::Lagged(_)) => Wake::Lagged,
+        Err(RecvError::Closed) => {
+            *rx = None;
+            std::future::pending().await
+        }
+    }
+}
+
 #[async_trait]
 impl EventSource for SpecsCollector {
     async fn run(self: Box<Self>, cx: SourceContext) -> Result<(), CollectError> {
         // Subscribe before the first listing so no change falls between the two.
         let mut events = cx.hypervisor.lifecycle_events();
+        let mut metadata = cx.hypervisor.metadata_changes();
         if events.is_none() {
             tracing::info!(collector = %cx.id, "the hypervisor delivers no lifecycle events; specs are refreshed every {:?} only", self.options.refresh);
         }
@@ -132,6 +155,7 @@ impl EventSource for SpecsCollector {
                 _ = tick.tick() => None,
                 _ = tokio::time::sleep_until(retry_at), if retry.is_some() => None,
                 wake = next_events(&mut events) => Some(wake),
+                wake = next_metadata(&mut metadata) => Some(wake),
             };
             let round = async {
                 match work {

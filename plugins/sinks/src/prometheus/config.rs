@@ -5,6 +5,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use vadvisor_api::OptionError;
 
+use super::metadata::MetadataLabels;
+
 /// Options of the `prometheus` sink.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -20,6 +22,8 @@ pub struct PrometheusOptions {
     pub vm_up_grace: Duration,
     /// Also export vAdvisor's family names (`vm_cpu_milliseconds_total`, `vm_memory_bytes`, …).
     pub vadvisor_names: bool,
+    /// Labels on `vm_info` from the domain XML's `<metadata>` (needs the `specs` collector).
+    pub metadata_labels: MetadataLabels,
 }
 
 impl Default for PrometheusOptions {
@@ -30,6 +34,7 @@ impl Default for PrometheusOptions {
             name_label: true,
             vm_up_grace: Duration::from_secs(600),
             vadvisor_names: true,
+            metadata_labels: MetadataLabels::default(),
         }
     }
 }
@@ -37,7 +42,8 @@ impl Default for PrometheusOptions {
 impl PrometheusOptions {
     /// Checks the options (pure).
     pub fn validate(&self) -> Result<(), OptionError> {
-        check_path(&self.path)
+        check_path(&self.path)?;
+        self.metadata_labels.compile().map(|_| ())
     }
 }
 

@@ -7,6 +7,8 @@ use std::fmt::Write as _;
 
 use vadvisor_api::MetricKind;
 
+use super::emit::{openmetrics_family, Emit};
+
 /// An exposition format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Format {
@@ -117,15 +119,7 @@ impl<'o, 'f> Encoder<'o, 'f> {
                 out.push('\n');
             }
             Format::OpenMetrics => {
-                // Counter families are named without `_total`; their samples keep it. A
-                // counter whose name lacks the suffix cannot be an OpenMetrics counter.
-                let (family, kind) = match p.kind {
-                    MetricKind::Counter => match p.name.strip_suffix("_total") {
-                        Some(base) => (base, "counter"),
-                        None => (p.name, "unknown"),
-                    },
-                    MetricKind::Gauge => (p.name, "gauge"),
-                };
+                let (family, kind, unit) = openmetrics_family(p.name, p.kind);
                 out.push_str("# HELP ");
                 out.push_str(family);
                 out.push(' ');
@@ -135,11 +129,7 @@ impl<'o, 'f> Encoder<'o, 'f> {
                 out.push(' ');
                 out.push_str(kind);
                 out.push('\n');
-                if let Some(unit) = ["seconds", "bytes"].into_iter().find(|u| {
-                    family.len() > u.len() + 1
-                        && family.ends_with(u)
-                        && family[..family.len() - u.len()].ends_with('_')
-                }) {
+                if let Some(unit) = unit {
                     out.push_str("# UNIT ");
                     out.push_str(family);
                     out.push(' ');
@@ -193,6 +183,21 @@ impl<'o, 'f> Encoder<'o, 'f> {
         if self.format == Format::OpenMetrics {
             self.out.push_str("# EOF\n");
         }
+    }
+}
+
+impl Emit for Encoder<'_, 'static> {
+    fn family(&mut self, name: &'static str, help: &'static str, kind: MetricKind) {
+        Encoder::family(self, name, help, kind);
+    }
+    fn begin(&mut self, name: &str) {
+        Encoder::begin(self, name);
+    }
+    fn label(&mut self, name: &str, value: &str) {
+        Encoder::label(self, name, value);
+    }
+    fn value(&mut self, value: f64) {
+        Encoder::value(self, value);
     }
 }
 

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use vadvisor_api::{LifecycleEvent, MetricKind};
 
-use super::encode::Encoder;
+use super::emit::Emit;
 
 pub const FAMILY: &str = "vm_lifecycle_events_total";
 const HELP: &str = "Domain lifecycle events received from libvirt, by event type and reason";
@@ -34,7 +34,7 @@ impl EventCounts {
 
     /// Renders the family; codes that share names (unknown ones) are added up, so no
     /// series appears twice.
-    pub fn render(&self, enc: &mut Encoder<'_, '_>) {
+    pub fn render(&self, enc: &mut impl Emit) {
         let mut by_name: BTreeMap<(&str, &str), u64> = BTreeMap::new();
         for (&(event, detail), &n) in &self.counts {
             *by_name.entry(names(event, detail)).or_default() += n;
@@ -52,7 +52,7 @@ impl EventCounts {
 
 #[cfg(test)]
 mod tests {
-    use super::super::encode::Format;
+    use super::super::encode::{Encoder, Format};
     use super::*;
     use std::time::SystemTime;
     use vadvisor_api::DomainRef;

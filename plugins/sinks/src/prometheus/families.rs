@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use vadvisor_api::metric::Alias;
 use vadvisor_api::{Batch, DomainSamples, MetricDesc, MetricKind};
 
-use super::encode::Encoder;
+use super::emit::Emit;
 
 /// `virDomainState` SHUTOFF: such a domain is no longer reported.
 const SHUTOFF: u32 = 5;
@@ -130,7 +130,7 @@ struct SeriesKey<'a> {
 /// family order). Families for which `reserved` is true are skipped; every skipped
 /// declaration is described in `problems`.
 pub fn render(
-    enc: &mut Encoder<'_, 'static>,
+    enc: &mut impl Emit,
     batches: &[&Batch],
     opts: LabelOptions,
     reserved: impl Fn(&str) -> bool,
@@ -198,6 +198,7 @@ pub fn render(
         enc.family(plan.name, plan.help, plan.kind);
         seen.clear();
         for src in &plan.sources {
+            enc.at(src.batch.at);
             let to = src.alias.map_or(src.desc.unit.base(), |a| a.unit);
             let convert = |v: f64| src.desc.unit.convert(v, to);
             for ds in src.batch.domains.iter().filter(|d| reported(d)) {

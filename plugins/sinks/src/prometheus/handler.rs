@@ -10,7 +10,6 @@ use vadvisor_api::axum::response::{IntoResponse, Response};
 
 use super::body::Chunks;
 use super::encode::{Encoder, Format};
-use super::selfmetrics::SelfStats;
 use super::sink::Shared;
 
 pub(super) async fn scrape(shared: Arc<Shared>, headers: HeaderMap) -> Response {
@@ -51,17 +50,9 @@ pub(super) async fn scrape(shared: Arc<Shared>, headers: HeaderMap) -> Response 
     };
 
     let libvirt = shared.hypervisor.status();
-    let sink_drops = shared.health.sinks();
     let mut tail = String::with_capacity(8 * 1024);
     let mut enc = Encoder::new(&mut tail, format);
-    SelfStats {
-        collectors: &collectors,
-        batch_times: &batch_times,
-        libvirt: &libvirt,
-        sink_drops: &sink_drops,
-    }
-    .render(&mut enc);
-    super::selfmetrics::render_http(&shared.health, &mut enc);
+    super::selfmetrics::render_agent(&shared.health, &libvirt, &batch_times, &mut enc);
     shared.process(now).render(&mut enc);
     enc.finish();
 

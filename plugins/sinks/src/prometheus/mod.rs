@@ -7,17 +7,20 @@
 //! Layout: [`config`] options and validation; [`sink`] the loop (latest batches,
 //! lifecycle counts) and the state it shares with [`handler`], the scrape; [`state`]
 //! the snapshot, `vm_up` memory and the cached per-VM part; [`families`] collector
-//! families, aliases and de-duplication; [`encode`] the two formats; [`events`]
+//! families, aliases and de-duplication; [`emit`] the output contract shared with the
+//! `remote_write` sink; [`encode`] the two formats; [`events`]
 //! `vm_lifecycle_events_total`; [`selfmetrics`] `vadvisor_*`; [`process`] `process_*`;
 //! [`reference`] the list of those own families for `docs/metrics.md`; `body` the
 //! zero-copy response body.
 
 mod body;
 pub mod config;
+pub mod emit;
 pub mod encode;
 pub mod events;
 pub mod families;
 mod handler;
+pub mod metadata;
 pub mod process;
 pub mod reference;
 pub mod selfmetrics;
@@ -41,6 +44,7 @@ pub fn register(registry: &mut Registry) {
         "Prometheus exposition on /metrics (OpenMetrics or text 0.0.4), with vAdvisor's family names",
         PrometheusOptions::validate,
         |o: PrometheusOptions, cx| {
+            let metadata = o.metadata_labels.compile()?;
             let shared = Arc::new(Shared {
                 state: Mutex::new(State::new(StateOptions {
                     labels: LabelOptions { name_label: o.name_label, aliases: o.vadvisor_names },
@@ -50,6 +54,7 @@ pub fn register(registry: &mut Registry) {
                 live: o.live.then(|| cx.live.clone()),
                 health: cx.health.clone(),
                 hypervisor: cx.hypervisor.clone(),
+                metadata,
             });
             let s = shared.clone();
             cx.http

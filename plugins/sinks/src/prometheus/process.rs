@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use vadvisor_api::MetricKind;
 
-use super::encode::Encoder;
+use super::emit::Emit;
 
 /// Clock ticks per second of `/proc` times (USER_HZ; 100 on every Linux ABI, as the
 /// Go client's procfs assumes too).
@@ -48,7 +48,7 @@ impl ProcessStats {
         }
     }
 
-    pub fn render(&self, enc: &mut Encoder<'_, '_>) {
+    pub fn render(&self, enc: &mut impl Emit) {
         let families: [(&'static str, &'static str, MetricKind, Option<f64>); 6] = [
             (
                 "process_cpu_seconds_total",

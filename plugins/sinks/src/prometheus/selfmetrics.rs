@@ -1,16 +1,17 @@
 //! The agent's own figures (`vadvisor_*`): per-collector run health (node_exporter
 //! style duration and success, plus run, error and per-domain error counts), when the
 //! exported data of each collector was collected, the libvirt connection, records the
-//! sinks lost, the HTTP server's connections and limit hits, and build information.
-//! Rendered fresh on every scrape.
+//! sinks lost, what sinks report about themselves (e.g. remote-write delivery), the HTTP
+//! server's connections and limit hits, and build information. Rendered fresh on every
+//! scrape.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use vadvisor_api::{CollectorHealth, ConnectionStatus, HealthView, MetricKind};
+use vadvisor_api::{CollectorHealth, ConnectionStatus, HealthView, MetricKind, SinkFigure};
 
-use super::encode::Encoder;
+use super::emit::Emit;
 
 /// Everything the self-metrics are made of, gathered once per scrape.
 pub struct SelfStats<'a> {
@@ -19,6 +20,8 @@ pub struct SelfStats<'a> {
     pub batch_times: &'a [(Arc<str>, SystemTime)],
     pub libvirt: &'a ConnectionStatus,
     pub sink_drops: &'a BTreeMap<String, u64>,
+    /// Figures sinks report about themselves, by sink id.
+    pub sink_figures: &'a [(String, Vec<SinkFigure>)],
 }
 
 fn unix_seconds(t: SystemTime) -> f64 {
@@ -28,7 +31,7 @@ fn unix_seconds(t: SystemTime) -> f64 {
 }
 
 impl SelfStats<'_> {
-    pub fn render(&self, enc: &mut Encoder<'_, '_>) {
+    pub fn render(&self, enc: &mut impl Emit) {
         use MetricKind::{Counter, Gauge};
         enc.family(
             "vadvisor_build_info",
@@ -137,11 +140,60 @@ impl SelfStats<'_> {
         for (id, n) in self.sink_drops {
             enc.sample(name, &[("sink", id.as_str())], *n as f64);
         }
+
+        // Sink figures: one family per name, in first-seen order, a `sink` label first.
+        let mut names: Vec<&SinkFigure> = Vec::new();
+        for (_, figures) in self.sink_figures {
+            for f in figures {
+                if !names.iter().any(|n| n.name == f.name) {
+                    names.push(f);
+                }
+            }
+        }
+        for family in names {
+            enc.family(family.name, family.help, family.kind);
+            for (id, figures) in self.sink_figures {
+                for f in figures.iter().filter(|f| f.name == family.name) {
+                    enc.begin(f.name);
+                    enc.label("sink", id);
+                    for (k, v) in &f.labels {
+                        enc.label(k, v);
+                    }
+                    enc.value(f.value);
+                }
+            }
+        }
     }
 }
 
+/// Every `vadvisor_*` family in `/metrics` order, gathered from the agent's health and
+/// the hypervisor's status (shared by the scrape and the `remote_write` sink).
+pub fn render_agent(
+    health: &HealthView,
+    libvirt: &ConnectionStatus,
+    batch_times: &[(Arc<str>, SystemTime)],
+    enc: &mut impl Emit,
+) {
+    let collectors = health.collectors();
+    let sink_drops = health.sinks();
+    let sink_figures: Vec<_> = health
+        .reports()
+        .into_iter()
+        .map(|(id, r)| (id, r.figures()))
+        .collect();
+    SelfStats {
+        collectors: &collectors,
+        batch_times,
+        libvirt,
+        sink_drops: &sink_drops,
+        sink_figures: &sink_figures,
+    }
+    .render(enc);
+    render_http(health, enc);
+}
+
 /// The HTTP server's open connections and how often its limits were hit.
-pub fn render_http(health: &HealthView, enc: &mut Encoder<'_, '_>) {
+pub fn render_http(health: &HealthView, enc: &mut impl Emit) {
     let name = "vadvisor_http_connections";
     enc.family(
         name,

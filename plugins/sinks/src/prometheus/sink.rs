@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use vadvisor_api::{async_trait, HealthView, Hypervisor, LiveCollect, Record, Sink, SinkInput};
 
+use super::metadata::LabelPaths;
 use super::process::ProcessStats;
 use super::state::State;
 
@@ -20,6 +21,8 @@ pub(super) struct Shared {
     pub(super) live: Option<Arc<dyn LiveCollect>>,
     pub(super) health: HealthView,
     pub(super) hypervisor: Arc<dyn Hypervisor>,
+    /// `vm_info` labels from the domains' metadata (empty: none configured).
+    pub(super) metadata: LabelPaths,
 }
 
 impl Shared {
@@ -56,6 +59,10 @@ impl Sink for PrometheusSink {
                     // In live mode scrapes collect for themselves.
                     Some(Record::Batch(b)) if !live => self.shared.state().ingest(b, Instant::now()),
                     Some(Record::Event(e)) => self.shared.state().count_event(&e),
+                    Some(Record::Spec(s)) if !self.shared.metadata.is_empty() => {
+                        let labels = s.spec.as_ref().map(|v| self.shared.metadata.extract(v));
+                        self.shared.state().set_info_labels(&s.domain.uuid, labels);
+                    }
                     Some(_) => {}
                     None => return Ok(()),
                 },

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use vadvisor_api::axum::body::Bytes;
 use vadvisor_api::{Batch, DomainRef, DomainState, LifecycleEvent, MetricKind};
 
+use super::emit::Emit;
 use super::encode::{Encoder, Format};
 use super::events::{self, EventCounts};
 use super::families::{self, reported, LabelOptions};
@@ -78,6 +79,8 @@ pub struct State {
     cache: [Option<Cached>; 2],
     /// Declaration problems already logged.
     warned: HashSet<String>,
+    /// Extra `vm_info` labels from each domain's metadata (see `metadata`).
+    info_labels: HashMap<Arc<str>, Vec<(String, String)>>,
 }
 
 impl State {
@@ -90,6 +93,18 @@ impl State {
             generation: 0,
             cache: [None, None],
             warned: HashSet::new(),
+            info_labels: HashMap::new(),
+        }
+    }
+
+    /// Sets (or with `None` forgets) the extra `vm_info` labels of domain `uuid`.
+    pub fn set_info_labels(&mut self, uuid: &Arc<str>, labels: Option<Vec<(String, String)>>) {
+        let changed = match labels {
+            Some(l) if !l.is_empty() => self.info_labels.insert(uuid.clone(), l.clone()) != Some(l),
+            _ => self.info_labels.remove(uuid).is_some(),
+        };
+        if changed {
+            self.generation += 1;
         }
     }
 
@@ -182,7 +197,26 @@ impl State {
             .map_or(64 * 1024, |c| c.body.len() + 4096);
         let mut out = String::with_capacity(capacity);
         let mut enc = Encoder::new(&mut out, format);
+        let valid_until = self.emit(&mut enc, withheld, now);
 
+        let body = Bytes::from(out);
+        self.cache[slot] = Some(Cached {
+            generation: self.generation,
+            withheld: withheld.to_vec(),
+            valid_until,
+            body: body.clone(),
+        });
+        body
+    }
+
+    /// Emits the per-VM part (see [`State::render`]) into any output; returns when it
+    /// expires (a vanished VM's grace period ends), if it does.
+    pub fn emit(
+        &mut self,
+        enc: &mut impl Emit,
+        withheld: &[String],
+        now: Instant,
+    ) -> Option<Instant> {
         let exported: Vec<&Batch> = self
             .batches
             .iter()
@@ -223,62 +257,54 @@ impl State {
             .collect();
         up.sort_by(|a, b| a.0.uuid.cmp(&b.0.uuid));
         let name_label = self.opts.labels.name_label;
-        let vm_sample = |enc: &mut Encoder<'_, 'static>, family: &str, d: &DomainRef, v: f64| {
+        fn vm_sample(enc: &mut impl Emit, name_label: bool, family: &str, d: &DomainRef, v: f64) {
             enc.begin(family);
             enc.label("uuid", &d.uuid);
             if name_label {
                 enc.label("name", &d.name);
             }
             enc.value(v);
-        };
+        }
         enc.family("vm_up", UP_HELP, MetricKind::Gauge);
         for (d, v) in up {
-            vm_sample(&mut enc, "vm_up", d, v);
+            vm_sample(enc, name_label, "vm_up", d, v);
         }
         enc.family("vm_state_code", STATE_HELP, MetricKind::Gauge);
         for c in current.values() {
             if let Some(s) = c.state {
-                vm_sample(&mut enc, "vm_state_code", c.domain, s.state.into());
+                vm_sample(enc, name_label, "vm_state_code", c.domain, s.state.into());
             }
         }
         enc.family("vm_state_reason_code", REASON_HELP, MetricKind::Gauge);
         for c in current.values() {
             if let Some(s) = c.state {
-                vm_sample(&mut enc, "vm_state_reason_code", c.domain, s.reason.into());
+                vm_sample(
+                    enc,
+                    name_label,
+                    "vm_state_reason_code",
+                    c.domain,
+                    s.reason.into(),
+                );
             }
         }
         enc.family("vm_info", INFO_HELP, MetricKind::Gauge);
         for c in current.values() {
-            enc.sample(
-                "vm_info",
-                &[("uuid", &*c.domain.uuid), ("name", &*c.domain.name)],
-                1.0,
-            );
+            let mut labels = vec![("uuid", &*c.domain.uuid), ("name", &*c.domain.name)];
+            if let Some(extra) = self.info_labels.get(&*c.domain.uuid) {
+                labels.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            }
+            enc.sample("vm_info", &labels, 1.0);
         }
 
         let mut problems = Vec::new();
-        families::render(
-            &mut enc,
-            &exported,
-            self.opts.labels,
-            reserved,
-            &mut problems,
-        );
-        self.events.render(&mut enc);
+        families::render(enc, &exported, self.opts.labels, reserved, &mut problems);
+        self.events.render(enc);
         for p in problems {
             if self.warned.insert(p.clone()) {
                 tracing::warn!(problem = %p, "prometheus sink: declaration not exported");
             }
         }
-
-        let body = Bytes::from(out);
-        self.cache[slot] = Some(Cached {
-            generation: self.generation,
-            withheld: withheld.to_vec(),
-            valid_until,
-            body: body.clone(),
-        });
-        body
+        valid_until
     }
 }
 
