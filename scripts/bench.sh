@@ -1,0 +1,240 @@
+#!/usr/bin/env bash
+#
+# scripts/bench.sh [DOMAINS] — what monitoring costs the host, measured on the lab in one
+# run (as root; not a timed test: it prints figures, docs/performance.md says how to read
+# them).
+#
+#   bash scripts/bench.sh            every running lab guest (vadv-lab-*)
+#   bash scripts/bench.sh 3          exactly 3 of them (more: scripts/lab.sh up N first)
+#   BENCH_PHASE=20 BENCH_ROUNDS=3    seconds per phase, rounds of (idle, agent) phases
+#   BENCH_BIN=target/release/vadvisor  the binary (default: built with cargo --release)
+#
+# The agent runs the default configuration (config.example.yaml: cpu, memory, block, net
+# at 1 s; rest, prometheus, events sinks), on a free loopback port.
+#   1. CPU: phases without and with the agent alternate (idle, agent, idle, agent, …) to
+#      cancel drift. Per phase: the agent's CPU, libvirtd's (or virtqemud's) and the QEMU
+#      processes' of the measured domains, from /proc/<pid>/stat. What the agent causes
+#      = agent phase − mean of the idle phases; host cost per tick = (agent + caused
+#      libvirtd + caused QEMU) / ticks.
+#   2. Samples per VM per 60 s and the actual period, from the REST history.
+#   3. RSS after the CPU phases (idle: no request served yet), latency of /metrics,
+#      /api/v1.0/stats/ and ?live=true (median, p99; requests every 0.37 s so they land
+#      at every point of the 1 s tick), then 200 concurrent clients (wrk, 10 s) and RSS
+#      after that load.
+#   4. The raw bulk call: `virsh domstats` with the same groups (state, cpu-total,
+#      balloon, vcpu, interface, block), the same way, in the same run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PHASE="${BENCH_PHASE:-20}"
+ROUNDS="${BENCH_ROUNDS:-3}"
+LAB_URI="${LAB_URI:-qemu:///system}"
+REQUESTS="${BENCH_REQUESTS:-60}"
+HZ="$(getconf CLK_TCK)"
+
+log() { printf 'bench: %s\n' "$*" >&2; }
+die() {
+	printf 'bench: error: %s\n' "$*" >&2
+	exit 2
+}
+command -v curl >/dev/null || die "curl is missing"
+command -v python3 >/dev/null || die "python3 is missing"
+command -v virsh >/dev/null || die "virsh is missing (scripts/lab.sh)"
+
+mapfile -t guests < <(virsh -q -c "$LAB_URI" list --name --state-running 2>/dev/null | grep '^vadv-lab-' | sort -V)
+[ "${#guests[@]}" -ge 1 ] || die "no lab guest runs: scripts/lab.sh up N"
+want="${1:-${#guests[@]}}"
+[ "$want" -le "${#guests[@]}" ] || die "$want domains asked, ${#guests[@]} lab guests run: scripts/lab.sh up $want first"
+guests=("${guests[@]:0:$want}")
+total_domains="$(virsh -q -c "$LAB_URI" list --name --state-running | grep -c . || true)"
+[ "$total_domains" -eq "$want" ] || log "note: $total_domains domains run on the host; the agent monitors all of them, QEMU CPU is counted for the $want measured ones"
+
+qemu_pids=()
+for g in "${guests[@]}"; do
+	pid="$(cat "/var/run/libvirt/qemu/$g.pid" 2>/dev/null || true)"
+	[ -n "$pid" ] || die "no pid file for $g"
+	qemu_pids+=("$pid")
+done
+mapfile -t daemon_pids < <(pgrep -x 'libvirtd|virtqemud' || true)
+[ "${#daemon_pids[@]}" -ge 1 ] || die "no libvirtd/virtqemud process"
+
+BIN="${BENCH_BIN:-target/release/vadvisor}"
+if [ -z "${BENCH_BIN:-}" ]; then
+	log "building $BIN"
+	cargo build --release -p vadvisor --locked >&2 || die "release build failed"
+fi
+[ -x "$BIN" ] || die "$BIN is missing"
+
+work="$(mktemp -d)"
+agent_pid=""
+cleanup() {
+	[ -n "$agent_pid" ] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null
+	rm -rf "$work"
+}
+trap cleanup EXIT
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+sed -e "s|listen: 0.0.0.0:8181|listen: 127.0.0.1:$port|" \
+	-e "s|path: /var/lib/vadvisor/events.db|path: $work/events.db|" config.example.yaml >"$work/config.yaml"
+base="http://127.0.0.1:$port"
+
+# CPU ticks (utime + stime) summed over pids.
+ticks() {
+	local sum=0 p
+	for p in "$@"; do
+		[ -r "/proc/$p/stat" ] || continue
+		sum=$((sum + $(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat")))
+	done
+	echo "$sum"
+}
+cpu_ms() { echo $(($1 * 1000 / HZ)); } # ticks -> ms
+runs() { curl -s "$base/metrics" | awk '/^vadvisor_collector_runs_total\{collector="cpu"\}/ { print $2 }'; }
+
+start_agent() {
+	VADVISOR_LOG=warn "$BIN" --config "$work/config.yaml" >/dev/null 2>>"$work/agent.log" &
+	agent_pid=$!
+	for _ in $(seq 50); do
+		curl -sf "$base/healthz" >/dev/null 2>&1 && return 0
+		sleep 0.1
+	done
+	die "the agent did not start (log: $(tail -3 "$work/agent.log"))"
+}
+stop_agent() {
+	kill "$agent_pid" 2>/dev/null || true
+	wait "$agent_pid" 2>/dev/null || true
+	agent_pid=""
+}
+
+# ---------------------------------------------------------------- 1. CPU phases
+log "${#guests[@]} domains, $ROUNDS rounds of ${PHASE}s idle + ${PHASE}s with the agent"
+idle_d=0 idle_q=0 idle_s=0 ag_a=0 ag_d=0 ag_q=0 ag_s=0 ag_ticks=0
+for r in $(seq "$ROUNDS"); do
+	d0=$(ticks "${daemon_pids[@]}") q0=$(ticks "${qemu_pids[@]}") t0=$(date +%s%N)
+	sleep "$PHASE"
+	d1=$(ticks "${daemon_pids[@]}") q1=$(ticks "${qemu_pids[@]}") t1=$(date +%s%N)
+	idle_d=$((idle_d + d1 - d0)) idle_q=$((idle_q + q1 - q0)) idle_s=$((idle_s + (t1 - t0) / 1000000))
+	start_agent
+	sleep 3 # first ticks, connection set-up
+	a0=$(ticks "$agent_pid") d0=$(ticks "${daemon_pids[@]}") q0=$(ticks "${qemu_pids[@]}") n0=$(runs) t0=$(date +%s%N)
+	sleep "$PHASE"
+	a1=$(ticks "$agent_pid") d1=$(ticks "${daemon_pids[@]}") q1=$(ticks "${qemu_pids[@]}") n1=$(runs) t1=$(date +%s%N)
+	ag_a=$((ag_a + a1 - a0)) ag_d=$((ag_d + d1 - d0)) ag_q=$((ag_q + q1 - q0))
+	ag_s=$((ag_s + (t1 - t0) / 1000000))
+	ag_ticks=$(python3 -c "print($ag_ticks + ${n1:-0} - ${n0:-0})")
+	log "round $r: agent $(cpu_ms $((a1 - a0))) ms CPU in $(((t1 - t0) / 1000000)) ms"
+	if [ "$r" -lt "$ROUNDS" ]; then stop_agent; fi
+done
+
+# ---------------------------------------------------------------- 3. RSS and latency
+rss() { awk '/^VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$agent_pid/status"; }
+rss_idle="$(rss)"
+latency() {
+	python3 - "$1" "$REQUESTS" <<'EOF'
+import http.client, statistics, sys, time, urllib.parse
+url, n = urllib.parse.urlsplit(sys.argv[1]), int(sys.argv[2])
+conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+path = url.path + ("?" + url.query if url.query else "")
+took = []
+for _ in range(n):
+    t = time.perf_counter()
+    conn.request("GET", path)
+    r = conn.getresponse()
+    r.read()
+    took.append((time.perf_counter() - t) * 1000)
+    time.sleep(0.37)
+took.sort()
+p99 = took[min(len(took) - 1, int(round(0.99 * len(took) + 0.5)) - 1)]
+print(f"{statistics.median(took):.2f} {p99:.2f}")
+EOF
+}
+log "latency: $REQUESTS requests each, 0.37 s apart"
+lat_metrics="$(latency "$base/metrics")"
+lat_stats="$(latency "$base/api/v1.0/stats/")"
+lat_live="$(latency "$base/api/v1.0/stats/?live=true")"
+if command -v wrk >/dev/null; then
+	log "200 concurrent clients for 10 s (wrk)"
+	wrk -c200 -t2 -d10s "$base/api/v1.0/stats/" >"$work/wrk.txt" 2>&1 || true
+	rps="$(awk '/Requests\/sec/ { print $2 }' "$work/wrk.txt")"
+else
+	rps="(wrk missing)"
+fi
+sleep 2
+rss_load="$(rss)"
+names="$(printf '%s|' "${guests[@]}")"
+partial="$(grep 'partial data' "$work/agent.log" | grep -cE "name=(${names%|})( |$)" || true)"
+partial_all="$(grep -c 'partial data' "$work/agent.log" || true)"
+# ---------------------------------------------------------------- 2. samples per VM (after
+# the latency phase: by then the agent has run for more than 60 s)
+curl -s "$base/api/v1.0/stats/" >"$work/history.json"
+samples="$(python3 - "$work/history.json" <<'EOF'
+import datetime, json, statistics, sys
+v = json.load(open(sys.argv[1]))
+def ts(s):
+    return datetime.datetime.strptime(s["timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ").timestamp()
+per_min, periods = [], []
+for samples in v.values():
+    t = sorted(ts(s) for s in samples)
+    if len(t) < 2:
+        continue
+    window = [x for x in t if t[-1] - x < 60.0]
+    period = (window[-1] - window[0]) / (len(window) - 1)
+    periods.append(period)
+    # Scaled to 60 s when the agent has not run that long yet.
+    per_min.append(len(window) * 60.0 / min(60.0, len(window) * period))
+print(f"{statistics.median(per_min):.1f} {statistics.median(periods):.3f}")
+EOF
+)"
+
+stop_agent
+
+# ---------------------------------------------------------------- 4. raw bulk call
+log "raw bulk call: virsh domstats, $REQUESTS calls 0.37 s apart"
+raw="$(python3 - "$LAB_URI" "$REQUESTS" <<'EOF'
+import statistics, subprocess, sys, time
+uri, n = sys.argv[1], int(sys.argv[2])
+cmd = ["virsh", "-q", "-c", uri, "domstats", "--nowait", "--state", "--cpu-total", "--balloon",
+       "--vcpu", "--interface", "--block"]
+took = []
+for _ in range(n):
+    t = time.perf_counter()
+    subprocess.run(cmd, stdout=subprocess.DEVNULL, check=True)
+    took.append((time.perf_counter() - t) * 1000)
+    time.sleep(0.37)
+took.sort()
+print(f"{statistics.median(took):.1f} {took[min(n - 1, int(0.99 * n))]:.1f}")
+EOF
+)"
+
+# ---------------------------------------------------------------- report
+python3 - "$HZ" "$idle_d" "$idle_q" "$idle_s" "$ag_a" "$ag_d" "$ag_q" "$ag_s" "$ag_ticks" \
+	"${#guests[@]}" "$samples" "$rss_idle" "$rss_load" "$lat_metrics" "$lat_stats" "$lat_live" \
+	"$rps" "$raw" "$partial" "$partial_all" <<'EOF'
+import sys
+a = sys.argv[1:]
+hz = int(a[0])
+idle_d, idle_q, idle_s, ag_a, ag_d, ag_q, ag_s = (int(x) for x in a[1:8])
+ticks, domains = float(a[8]), int(a[9])
+per_min, period = a[10].split()
+rss_idle, rss_load, lat_m, lat_s, lat_l, rps, raw, partial, partial_all = a[11:20]
+ms = lambda t: t * 1000.0 / hz
+# Per second of phase, then per tick.
+pct = lambda t, secs_ms: 100.0 * ms(t) / secs_ms
+agent = ms(ag_a) / ag_s * 1000          # ms CPU per s
+d_caused = (ms(ag_d) / ag_s - ms(idle_d) / idle_s) * 1000
+q_caused = (ms(ag_q) / ag_s - ms(idle_q) / idle_s) * 1000
+tick_rate = ticks / (ag_s / 1000) if ticks > 0 else 1.0
+row = lambda k, v: print(f"  {k:<44} {v}")
+print(f"vadvisor bench: {domains} domains, {ag_s/1000:.0f} s with the agent, {idle_s/1000:.0f} s without")
+row("agent CPU", f"{agent/10:.2f} % of a core ({agent/tick_rate:.1f} ms per tick)")
+row("libvirtd CPU caused", f"{d_caused/10:.2f} % of a core ({d_caused/tick_rate:.1f} ms per tick)")
+row(f"QEMU CPU caused ({domains} processes)", f"{q_caused/10:.2f} % of a core ({q_caused/tick_rate:.1f} ms per tick)")
+row("host cost per tick (agent+libvirtd+QEMU)", f"{(agent + d_caused + q_caused)/tick_rate:.1f} ms CPU")
+row("ticks per second (cpu collector runs)", f"{tick_rate:.2f}")
+row("samples per VM per 60 s / actual period", f"{per_min} / {period} s")
+row("RSS idle / after load", f"{rss_idle} MiB / {rss_load} MiB")
+row("/metrics median / p99", " / ".join(x + " ms" for x in lat_m.split()))
+row("/api/v1.0/stats/ median / p99", " / ".join(x + " ms" for x in lat_s.split()))
+row("?live=true median / p99", " / ".join(x + " ms" for x in lat_l.split()))
+row("/api/v1.0/stats/ with 200 clients (wrk)", f"{rps} requests/s")
+row("raw bulk call (virsh domstats) median / p99", " / ".join(x + " ms" for x in raw.split()))
+row("partial-data warnings (measured domains / all)", f"{partial} / {partial_all}")
+EOF
