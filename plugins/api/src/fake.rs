@@ -34,6 +34,9 @@ pub struct FakeHypervisor {
     jobs: Mutex<HashMap<String, JobStats>>,
     job_hints: Mutex<Vec<DomainRef>>,
     job_calls: Mutex<Vec<String>>,
+    completed_jobs: Mutex<HashMap<String, JobStats>>,
+    completed_hints: Mutex<Vec<DomainRef>>,
+    completed_calls: Mutex<Vec<String>>,
     node: Mutex<Option<NodeStats>>,
     machine: Mutex<Option<Machine>>,
 }
@@ -53,6 +56,9 @@ impl Default for FakeHypervisor {
             jobs: Mutex::default(),
             job_hints: Mutex::default(),
             job_calls: Mutex::default(),
+            completed_jobs: Mutex::default(),
+            completed_hints: Mutex::default(),
+            completed_calls: Mutex::default(),
             node: Mutex::default(),
             machine: Mutex::default(),
         }
@@ -135,6 +141,21 @@ impl FakeHypervisor {
     /// Sets what [`Hypervisor::job_hints`] answers.
     pub fn set_job_hints(&self, hints: Vec<DomainRef>) {
         *self.job_hints.lock().unwrap_or_else(|e| e.into_inner()) = hints;
+    }
+
+    /// Sets the statistics of the last completed job of domain `uuid`.
+    pub fn set_completed_job(&self, uuid: &str, job: JobStats) {
+        lock(&self.completed_jobs).insert(uuid.to_string(), job);
+    }
+
+    /// Adds a job-completed event for [`Hypervisor::take_completed_jobs`].
+    pub fn push_completed_hint(&self, domain: DomainRef) {
+        lock(&self.completed_hints).push(domain);
+    }
+
+    /// The UUIDs [`Hypervisor::completed_job_stats`] was asked about; clears the list.
+    pub fn take_completed_job_calls(&self) -> Vec<String> {
+        std::mem::take(&mut *lock(&self.completed_calls))
     }
 
     /// The UUIDs [`Hypervisor::job_stats`] was asked about, in order; clears the list.
@@ -272,6 +293,23 @@ impl Hypervisor for FakeHypervisor {
             .cloned())
     }
 
+    async fn completed_job_stats(&self, uuid: &str) -> Result<Option<JobStats>, HypervisorError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        lock(&self.completed_calls).push(uuid.to_string());
+        self.check_down()?;
+        if !self.lock_domains().iter().any(|d| &*d.domain.uuid == uuid) {
+            return Err(HypervisorError::NoDomain(uuid.to_string()));
+        }
+        Ok(lock(&self.completed_jobs)
+            .get(uuid)
+            .filter(|j| j.job_type != JobStats::NONE)
+            .cloned())
+    }
+
+    fn take_completed_jobs(&self) -> Vec<DomainRef> {
+        std::mem::take(&mut *lock(&self.completed_hints))
+    }
+
     fn job_hints(&self) -> Vec<DomainRef> {
         self.job_hints
             .lock()
@@ -378,4 +416,8 @@ mod tests {
         assert!(s.has_group("vcpu"));
         assert!(!s.has_group("block"));
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -213,6 +213,19 @@ pub trait Hypervisor: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// The statistics of domain `uuid`'s last completed job (`virDomainGetJobStats` with
+    /// `VIR_DOMAIN_JOB_STATS_COMPLETED`): after a migration, its actual `downtime`. `None`
+    /// when libvirt keeps none. One libvirt call: ask once per completed job.
+    async fn completed_job_stats(&self, _uuid: &str) -> Result<Option<JobStats>, HypervisorError> {
+        Err(HypervisorError::Unsupported("completed_job_stats"))
+    }
+
+    /// Domains whose job completed (libvirt's job-completed event) since the last call;
+    /// each is handed out once (one consumer: the `jobs` collector). No libvirt call.
+    fn take_completed_jobs(&self) -> Vec<DomainRef> {
+        Vec::new()
+    }
+
     /// The host's facts and counters (node info, CPU time, memory, free memory).
     async fn node_stats(&self) -> Result<NodeStats, HypervisorError> {
         Err(HypervisorError::Unsupported("node_stats"))

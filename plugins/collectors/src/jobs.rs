@@ -12,8 +12,14 @@
 //!
 //! A destination host has no statistics for an incoming migration ("available only on
 //! the source host"): that answer, like a domain that vanished, is not an error.
+//!
+//! The actual downtime of a domain's last completed migration comes from the statistics
+//! libvirt keeps of its last completed job (`VIR_DOMAIN_JOB_STATS_COMPLETED`), asked once
+//! when a job ends: on libvirt's job-completed event, or when a domain that had a job (or
+//! was paused for one, as the destination of a migration is) has none any more. The
+//! answer is kept and reported every run while the domain is listed, without asking again.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use serde::Deserialize;
@@ -208,17 +214,46 @@ pub const METRICS: &[MetricDesc] = &[
     .json("job.disk_remaining", Unit::Bytes)
     .statsd("job.disk.remaining.bytes", Unit::Bytes)
     .source("virDomainGetJobStats disk_remaining", "1.0.3"),
+    MetricDesc::gauge(
+        "vm_migration_downtime_seconds",
+        "Actual downtime of the domain's last completed migration (known from the \
+         completed job's statistics, once it ended while the agent watched)",
+        Unit::Milliseconds,
+    )
+    .json("job.last_migration_downtime", Unit::Milliseconds)
+    .statsd("migration.downtime.actual", Unit::Milliseconds)
+    .source("virDomainGetJobStats(COMPLETED) downtime", "1.2.9"),
 ];
+
+/// Index of `vm_migration_downtime_seconds` in [`METRICS`].
+const DOWNTIME: u16 = KEYS.len() as u16 + 1;
+
+/// Runs a job-completed event waits for its domain to be listed before it is dropped.
+const PENDING_RUNS: u8 = 3;
 
 /// Options of the `jobs` collector (none yet).
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JobsOptions {}
 
-/// Remembers which domains had a job at the last run.
+/// Remembers which domains had (or were paused for) a job at the last run, the actual
+/// downtime of each listed domain's last completed migration, and job-completed events
+/// whose domain was not listed yet.
 #[derive(Default)]
 pub struct JobsCollector {
-    active: Mutex<BTreeSet<Arc<str>>>,
+    state: Mutex<RunState>,
+}
+
+#[derive(Default, Clone)]
+struct RunState {
+    /// Domains that had a job at the last run (asked again until they have none).
+    active: BTreeSet<Arc<str>>,
+    /// Domains that had a job or were paused for one at the last run.
+    candidates: BTreeSet<Arc<str>>,
+    /// Actual downtime (ms) of the last completed migration, by domain.
+    downtime: BTreeMap<Arc<str>, f64>,
+    /// Job-completed events not handled yet: runs left.
+    pending: BTreeMap<Arc<str>, u8>,
 }
 
 pub fn register(registry: &mut Registry) {
@@ -257,6 +292,17 @@ fn job_samples(job: &JobStats) -> Vec<Sample> {
     out
 }
 
+/// The actual downtime (ms) in a completed job's statistics, if it was a migration.
+fn completed_downtime(job: &JobStats) -> Option<f64> {
+    let migration = match job.f64("operation") {
+        // incoming or outgoing migration
+        Some(op) => op == 4.0 || op == 5.0,
+        // libvirt before 3.3 names no operation: a downtime means a migration
+        None => true,
+    };
+    job.f64("downtime").filter(|_| migration)
+}
+
 #[async_trait]
 impl Collector for JobsCollector {
     fn metrics(&self) -> &[MetricDesc] {
@@ -269,26 +315,30 @@ impl Collector for JobsCollector {
 
     async fn collect(&self, cx: &CollectContext) -> Result<Collected, CollectError> {
         let stats = cx.domain_stats().await?;
-        let hints = cx.hypervisor().job_hints();
-        let before = self
-            .active
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let hv = cx.hypervisor();
+        let hints = hv.job_hints();
+        let before = self.state.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut pending = before.pending.clone();
+        for d in hv.take_completed_jobs() {
+            pending.insert(d.uuid, PENDING_RUNS);
+        }
         let mut out = Collected::default();
-        let mut active = BTreeSet::new();
+        let mut now = RunState::default();
         for domain in stats.iter() {
             let mut ds = DomainSamples::new(domain.domain.clone());
             ds.state = domain.state();
             let uuid = &domain.domain.uuid;
-            let candidate = state_says_job(ds.state)
-                || before.contains(uuid)
+            let paused_for_job = state_says_job(ds.state);
+            let candidate = paused_for_job
+                || before.active.contains(uuid)
                 || hints.iter().any(|h| &h.uuid == uuid);
+            let mut has_job = false;
             if candidate {
-                match cx.hypervisor().job_stats(uuid).await {
+                match hv.job_stats(uuid).await {
                     Ok(Some(job)) => {
                         ds.samples = job_samples(&job);
-                        active.insert(Arc::clone(uuid));
+                        now.active.insert(Arc::clone(uuid));
+                        has_job = true;
                     }
                     // No job, gone, or a destination without statistics: nothing to say.
                     Ok(None)
@@ -298,9 +348,37 @@ impl Collector for JobsCollector {
                     Err(e) => ds.errors.push(format!("job statistics: {e}")),
                 }
             }
+            if paused_for_job || has_job {
+                now.candidates.insert(Arc::clone(uuid));
+            }
+            // A job ended: by its event, or the domain had one (or waited for one) and
+            // has none now. Asked once.
+            let ended = pending.remove(uuid).is_some()
+                || (before.candidates.contains(uuid) && !paused_for_job && !has_job);
+            let mut downtime = before.downtime.get(uuid).copied();
+            if ended {
+                match hv.completed_job_stats(uuid).await {
+                    Ok(Some(job)) => downtime = completed_downtime(&job).or(downtime),
+                    Ok(None)
+                    | Err(HypervisorError::NoDomain(_))
+                    | Err(HypervisorError::Unsupported(_)) => {}
+                    Err(e @ HypervisorError::Disconnected(_)) => return Err(e.into()),
+                    Err(e) => ds.errors.push(format!("completed job statistics: {e}")),
+                }
+            }
+            if let Some(ms) = downtime {
+                ds.samples.push(Sample::new(DOWNTIME, ms));
+                now.downtime.insert(Arc::clone(uuid), ms);
+            }
             out.domains.push(ds);
         }
-        *self.active.lock().unwrap_or_else(|e| e.into_inner()) = active;
+        // Events for domains not listed yet wait a few runs.
+        now.pending = pending
+            .into_iter()
+            .filter(|(_, runs)| *runs > 1)
+            .map(|(u, runs)| (u, runs - 1))
+            .collect();
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = now;
         Ok(out)
     }
 }
@@ -314,11 +392,15 @@ mod tests {
 
     #[test]
     fn declarations_are_valid() {
-        assert_eq!(METRICS.len(), KEYS.len() + 1);
+        assert_eq!(METRICS.len(), KEYS.len() + 2);
+        assert_eq!(
+            METRICS[DOWNTIME as usize].name,
+            "vm_migration_downtime_seconds"
+        );
         for m in METRICS {
             m.validate().unwrap_or_else(|e| panic!("{e}"));
         }
-        for (k, m) in KEYS.iter().zip(&METRICS[1..]) {
+        for (k, m) in KEYS.iter().zip(&METRICS[1..=KEYS.len()]) {
             assert!(m.source.ends_with(k), "{} <- {k}", m.name);
         }
     }
@@ -423,5 +505,110 @@ mod tests {
         hv.remove_domain("u1");
         let out = run(&c, &hv).await;
         assert!(out.domains.iter().all(|d| d.errors.is_empty()));
+    }
+    fn completed(operation: i32, downtime: Option<u64>) -> JobStats {
+        let mut params = BTreeMap::new();
+        params.insert("operation".into(), TypedValue::Int(operation));
+        params.insert("time_elapsed".into(), TypedValue::ULLong(11_800));
+        if let Some(ms) = downtime {
+            params.insert("downtime".into(), TypedValue::ULLong(ms));
+        }
+        JobStats {
+            job_type: 3,
+            params,
+        }
+    }
+
+    fn downtime_of(out: &Collected, uuid: &str) -> Option<f64> {
+        out.domains
+            .iter()
+            .find(|d| &*d.domain.uuid == uuid)
+            .and_then(|d| d.samples.iter().find(|s| s.metric == DOWNTIME))
+            .map(|s| s.value)
+    }
+
+    #[tokio::test]
+    async fn the_actual_downtime_is_asked_once_when_a_migration_completes() {
+        let hv = Arc::new(FakeHypervisor::new());
+        let running = [
+            ("state.state", TypedValue::Int(1)),
+            ("state.reason", TypedValue::Int(1)),
+        ];
+        let incoming = [
+            ("state.state", TypedValue::Int(3)),
+            ("state.reason", TypedValue::Int(2)),
+        ];
+        for i in 0..5 {
+            hv.put_domain(&format!("u{i}"), &format!("idle{i}"), &running);
+        }
+        let c = JobsCollector::default();
+
+        // Idle host, over several runs: no completed-job call at all.
+        for _ in 0..3 {
+            let out = run(&c, &hv).await;
+            assert!(out.domains.iter().all(|d| d.samples.is_empty()));
+        }
+        assert!(hv.take_completed_job_calls().is_empty());
+        assert!(hv.take_job_calls().is_empty());
+
+        // The destination of a migration: paused for it (no statistics yet) …
+        hv.put_domain("dest", "incoming", &incoming);
+        let out = run(&c, &hv).await;
+        assert_eq!(downtime_of(&out, "dest"), None);
+        assert!(hv.take_completed_job_calls().is_empty());
+        // … then running: the completed job is asked once and its downtime reported.
+        hv.put_domain("dest", "incoming", &running);
+        hv.set_completed_job("dest", completed(4, Some(73)));
+        let out = run(&c, &hv).await;
+        assert_eq!(hv.take_completed_job_calls(), vec!["dest".to_string()]);
+        assert_eq!(downtime_of(&out, "dest"), Some(73.0));
+        // Kept and reported while the domain is listed, without asking again.
+        for _ in 0..3 {
+            let out = run(&c, &hv).await;
+            assert_eq!(downtime_of(&out, "dest"), Some(73.0));
+        }
+        assert!(hv.take_completed_job_calls().is_empty());
+        assert_eq!(hv.take_job_calls(), vec!["dest".to_string()]);
+
+        // A job-completed event (e.g. the source before the guest leaves): asked once.
+        hv.set_completed_job("u1", completed(5, Some(58)));
+        hv.push_completed_hint(DomainRef::new("u1", "idle1"));
+        let out = run(&c, &hv).await;
+        assert_eq!(hv.take_completed_job_calls(), vec!["u1".to_string()]);
+        assert_eq!(downtime_of(&out, "u1"), Some(58.0));
+        run(&c, &hv).await;
+        assert!(hv.take_completed_job_calls().is_empty());
+
+        // A completed dump has no downtime: nothing reported; the domain's earlier
+        // migration downtime stays.
+        hv.set_completed_job("u2", completed(8, None));
+        hv.push_completed_hint(DomainRef::new("u2", "idle2"));
+        hv.set_completed_job("u1", completed(8, None));
+        hv.push_completed_hint(DomainRef::new("u1", "idle1"));
+        let out = run(&c, &hv).await;
+        assert_eq!(downtime_of(&out, "u2"), None);
+        assert_eq!(downtime_of(&out, "u1"), Some(58.0));
+        let mut asked = hv.take_completed_job_calls();
+        asked.sort();
+        assert_eq!(asked, vec!["u1".to_string(), "u2".to_string()]);
+
+        // An event for a domain not listed yet waits until it is.
+        hv.push_completed_hint(DomainRef::new("late", "late"));
+        run(&c, &hv).await;
+        assert!(hv.take_completed_job_calls().is_empty());
+        hv.put_domain("late", "late", &running);
+        hv.set_completed_job("late", completed(4, Some(90)));
+        let out = run(&c, &hv).await;
+        assert_eq!(hv.take_completed_job_calls(), vec!["late".to_string()]);
+        assert_eq!(downtime_of(&out, "late"), Some(90.0));
+
+        // A domain that leaves forgets its downtime.
+        hv.remove_domain("dest");
+        let out = run(&c, &hv).await;
+        assert_eq!(downtime_of(&out, "dest"), None);
+        hv.put_domain("dest", "incoming", &running);
+        let out = run(&c, &hv).await;
+        assert_eq!(downtime_of(&out, "dest"), None);
+        assert!(hv.take_completed_job_calls().is_empty());
     }
 }

@@ -158,13 +158,27 @@ impl Hypervisor for LibvirtHypervisor {
         let out = self
             .sup
             .bounded(None, jobs::JOB_QUEUED, move |sup, live, progress| {
-                jobs::job_stats(sup, live, progress, &id)
+                jobs::job_stats(sup, live, progress, &id, false)
             })
             .await;
         if matches!(out, Ok(None) | Err(HypervisorError::NoDomain(_))) {
             self.sup.job_hints.forget(uuid);
         }
         out
+    }
+
+    /// `virDomainGetJobStats(…, VIR_DOMAIN_JOB_STATS_COMPLETED)` of one domain.
+    async fn completed_job_stats(&self, uuid: &str) -> Result<Option<JobStats>, HypervisorError> {
+        let id = uuid.to_string();
+        self.sup
+            .bounded(None, jobs::JOB_QUEUED, move |sup, live, progress| {
+                jobs::job_stats(sup, live, progress, &id, true)
+            })
+            .await
+    }
+
+    fn take_completed_jobs(&self) -> Vec<DomainRef> {
+        self.sup.job_hints.take_completed()
     }
 
     fn metadata_changes(&self) -> Option<broadcast::Receiver<DomainRef>> {

@@ -1,5 +1,7 @@
 //! The job hints: domains that libvirt's migration-iteration and job-completed events
-//! say run a job, so that only those are asked for their job statistics (`jobs`).
+//! say run a job, so that only those are asked for their job statistics (`jobs`), and
+//! the domains whose job completed since the `jobs` collector last looked (asked once
+//! for the completed job's statistics).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -16,6 +18,7 @@ pub(crate) const HINT_TTL: Duration = Duration::from_secs(600);
 #[derive(Default)]
 pub(crate) struct JobHints {
     hints: std::sync::Mutex<HashMap<String, (DomainRef, Instant)>>,
+    completed: std::sync::Mutex<HashMap<String, (DomainRef, Instant)>>,
 }
 
 impl JobHints {
@@ -31,6 +34,10 @@ impl JobHints {
             }
             DomainEventKind::JobCompleted => {
                 hints.remove(&e.uuid);
+                lock(&self.completed).insert(
+                    e.uuid.clone(),
+                    (DomainRef::new(e.uuid, e.name), Instant::now()),
+                );
             }
             DomainEventKind::MetadataChange => {}
         }
@@ -38,6 +45,18 @@ impl JobHints {
 
     pub(crate) fn forget(&self, uuid: &str) {
         lock(&self.hints).remove(uuid);
+    }
+
+    /// The domains whose job completed since the last call (each handed out once; ones
+    /// older than `HINT_TTL` dropped).
+    pub(crate) fn take_completed(&self) -> Vec<DomainRef> {
+        let mut out: Vec<DomainRef> = std::mem::take(&mut *lock(&self.completed))
+            .into_values()
+            .filter(|(_, at)| at.elapsed() < HINT_TTL)
+            .map(|(d, _)| d)
+            .collect();
+        out.sort();
+        out
     }
 
     /// The current hints (expired ones dropped).
@@ -77,6 +96,8 @@ mod tests {
         assert_eq!(h.current().len(), 2);
         h.deliver(ev("u1", DomainEventKind::JobCompleted));
         assert_eq!(h.current(), vec![DomainRef::new("u2", "n-u2")]);
+        assert_eq!(h.take_completed(), vec![DomainRef::new("u1", "n-u1")]);
+        assert!(h.take_completed().is_empty(), "handed out once");
         h.forget("u2");
         assert!(h.current().is_empty());
     }
