@@ -316,6 +316,42 @@ fn log_problems(log: &Path, (from, to): (u64, Option<u64>), uuid: &str) -> Vec<S
         .collect()
 }
 
+/// The actual downtime of the guest's last completed migration as the agent reports it:
+/// (/metrics `vm_migration_downtime_seconds`, REST `job.last_migration_downtime` in ms).
+fn reported_downtime(agent: &Agent, uuid: &str) -> Option<(f64, f64)> {
+    let secs = metric_lines(agent, uuid)
+        .iter()
+        .find(|l| l.starts_with("vm_migration_downtime_seconds{"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())?;
+    let v = agent.get_json("/api/v1.0/stats/");
+    let ms = v[uuid].as_array()?.last()?["job"]["last_migration_downtime"].as_f64()?;
+    Some((secs, ms))
+}
+
+/// Waits for the destination to report the completed migration's actual downtime and
+/// checks it against libvirt's own `virsh domjobinfo --completed` there.
+fn check_downtime(agent: &Agent, uri: &str, uuid: &str) {
+    let got = wait_for(Duration::from_secs(10), || reported_downtime(agent, uuid));
+    let info = virsh_at(uri, &["domjobinfo", "--completed", NAME]).unwrap_or_else(|e| e);
+    let (secs, ms) = got.unwrap_or_else(|| {
+        panic!("the destination reports no actual downtime within 10 s; libvirt: {info}")
+    });
+    println!("destination's actual downtime: {secs} s (REST {ms} ms); libvirt: {info}");
+    assert!(secs > 0.0 && secs < 60.0, "{secs}");
+    assert!((ms / 1000.0 - secs).abs() < 1e-9, "{ms} ms vs {secs} s");
+    let libvirt_ms = info
+        .lines()
+        .find(|l| l.starts_with("Total downtime:"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|v| v.parse::<f64>().ok());
+    assert_eq!(
+        libvirt_ms,
+        Some(ms),
+        "the agent reports libvirt's downtime: {info}"
+    );
+}
+
 /// The timestamp of the agent's newest REST sample of `uuid`.
 fn last_sample_time(agent: &Agent, uuid: &str) -> Option<SystemTime> {
     let v = agent.get_json(&format!("/api/v1.0/stats/{uuid}"));
@@ -451,6 +487,7 @@ fn a_guest_live_migrates_to_the_second_host_and_back_and_each_agent_tells_its_ha
         .is_some(),
         "the guest does not write on host 2"
     );
+    check_downtime(&b, H2_URI, &uuid);
 
     // The source: vm_up 0 and nothing else about the guest for the grace period, counted
     // from the guest's last report there (it stopped there with Stopped/Migrated).
@@ -551,6 +588,7 @@ fn a_guest_live_migrates_to_the_second_host_and_back_and_each_agent_tells_its_ha
         in_order(&pa, &["Started/Migrated", "Resumed/Migrated"]),
         "{pa:?}"
     );
+    check_downtime(&a, H1_URI, &uuid);
     let back = wait_for(Duration::from_secs(10), || {
         let v = prom.by_label(&format!("vm_up{{uuid=\"{uuid}\"}}"), "instance");
         (v.get(&ta) == Some(&1.0) && v.get(&tb) == Some(&0.0)).then_some(v)

@@ -44,11 +44,13 @@ pub(crate) fn job_stats(
             params: params.into_iter().collect(),
         })),
         Ok(_) => Ok(None),
+        // libvirt < 6.0 does not know KEEP_COMPLETED (invalid argument): unsupported
+        // rather than reading (and so deleting) the completed job's statistics.
         Err(e)
             if matches!(
                 e.code().to_raw(),
                 sys::VIR_ERR_OPERATION_UNSUPPORTED | sys::VIR_ERR_NO_SUPPORT
-            ) =>
+            ) || (completed && e.code().to_raw() == sys::VIR_ERR_INVALID_ARG) =>
         {
             Err(HypervisorError::Unsupported("job statistics on this host"))
         }

@@ -15,23 +15,27 @@ use super::params::{params_from_raw, Params};
 
 /// `virDomainGetJobStats(dom, &type, &params, &n, flags)`: the job type
 /// (`virDomainJobType`, 0 = none) and its parameters. `completed` asks for the
-/// statistics of the last completed job instead (`VIR_DOMAIN_JOB_STATS_COMPLETED`).
+/// statistics of the last completed job instead (`VIR_DOMAIN_JOB_STATS_COMPLETED`),
+/// leaving them stored (`VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED`).
 pub fn job_stats(dom: &Domain, completed: bool) -> Result<(i32, Params), Error> {
     let mut job_type: c_int = 0;
     let mut params: sys::virTypedParameterPtr = ptr::null_mut();
     let mut nparams: c_int = 0;
     // VIR_DOMAIN_JOB_STATS_COMPLETED: the statistics libvirt keeps of the domain's last
-    // completed job (on the destination of a migration too: its actual `downtime`); a
-    // read-only query, allowed on a read-only connection. Without it, the running job.
+    // completed job (on the destination of a migration too: its actual `downtime`),
+    // allowed on a read-only connection. libvirt DELETES them once read unless
+    // VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED (libvirt >= 6.0) is given too: without it the
+    // agent would take them away from `virsh domjobinfo --completed`. Without either
+    // flag: the running job.
     let flags = if completed {
-        sys::VIR_DOMAIN_JOB_STATS_COMPLETED
+        sys::VIR_DOMAIN_JOB_STATS_COMPLETED | sys::VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED
     } else {
         0
     };
     // SAFETY: `dom` keeps its domain alive for the call; the three out-pointers are
-    // valid locals; `flags` is 0 or VIR_DOMAIN_JOB_STATS_COMPLETED, which only selects
-    // which statistics are returned (same out-parameter contract); libvirt allocates
-    // the parameter array and stores it in `params`.
+    // valid locals; `flags` is 0 or COMPLETED|KEEP_COMPLETED, which only select which
+    // statistics are returned and that they stay stored (same out-parameter contract);
+    // libvirt allocates the parameter array and stores it in `params`.
     let rc = unsafe {
         sys::virDomainGetJobStats(
             dom.as_ptr(),
