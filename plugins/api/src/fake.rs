@@ -348,6 +348,10 @@ impl Hypervisor for FakeHypervisor {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -416,8 +420,4 @@ mod tests {
         assert!(s.has_group("vcpu"));
         assert!(!s.has_group("block"));
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -222,10 +222,7 @@ pub const METRICS: &[MetricDesc] = &[
     )
     .json("job.last_migration_downtime", Unit::Milliseconds)
     .statsd("migration.downtime.actual", Unit::Milliseconds)
-    .source(
-        "virDomainGetJobStats(COMPLETED) downtime",
-        "6.0.0",
-    ),
+    .source("virDomainGetJobStats(COMPLETED) downtime", "6.0.0"),
 ];
 
 /// Index of `vm_migration_downtime_seconds` in [`METRICS`].
