@@ -401,6 +401,7 @@ fn hundred_stream_clients_ten_never_read_memory_bounded_readers_get_every_event(
     // runs at 256; at 64, half of the clients within a second). The release build kept
     // every reader even at 64 (see docs/reliability.md). 1024 still bounds memory, and
     // the non-readers are dropped once the kernel's buffers are full either way.
+    // `max_clients` is raised above the default 64 so that all 100 streams are admitted.
     let client_buffer: usize = std::env::var("VADVISOR_LOAD_CLIENT_BUFFER")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -408,7 +409,7 @@ fn hundred_stream_clients_ten_never_read_memory_bounded_readers_get_every_event(
     let mut agent = Agent::start_with_stderr(
         &format!(
             "libvirt:\n  uri: qemu:///system\nhttp:\n  listen: {{listen}}\ncollectors:\n  events: {{}}\n\
-             sinks:\n  events:\n    path: {}\n    heartbeat: 1s\n    client_buffer: {client_buffer}\n",
+             sinks:\n  events:\n    path: {}\n    heartbeat: 1s\n    client_buffer: {client_buffer}\n    max_clients: 128\n",
             dir.path().join("events.db").display()
         ),
         Stdio::from(std::fs::File::create(&log).expect("log file")),
