@@ -329,7 +329,7 @@ fn sigterm_during_an_event_storm_keeps_every_delivered_event_in_the_history() {
     .expect("write the domain XML");
     let config = format!(
         "libvirt:\n  uri: qemu:///system\nhttp:\n  listen: {{listen}}\ncollectors:\n  events: {{}}\n\
-         sinks:\n  events:\n    path: {}\n    client_buffer: 100000\n",
+         sinks:\n  events:\n    path: {}\n    client_buffer: 65536\n",
         db.display()
     );
     let mut agent = Agent::start(&config);
