@@ -17,15 +17,21 @@ fn write(text: &str) -> tempfile::NamedTempFile {
     f
 }
 
-#[test]
-fn check_config_reports_every_error_with_line_and_column() {
-    let f = write(
-        "libvirt:\n  uri: qemu:///system\n  timeout: 5s\ncollectors:\n  cpu:\n    interval: 0s\n    per_vcpus: true\n  disk: {}\nsinks:\n  rest:\n    max_samples: many\n",
-    );
+/// Runs `--check-config` on `yaml` in a file; asserts exit code 2 and returns the file's
+/// path and the error output.
+fn check_config_fails(yaml: &str) -> (String, String) {
+    let f = write(yaml);
     let path = f.path().display().to_string();
     let out = vadvisor(&["--check-config", &path]);
     assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    (path, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn check_config_reports_every_error_with_line_and_column() {
+    let (path, stderr) = check_config_fails(
+        "libvirt:\n  uri: qemu:///system\n  timeout: 5s\ncollectors:\n  cpu:\n    interval: 0s\n    per_vcpus: true\n  disk: {}\nsinks:\n  rest:\n    max_samples: many\n",
+    );
     let expect = [
         format!("{path}:3:3: libvirt.timeout: unknown field `timeout`, expected one of `uri`, `call_timeout`"),
         format!("{path}:6:15: collectors.cpu.interval: duration `0s` must be greater than 0"),
@@ -41,11 +47,7 @@ fn check_config_reports_every_error_with_line_and_column() {
 
 #[test]
 fn plugin_option_errors_are_located_and_list_choices() {
-    let f = write("collectors:\n  cpu:\n    per_vcpus: true\n");
-    let path = f.path().display().to_string();
-    let out = vadvisor(&["--check-config", &path]);
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (path, stderr) = check_config_fails("collectors:\n  cpu:\n    per_vcpus: true\n");
     assert!(
         stderr.contains(&format!(
             "{path}:3:5: collectors.cpu.per_vcpus: unknown field `per_vcpus`, expected `per_vcpu`"
@@ -57,11 +59,8 @@ fn plugin_option_errors_are_located_and_list_choices() {
 
 #[test]
 fn a_sink_path_may_not_shadow_a_core_endpoint() {
-    let f = write("sinks:\n  prometheus:\n    path: /healthz\n  rest: {}\n");
-    let path = f.path().display().to_string();
-    let out = vadvisor(&["--check-config", &path]);
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (path, stderr) =
+        check_config_fails("sinks:\n  prometheus:\n    path: /healthz\n  rest: {}\n");
     assert!(
         stderr.contains(&format!(
             "{path}:3:11: sinks.prometheus.path: HTTP path `/healthz` is the agent's own endpoint"
@@ -123,11 +122,8 @@ fn a_directory_or_binary_config_file_is_a_config_error_naming_it() {
 
 #[test]
 fn errors_in_one_http_key_do_not_hide_another() {
-    let f = write("http:\n  listen: nope\n  write_timeout: 0s\n  max_connections: 0\n");
-    let path = f.path().display().to_string();
-    let out = vadvisor(&["--check-config", &path]);
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (path, stderr) =
+        check_config_fails("http:\n  listen: nope\n  write_timeout: 0s\n  max_connections: 0\n");
     for e in [
         format!("{path}:2:11: http.listen: invalid socket address syntax"),
         format!("{path}:3:18: http.write_timeout: must be greater than 0"),
@@ -139,13 +135,9 @@ fn errors_in_one_http_key_do_not_hide_another() {
 
 #[test]
 fn sizes_intervals_and_the_libvirt_uri_are_checked() {
-    let f = write(
+    let (path, stderr) = check_config_fails(
         "libvirt:\n  uri: '::::'\n  max_concurrent_calls: 100000\ncollectors:\n  cpu:\n    interval: 50ms\nsinks:\n  events:\n    path: ':memory:'\n    client_buffer: 18446744073709551615\n  rest:\n    max_samples: 18446744073709551615\n",
     );
-    let path = f.path().display().to_string();
-    let out = vadvisor(&["--check-config", &path]);
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
     for e in [
         format!("{path}:2:8: libvirt.uri: invalid libvirt URI `::::`"),
         format!("{path}:3:25: libvirt.max_concurrent_calls: must be between 1 and 256"),
@@ -200,13 +192,9 @@ fn print_default_config_is_the_example_file() {
 
 #[test]
 fn remote_write_option_errors_are_located_and_secrets_not_echoed() {
-    let f = write(
+    let (path, stderr) = check_config_fails(
         "sinks:\n  remote_write/a:\n    url: ftp://x/\n  remote_write/b:\n    url: http://r/api/v1/write\n    basic_auth:\n      username: u\n      password: hunter2\n      password_file: /etc/hostname\n",
     );
-    let path = f.path().display().to_string();
-    let out = vadvisor(&["--check-config", &path]);
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
     for e in [
         format!("{path}:3:10: sinks.remote_write/a.url: must be an http:// or https:// URL"),
         format!("{path}:9:22: sinks.remote_write/b.basic_auth.password_file: password and password_file are mutually exclusive"),
@@ -214,11 +202,7 @@ fn remote_write_option_errors_are_located_and_secrets_not_echoed() {
         assert!(stderr.contains(e.as_str()), "missing `{e}` in:\n{stderr}");
     }
     assert!(!stderr.contains("hunter2"), "{stderr}");
-    let f = write("sinks:\n  remote_write/c:\n    url: http://r/api/v1/write\n    buffer:\n      type: tape\n");
-    let path = f.path().display().to_string();
-    let out = vadvisor(&["--check-config", &path]);
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (path, stderr) = check_config_fails("sinks:\n  remote_write/c:\n    url: http://r/api/v1/write\n    buffer:\n      type: tape\n");
     let e = format!("{path}:5:13: sinks.remote_write/c.buffer.type: unknown variant `tape`, expected `memory` or `disk`");
     assert!(stderr.contains(e.as_str()), "missing `{e}` in:\n{stderr}");
 }
