@@ -329,15 +329,13 @@ mod tests {
         assert_eq!((e.event, e.detail), (1, 0));
         assert_eq!(e.name, "ffi-lifecycle");
 
-        // The test driver calls the free callback from the deregistration itself.
+        // The test driver calls the free callback from the deregistration itself, or,
+        // when another test's event is being dispatched at that moment (test:///default's
+        // event queue is shared by the whole process), right after that dispatch. Either
+        // way the registration is accepted and our sink is released by the time
+        // `deregister` returns.
         let outcome = reg.deregister();
-        assert_eq!(
-            outcome,
-            Deregistered {
-                accepted: true,
-                released_by_libvirt: true
-            }
-        );
+        assert!(outcome.accepted, "deregistration accepted: {outcome:?}");
         assert!(weak.upgrade().is_none(), "sink released");
         // No event reaches a deregistered sink (the channel's sender is gone with it).
         let dom = rw.define_domain_xml(FFI_DOMAIN).expect("define again");
