@@ -15,6 +15,8 @@
 #                                  second host, the cached kernel/initramfs and stops the
 #                                  libvirtd and virtlogd that this script started;
 #                                  --second-host removes only the second host
+#   scripts/lab.sh trim N          destroy/undefine the lab guests above vadv-lab-N (and
+#                                  remove their files); keeps vadv-lab-1..N and libvirtd
 #   scripts/lab.sh status          does libvirtd answer? list the lab guests and state
 #   scripts/lab.sh migration-guest NAME
 #                                  write the XML (and a fresh disk) of a migratable
@@ -57,7 +59,12 @@
 # shared storage ("Migration without shared storage is unsafe").
 #
 # Environment: LAB_URI (default qemu:///system), LAB_BOOT_TIMEOUT (seconds to
-# wait for the guests' ready line; default max(90, 60 + 5*N)).
+# wait for the guests' ready line; default max(90, 60 + 5*N)). For many guests on a
+# small machine (a 192 MiB TCG guest takes about 240 MB of host memory):
+# LAB_GUEST_MEM_MIB (guest memory, default 192) and LAB_GUEST_LEAN=1 (a 16 MiB TCG
+# translation cache instead of QEMU's default, and free page reporting on the balloon,
+# so the host gets freed guest memory back: about a third of the host memory). Both
+# apply to guests this run defines; guests already defined are left as they are.
 
 set -euo pipefail
 
@@ -71,7 +78,8 @@ READY_LINE=LAB-GUEST-READY
 DOMAIN_PREFIX=vadv-lab-
 TAP_PREFIX=vadvtap
 UUID_PREFIX=5ad0a0b0-0000-4000-8000-
-GUEST_MEM_MIB=192
+GUEST_MEM_MIB="${LAB_GUEST_MEM_MIB:-192}"
+GUEST_LEAN="${LAB_GUEST_LEAN:-0}"
 DISK_SIZE=64M
 
 PACKAGES=(libvirt-dev pkg-config libvirt-daemon libvirt-daemon-driver-qemu
@@ -87,7 +95,7 @@ die() {
 }
 
 usage() {
-	sed -n '6,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+	sed -n '6,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 }
 
 virsh_() { virsh -q -c "$LAB_URI" "$@"; }
@@ -381,12 +389,16 @@ dom_name() { echo "$DOMAIN_PREFIX$1"; }
 dom_uuid() { printf '%s%012x\n' "$UUID_PREFIX" "$1"; }
 
 domain_xml() {
-	local i=$1 name uuid vcpus mac
+	local i=$1 name uuid vcpus mac lean_features="" lean_balloon=""
 	name="$(dom_name "$i")"
 	uuid="$(dom_uuid "$i")"
 	vcpus=1
 	[ "$i" -eq 1 ] && vcpus=2
 	mac="$(printf '52:54:00:ad:%02x:%02x' $((i >> 8)) $((i & 255)))"
+	if [ "$GUEST_LEAN" = 1 ]; then
+		lean_features="<tcg><tb-cache unit='MiB'>16</tb-cache></tcg>"
+		lean_balloon=" freePageReporting='on'"
+	fi
 	cat <<EOF
 <domain type='qemu'>
   <name>$name</name>
@@ -404,7 +416,7 @@ domain_xml() {
     <initrd>$CACHE_DIR/initramfs.gz</initrd>
     <cmdline>console=ttyS0 no_timer_check panic=5 vadv_ip=169.254.$i.2/30 vadv_peer=169.254.$i.1</cmdline>
   </os>
-  <features><acpi/></features>
+  <features><acpi/>$lean_features</features>
   <clock offset='utc'/>
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>restart</on_reboot>
@@ -429,7 +441,7 @@ domain_xml() {
       <source path='$LAB_DIR/$name.console.log'/>
       <target type='serial' port='0'/>
     </console>
-    <memballoon model='virtio'>
+    <memballoon model='virtio'$lean_balloon>
       <stats period='1'/>
     </memballoon>
   </devices>
@@ -477,8 +489,10 @@ ensure_guest() {
 		fi
 	fi
 	# (Re)define: keeps the persistent config current; a running guest keeps
-	# running with its old live config.
-	virsh_ define "$xml" >/dev/null || die "virsh define $xml failed"
+	# running with its old live config. Guest size overrides are for new guests only.
+	if [ -z "$state" ] || [ -z "${LAB_GUEST_MEM_MIB:-}${LAB_GUEST_LEAN:-}" ]; then
+		virsh_ define "$xml" >/dev/null || die "virsh define $xml failed"
+	fi
 	case "$state" in
 	running)
 		log "$name already running"
@@ -585,6 +599,24 @@ cmd_down() {
 	else
 		log "lab down (cache kept in $CACHE_DIR; 'down --all' removes it)"
 	fi
+}
+
+cmd_trim() {
+	local n=${1:-} name i
+	[[ "$n" =~ ^[0-9]+$ ]] || die "usage: scripts/lab.sh trim N (keep vadv-lab-1..N)"
+	require_root
+	daemon_answers || die "libvirtd does not answer at $LAB_URI"
+	for name in $(lab_domains); do
+		i="${name#"$DOMAIN_PREFIX"}"
+		[ "$i" -gt "$n" ] || continue
+		if [ "$(dom_state "$name")" != "shut off" ]; then
+			virsh_ destroy "$name" >/dev/null 2>&1 || true
+		fi
+		virsh_ undefine "$name" >/dev/null || die "virsh undefine $name failed"
+		rm -f "$LAB_DIR/$name.qcow2" "$LAB_DIR/$name.console.log" "$LAB_DIR/$name.xml"
+		log "removed $name"
+	done
+	log "$(lab_domains | wc -l) lab guest(s) left"
 }
 
 cmd_status() {
@@ -794,7 +826,7 @@ cmd_migration_guest() {
     <initrd>$CACHE_DIR/initramfs.gz</initrd>
     <cmdline>console=ttyS0 no_timer_check panic=5</cmdline>
   </os>
-  <features><acpi/></features>
+  <features><acpi/>$lean_features</features>
   <clock offset='utc'/>
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>restart</on_reboot>
@@ -814,7 +846,7 @@ cmd_migration_guest() {
       <source path='$SHARED_DIR/$name.console.log' append='on'/>
       <target type='serial' port='0'/>
     </console>
-    <memballoon model='virtio'>
+    <memballoon model='virtio'$lean_balloon>
       <stats period='1'/>
     </memballoon>
   </devices>
@@ -843,6 +875,7 @@ main() {
 	start-daemon) lock && cmd_start_daemon ;;
 	up) lock && cmd_up "$@" ;;
 	down) lock && cmd_down "$@" ;;
+	trim) lock && cmd_trim "$@" ;;
 	status) cmd_status ;;
 	migration-guest) lock && cmd_migration_guest "$@" ;;
 	-h | --help | help)

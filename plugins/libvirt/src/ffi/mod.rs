@@ -3,8 +3,9 @@
 //! wrong or does not wrap, one concern per file:
 //!
 //! - typed-parameter conversion (`virTypedParameter` array → owned `(String, TypedValue)`);
-//! - `virConnectGetAllDomainStats`, copied into owned [`RawRecord`]s and freed with
-//!   `virDomainStatsRecordListFree` (the `virt` wrapper leaks every record);
+//! - `virConnectGetAllDomainStats` and `virDomainListGetStats` (one shard's domains),
+//!   copied into owned [`RawRecord`]s and freed with `virDomainStatsRecordListFree`
+//!   (the `virt` wrapper leaks every record);
 //! - `virDomainGetState`, `virDomainGetBlockInfo` with checked return codes (the `virt`
 //!   wrappers ignore errors and read uninitialised memory);
 //! - `virDomainGetVcpus` and the one-shot `virDomainGetCPUStats` total (no or wasteful
@@ -30,7 +31,7 @@ mod node;
 mod params;
 mod timer;
 
-pub use bulk::{get_all_domain_stats, RawRecord};
+pub use bulk::{domain_list_stats, get_all_domain_stats, RawRecord};
 pub use close::{CloseCallback, CloseSignal};
 pub use domain::{block_info, cpu_total_stats, domain_state, vcpu_info, VcpuInfo};
 pub use domain_events::{
