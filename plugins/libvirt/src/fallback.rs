@@ -148,7 +148,7 @@ impl Fallback<'_> {
     }
 
     fn put(&mut self, key: String, value: TypedValue) {
-        self.stats.params.insert(key, value);
+        self.stats.params.insert(&key, value);
     }
 
     /// Inserts a counter unless libvirt reported it as unsupported (negative).
