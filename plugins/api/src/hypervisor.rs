@@ -26,9 +26,12 @@ impl StatsGroups {
     pub const INTERFACE: Self = Self(16);
     pub const BLOCK: Self = Self(32);
     pub const PERF: Self = Self(64);
+    /// `VIR_DOMAIN_STATS_DIRTYRATE` (libvirt ≥ 7.2): the last memory dirty-rate
+    /// calculation. libvirt answers it with one QEMU monitor query per running domain.
+    pub const DIRTYRATE: Self = Self(512);
 
     /// Every group with its key prefix, for iteration.
-    pub const ALL: [(Self, &'static str); 7] = [
+    pub const ALL: [(Self, &'static str); 8] = [
         (Self::STATE, "state"),
         (Self::CPU_TOTAL, "cpu"),
         (Self::BALLOON, "balloon"),
@@ -36,6 +39,7 @@ impl StatsGroups {
         (Self::INTERFACE, "net"),
         (Self::BLOCK, "block"),
         (Self::PERF, "perf"),
+        (Self::DIRTYRATE, "dirtyrate"),
     ];
 
     pub const fn union(self, other: Self) -> Self {

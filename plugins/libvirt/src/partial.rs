@@ -35,6 +35,7 @@ pub(crate) fn full_groups(params: &Params) -> u32 {
             "net" if is_indexed(rest, "rx.bytes") => StatsGroups::INTERFACE,
             "block" if is_indexed(rest, "rd.reqs") => StatsGroups::BLOCK,
             "perf" => StatsGroups::PERF,
+            "dirtyrate" if rest == "calc_status" => StatsGroups::DIRTYRATE,
             _ => continue,
         };
         full |= bit.0;
