@@ -12,11 +12,11 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use vadvisor_api::{
-    async_trait, CollectContext, CollectError, Collected, Collector, CollectorPlugin, MetricDesc,
-    Registry, Sample, StatsGroups, Unit,
+    async_trait, CollectContext, CollectError, Collected, Collector, CollectorPlugin, Labels,
+    MetricDesc, Registry, Sample, StatsGroups, Unit,
 };
 
-use crate::params::{for_each_domain, push};
+use crate::params::{for_each_domain, index_labels, push, push_indexed};
 
 const CALC_STATUS: u16 = 0;
 const CALC_START: u16 = 1;
@@ -84,13 +84,13 @@ impl Collector for DirtyRateCollector {
                 let mode = MODES.iter().find(|m| **m == mode).copied().unwrap_or(mode);
                 s.push(Sample::labelled(CALC_STATUS, vec![Arc::from(mode)], status));
             }
-            push(s, domain, "dirtyrate.calc_start_time", CALC_START, &[]);
-            push(s, domain, "dirtyrate.calc_period", CALC_PERIOD, &[]);
-            push(s, domain, "dirtyrate.megabytes_per_second", RATE, &[]);
+            let none = &Labels::NONE;
+            push(s, domain, "dirtyrate.calc_start_time", CALC_START, none);
+            push(s, domain, "dirtyrate.calc_period", CALC_PERIOD, none);
+            push(s, domain, "dirtyrate.megabytes_per_second", RATE, none);
             for n in domain.indices("dirtyrate.vcpu") {
-                let labels: [Arc<str>; 1] = [Arc::from(n.to_string())];
-                let key = format!("dirtyrate.vcpu.{n}.megabytes_per_second");
-                push(s, domain, &key, VCPU_RATE, &labels);
+                let field = ("dirtyrate.vcpu", n, "megabytes_per_second");
+                push_indexed(s, domain, field, VCPU_RATE, &index_labels(n));
             }
         })
         .await
