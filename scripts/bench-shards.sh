@@ -15,7 +15,9 @@
 # collection time (vadvisor_collector_duration_seconds) and actual period
 # (vadvisor_collector_period_seconds). Reported: their median and 90th percentile, the
 # ticks per second, the agent's and libvirtd's CPU (utime + stime from /proc) per
-# second, the 1-minute load average, and the partial-data warnings the agent logged.
+# second, the samples per VM in the last 60 s of the REST history (median and fewest;
+# use BENCH_PHASE=60 or more), the agent's RSS at the end, the 1-minute load average,
+# and the partial-data warnings the agent logged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,7 +33,7 @@ die() {
 	exit 2
 }
 [ -x "$BIN" ] || cargo build --release -p vadvisor --locked >&2 || die "release build failed"
-domains="$(virsh -q -c "$LAB_URI" list --name --state-running | grep -c . || true)"
+domains="$(virsh -q -c "$LAB_URI" list --name | grep -c . || true)"
 [ "$domains" -ge 1 ] || die "no running domain: scripts/lab.sh up N"
 mapfile -t daemon_pids < <(pgrep -x 'libvirtd|virtqemud' || true)
 [ "${#daemon_pids[@]}" -ge 1 ] || die "no libvirtd/virtqemud process"
@@ -55,9 +57,9 @@ ticks() {
 	echo "$sum"
 }
 
-printf 'bench-shards: %s running domains, %s s per shard count\n' "$domains" "$PHASE"
-printf '%-7s %-22s %-22s %-8s %-12s %-14s %-6s %s\n' shards "collection med/p90" \
-	"period med/p90" ticks/s "agent CPU" "libvirtd CPU" load partial
+printf 'bench-shards: %s active domains, %s s per shard count\n' "$domains" "$PHASE"
+printf '%-7s %-22s %-22s %-8s %-11s %-13s %-13s %-9s %-6s %s\n' shards "collection med/p90" \
+	"period med/p90" ticks/s "agent CPU" "libvirtd CPU" "samples/60s" RSS load partial
 for n in "${counts[@]}"; do
 	sed -e "s|listen: 0.0.0.0:8181|listen: 127.0.0.1:$port|" \
 		-e "s|path: /var/lib/vadvisor/events.db|path: $work/events.db|" \
@@ -82,13 +84,15 @@ while time.monotonic() < end:
     time.sleep(0.5)
 EOF
 	a1=$(ticks "$agent_pid") d1=$(ticks "${daemon_pids[@]}") t1=$(date +%s%N)
+	rss="$(awk '/^VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$agent_pid/status")"
+	curl -s "$base/api/v1.0/stats/" >"$work/history.json"
 	kill "$agent_pid" 2>/dev/null || true
 	wait "$agent_pid" 2>/dev/null || true
 	agent_pid=""
 	partial="$(grep -c 'partial data' "$work/agent.log" || true)"
 	python3 - "$work/figures.txt" "$n" "$HZ" "$((a1 - a0))" "$((d1 - d0))" "$(((t1 - t0) / 1000000))" \
-		"$(cut -d' ' -f1 /proc/loadavg)" "$partial" <<'EOF'
-import statistics, sys
+		"$(cut -d' ' -f1 /proc/loadavg)" "$partial" "$work/history.json" "$rss" <<'EOF'
+import datetime, json, statistics, sys
 rows = [tuple(map(float, l.split())) for l in open(sys.argv[1]) if l.strip()]
 n, hz, a, d, ms, load, partial = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), sys.argv[7], sys.argv[8]
 def q(xs, p):
@@ -98,7 +102,14 @@ dur = [r[0] * 1000 for r in rows]
 per = [r[1] * 1000 for r in rows if r[1] > 0]
 rate = (rows[-1][2] - rows[0][2]) / (rows[-1][3] - rows[0][3]) if len(rows) > 1 else 0
 pct = lambda t: f"{100.0 * t * 1000 / hz / ms:.1f} %"
+ts = lambda s: datetime.datetime.strptime(s["timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ").timestamp()
+counts = []
+for samples in json.load(open(sys.argv[9])).values():
+    t = sorted(ts(s) for s in samples)
+    counts.append(sum(1 for x in t if t[-1] - x < 60.0) if t else 0)
+spm = f"{statistics.median(counts):.0f}, {min(counts)}" if counts else "-"
+rss = sys.argv[10]
 print(f"{n:<7} {statistics.median(dur):>6.0f} / {q(dur, 0.9):>6.0f} ms      "
-      f"{statistics.median(per):>6.0f} / {q(per, 0.9):>6.0f} ms      {rate:<8.2f} {pct(a):<12} {pct(d):<14} {load:<6} {partial}")
+      f"{statistics.median(per):>6.0f} / {q(per, 0.9):>6.0f} ms      {rate:<8.2f} {pct(a):<11} {pct(d):<13} {spm:<13} {rss + ' MiB':<9} {load:<6} {partial}")
 EOF
 done
