@@ -86,7 +86,7 @@ fn merge(first: &[DomainStats], more: &[DomainStats]) -> Arc<[DomainStats]> {
             Some(&i) => {
                 let target = &mut out[i];
                 for (k, v) in &d.params {
-                    target.params.insert(k.clone(), v.clone());
+                    target.params.insert(k, v.clone());
                 }
                 target.errors.extend(d.errors.iter().cloned());
             }

@@ -36,7 +36,7 @@ fn check_config_reports_every_error_with_line_and_column() {
         format!("{path}:3:3: libvirt.timeout: unknown field `timeout`, expected one of `uri`, `call_timeout`"),
         format!("{path}:6:15: collectors.cpu.interval: duration `0s` must be greater than 0"),
         format!("{path}:7:5: collectors.cpu.per_vcpus: unknown field `per_vcpus`, expected `per_vcpu`"),
-        format!("{path}:8:3: collectors.disk: unknown collector type `disk`, expected one of `block`, `cpu`, `events`, `host`, `jobs`, `memory`, `net`, `specs`"),
+        format!("{path}:8:3: collectors.disk: unknown collector type `disk`, expected one of `block`, `cpu`, `dirtyrate`, `events`, `host`, `jobs`, `memory`, `net`, `specs`"),
         format!("{path}:11:18: sinks.rest.max_samples: invalid type: string \"many\", expected usize"),
     ];
     for e in &expect {

@@ -95,7 +95,7 @@ impl FakeHypervisor {
     pub fn put_domain(&self, uuid: &str, name: &str, params: &[(&str, TypedValue)]) {
         let mut stats = DomainStats::new(DomainRef::new(uuid, name));
         for (k, v) in params {
-            stats.params.insert((*k).to_string(), v.clone());
+            stats.params.insert(k, v.clone());
         }
         let mut domains = self.lock_domains();
         match domains.iter_mut().find(|d| &*d.domain.uuid == uuid) {
@@ -111,7 +111,7 @@ impl FakeHypervisor {
             .iter_mut()
             .find(|d| &*d.domain.uuid == uuid)
         {
-            d.params.insert(key.to_string(), value);
+            d.params.insert(key, value);
         }
     }
 
@@ -414,7 +414,7 @@ mod tests {
             "vcpu.current",
             "vcpux.1.a",
         ] {
-            s.params.insert(k.into(), TypedValue::ULLong(1));
+            s.params.insert(k, TypedValue::ULLong(1));
         }
         assert_eq!(s.indices("vcpu"), vec![2, 10]);
         assert!(s.has_group("vcpu"));

@@ -4,13 +4,13 @@
 //! Statistics use libvirt's bulk-stats vocabulary whatever path produced them: a flat map
 //! of typed parameters keyed like `cpu.time`, `vcpu.0.state`, `block.1.rd.bytes`.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
 use crate::host::{JobStats, Machine, NodeStats};
 use crate::model::{DomainRef, DomainState, LifecycleEvent};
+pub use crate::params::{IndexedKey, Params};
 pub use crate::typed_value::TypedValue;
 
 /// libvirt's `virDomainStatsTypes` bit set.
@@ -26,9 +26,12 @@ impl StatsGroups {
     pub const INTERFACE: Self = Self(16);
     pub const BLOCK: Self = Self(32);
     pub const PERF: Self = Self(64);
+    /// `VIR_DOMAIN_STATS_DIRTYRATE` (libvirt ≥ 7.2): the last memory dirty-rate
+    /// calculation. libvirt answers it with one QEMU monitor query per running domain.
+    pub const DIRTYRATE: Self = Self(512);
 
     /// Every group with its key prefix, for iteration.
-    pub const ALL: [(Self, &'static str); 7] = [
+    pub const ALL: [(Self, &'static str); 8] = [
         (Self::STATE, "state"),
         (Self::CPU_TOTAL, "cpu"),
         (Self::BALLOON, "balloon"),
@@ -36,6 +39,7 @@ impl StatsGroups {
         (Self::INTERFACE, "net"),
         (Self::BLOCK, "block"),
         (Self::PERF, "perf"),
+        (Self::DIRTYRATE, "dirtyrate"),
     ];
 
     pub const fn union(self, other: Self) -> Self {
@@ -67,7 +71,7 @@ impl std::ops::BitOr for StatsGroups {
 #[derive(Clone, Debug, PartialEq)]
 pub struct DomainStats {
     pub domain: DomainRef,
-    pub params: BTreeMap<String, TypedValue>,
+    pub params: Params,
     /// Problems met while gathering this domain's statistics (the rest is still valid).
     pub errors: Vec<String>,
 }
@@ -76,7 +80,7 @@ impl DomainStats {
     pub fn new(domain: DomainRef) -> Self {
         Self {
             domain,
-            params: BTreeMap::new(),
+            params: Params::new(),
             errors: Vec::new(),
         }
     }
@@ -104,23 +108,38 @@ impl DomainStats {
         Some(DomainState::new(state as u32, reason as u32))
     }
 
+    /// The parameter `<group>.<n>.<field>` (e.g. `block.1.rd.bytes`), looked up
+    /// without allocating.
+    pub fn get_indexed(&self, group: &str, n: u32, field: &str) -> Option<&TypedValue> {
+        self.get(IndexedKey::new(group, n, field).as_str()?)
+    }
+
+    /// [`DomainStats::get_indexed`] as a number.
+    pub fn f64_indexed(&self, group: &str, n: u32, field: &str) -> Option<f64> {
+        self.get_indexed(group, n, field)
+            .and_then(TypedValue::as_f64)
+    }
+
+    /// [`DomainStats::get_indexed`] as a string.
+    pub fn str_indexed(&self, group: &str, n: u32, field: &str) -> Option<&str> {
+        self.get_indexed(group, n, field)
+            .and_then(TypedValue::as_str)
+    }
+
     /// Whether any parameter of a group (by key prefix, e.g. `block`) is present.
     pub fn has_group(&self, prefix: &str) -> bool {
-        let dotted = format!("{prefix}.");
         self.params
-            .range(dotted.clone()..)
-            .next()
-            .is_some_and(|(k, _)| k.starts_with(&dotted))
+            .with_prefix(prefix)
+            .any(|(k, _)| k.as_bytes().get(prefix.len()) == Some(&b'.'))
     }
 
     /// The distinct numeric indices `N` of keys `<prefix>.N.*`, sorted; tolerates gaps.
     pub fn indices(&self, prefix: &str) -> Vec<u32> {
-        let dotted = format!("{prefix}.");
         let mut out: Vec<u32> = self
             .params
-            .range(dotted.clone()..)
-            .take_while(|(k, _)| k.starts_with(&dotted))
-            .filter_map(|(k, _)| k[dotted.len()..].split('.').next()?.parse().ok())
+            .with_prefix(prefix)
+            .filter_map(|(k, _)| k[prefix.len()..].strip_prefix('.'))
+            .filter_map(|rest| rest.split('.').next()?.parse().ok())
             .collect();
         out.sort_unstable();
         out.dedup();

@@ -15,6 +15,7 @@ pub mod hypervisor;
 pub mod metric;
 pub mod model;
 pub mod options;
+pub mod params;
 pub mod registry;
 pub mod sink;
 pub mod typed_value;
@@ -33,12 +34,13 @@ pub use health::{
 };
 pub use host::{version_string, JobStats, Machine, NodeInfo, NodeStats};
 pub use hypervisor::{
-    ConnectionStatus, DomainEntry, DomainStats, Hypervisor, HypervisorError, StatsGroups,
-    TypedValue,
+    ConnectionStatus, DomainEntry, DomainStats, Hypervisor, HypervisorError, IndexedKey, Params,
+    StatsGroups, TypedValue,
 };
 pub use metric::{JsonPath, MetricDesc, MetricKind, Unit};
 pub use model::{
-    Batch, DomainRef, DomainSamples, DomainSpec, DomainState, LifecycleEvent, Record, Sample,
+    Batch, DomainRef, DomainSamples, DomainSpec, DomainState, Labels, LifecycleEvent, Record,
+    Sample,
 };
 pub use options::{InstanceOverride, OptionError, PluginOptions};
 pub use registry::{

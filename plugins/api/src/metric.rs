@@ -27,6 +27,8 @@ pub enum Unit {
     Seconds,
     Bytes,
     Kibibytes,
+    /// 2^20 bytes (libvirt's and QEMU's "megabytes" of memory dirty rates).
+    Mebibytes,
     /// A count of things (requests, packets, faults, …).
     Count,
     /// A code or flag without dimension (states, booleans, info values).
@@ -59,6 +61,7 @@ impl Unit {
             Unit::Seconds => (Dimension::Time, s(1.0, 0)),
             Unit::Bytes => (Dimension::Size, s(1.0, 0)),
             Unit::Kibibytes => (Dimension::Size, s(1024.0, 0)),
+            Unit::Mebibytes => (Dimension::Size, s(1_048_576.0, 0)),
             Unit::Count => (Dimension::Count, s(1.0, 0)),
             Unit::None => (Dimension::None, s(1.0, 0)),
         }
@@ -105,6 +108,7 @@ impl Unit {
             Unit::Seconds => "seconds",
             Unit::Bytes => "bytes",
             Unit::Kibibytes => "kibibytes",
+            Unit::Mebibytes => "mebibytes",
             Unit::Count => "count",
             Unit::None => "none",
         }

@@ -121,13 +121,79 @@ impl DomainState {
     }
 }
 
+/// The label values of one sample, in the order of the metric's label names. Shared:
+/// the samples of one device clone one `Labels` (a reference count, no allocation), and
+/// a metric without labels allocates nothing. Reads as a slice (`labels[0]`,
+/// `labels.iter()`, `labels.len()`).
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct Labels(Option<Arc<[Arc<str>]>>);
+
+impl Labels {
+    /// No labels.
+    pub const NONE: Labels = Labels(None);
+
+    pub fn new(values: impl Into<Arc<[Arc<str>]>>) -> Self {
+        let values = values.into();
+        if values.is_empty() {
+            Self::NONE
+        } else {
+            Self(Some(values))
+        }
+    }
+
+    pub fn as_slice(&self) -> &[Arc<str>] {
+        self.0.as_deref().unwrap_or(&[])
+    }
+}
+
+impl std::ops::Deref for Labels {
+    type Target = [Arc<str>];
+
+    fn deref(&self) -> &[Arc<str>] {
+        self.as_slice()
+    }
+}
+
+impl std::fmt::Debug for Labels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl From<Vec<Arc<str>>> for Labels {
+    fn from(values: Vec<Arc<str>>) -> Self {
+        Self::new(values)
+    }
+}
+
+impl From<&[Arc<str>]> for Labels {
+    fn from(values: &[Arc<str>]) -> Self {
+        Self::new(values)
+    }
+}
+
+impl<const N: usize> From<[Arc<str>; N]> for Labels {
+    fn from(values: [Arc<str>; N]) -> Self {
+        Self::new(values)
+    }
+}
+
+impl<'a> IntoIterator for &'a Labels {
+    type Item = &'a Arc<str>;
+    type IntoIter = std::slice::Iter<'a, Arc<str>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.as_slice().iter()
+    }
+}
+
 /// One value of one declared metric. `metric` indexes the collector's declaration list;
 /// `labels` holds the values of that metric's label names, in declaration order; `value`
 /// is in the metric's declared [`crate::Unit`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sample {
     pub metric: u16,
-    pub labels: Vec<Arc<str>>,
+    pub labels: Labels,
     pub value: f64,
 }
 
@@ -136,16 +202,17 @@ impl Sample {
     pub fn new(metric: u16, value: f64) -> Self {
         Self {
             metric,
-            labels: Vec::new(),
+            labels: Labels::NONE,
             value,
         }
     }
 
-    /// A sample of a labelled metric.
-    pub fn labelled(metric: u16, labels: Vec<Arc<str>>, value: f64) -> Self {
+    /// A sample of a labelled metric. Pass a [`Labels`] clone to share one label set
+    /// between the samples of a device.
+    pub fn labelled(metric: u16, labels: impl Into<Labels>, value: f64) -> Self {
         Self {
             metric,
-            labels,
+            labels: labels.into(),
             value,
         }
     }
@@ -219,4 +286,24 @@ pub enum Record {
     Batch(Arc<Batch>),
     Event(Arc<LifecycleEvent>),
     Spec(Arc<DomainSpec>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_share_one_allocation_and_empty_ones_none() {
+        let dev = Labels::from(vec![Arc::<str>::from("vda")]);
+        let a = Sample::labelled(0, dev.clone(), 1.0);
+        let b = Sample::labelled(1, dev.clone(), 2.0);
+        assert!(std::ptr::eq(a.labels.as_slice(), b.labels.as_slice()));
+        assert_eq!(&*a.labels[0], "vda");
+        assert_eq!(a.labels.len(), 1);
+        assert_eq!(Labels::from(Vec::new()), Labels::NONE);
+        assert!(Sample::new(0, 1.0).labels.is_empty());
+        assert_eq!(Sample::labelled(0, Vec::new(), 1.0), Sample::new(0, 1.0));
+        assert_eq!(format!("{:?}", dev), r#"["vda"]"#);
+        assert_eq!((&dev).into_iter().count(), 1);
+    }
 }

@@ -197,6 +197,7 @@ mod tests {
             .is_err());
     }
 
+    #[cfg(feature = "http")]
     #[test]
     fn core_endpoints_cannot_be_shadowed() {
         let mut routes = HttpRoutes::new();

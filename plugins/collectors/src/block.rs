@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use vadvisor_api::{
-    async_trait, CollectContext, CollectError, Collected, Collector, CollectorPlugin, MetricDesc,
-    Registry, Sample, StatsGroups, Unit,
+    async_trait, CollectContext, CollectError, Collected, Collector, CollectorPlugin, Labels,
+    MetricDesc, Registry, Sample, StatsGroups, Unit,
 };
 
 use crate::devices::device_labels;
-use crate::params::{for_each_domain, push};
+use crate::params::{for_each_domain, push_indexed};
 
 const D: &[&str] = &["device"];
 
@@ -178,19 +178,13 @@ impl Collector for BlockCollector {
     async fn collect(&self, cx: &CollectContext) -> Result<Collected, CollectError> {
         for_each_domain(cx, |domain, samples| {
             for (n, label) in device_labels(domain, "block") {
-                let labels = [label.clone()];
+                let labels = Labels::from([label.clone()]);
                 for (i, suffix) in KEYS.iter().enumerate() {
-                    push(
-                        samples,
-                        domain,
-                        &format!("block.{n}.{suffix}"),
-                        i as u16,
-                        &labels,
-                    );
+                    push_indexed(samples, domain, ("block", n, suffix), i as u16, &labels);
                 }
                 let path: Arc<str> =
-                    Arc::from(domain.str(&format!("block.{n}.path")).unwrap_or(""));
-                samples.push(Sample::labelled(INFO, vec![label, path], 1.0));
+                    Arc::from(domain.str_indexed("block", n, "path").unwrap_or(""));
+                samples.push(Sample::labelled(INFO, [label, path], 1.0));
             }
         })
         .await

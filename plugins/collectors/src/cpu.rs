@@ -2,16 +2,14 @@
 //! state, wait and delay, plus current and maximum vCPU counts — from libvirt's
 //! `cpu-total` and `vcpu` statistics groups.
 
-use std::sync::Arc;
-
 use serde::Deserialize;
 use vadvisor_api::metric::Alias;
 use vadvisor_api::{
-    async_trait, CollectContext, CollectError, Collected, Collector, CollectorPlugin, MetricDesc,
-    Registry, StatsGroups, Unit,
+    async_trait, CollectContext, CollectError, Collected, Collector, CollectorPlugin, Labels,
+    MetricDesc, Registry, StatsGroups, Unit,
 };
 
-use crate::params::{for_each_domain, push};
+use crate::params::{for_each_domain, index_labels, push, push_indexed};
 
 const VCPU_STATES: &[&str] = &["Offline", "Running", "Blocked"];
 
@@ -118,19 +116,24 @@ impl Collector for CpuCollector {
 
     async fn collect(&self, cx: &CollectContext) -> Result<Collected, CollectError> {
         for_each_domain(cx, |domain, s| {
-            push(s, domain, "cpu.time", CPU_TIME, &[]);
-            push(s, domain, "cpu.user", CPU_USER, &[]);
-            push(s, domain, "cpu.system", CPU_SYSTEM, &[]);
-            push(s, domain, "vcpu.current", VCPUS_CURRENT, &[]);
-            push(s, domain, "vcpu.maximum", VCPUS_MAXIMUM, &[]);
+            let none = &Labels::NONE;
+            push(s, domain, "cpu.time", CPU_TIME, none);
+            push(s, domain, "cpu.user", CPU_USER, none);
+            push(s, domain, "cpu.system", CPU_SYSTEM, none);
+            push(s, domain, "vcpu.current", VCPUS_CURRENT, none);
+            push(s, domain, "vcpu.maximum", VCPUS_MAXIMUM, none);
             if self.options.per_vcpu {
                 // Indices come from the keys present, so gaps (hot-unplugged vCPUs) are fine.
                 for n in domain.indices("vcpu") {
-                    let labels: [Arc<str>; 1] = [Arc::from(n.to_string())];
-                    push(s, domain, &format!("vcpu.{n}.time"), VCPU_TIME, &labels);
-                    push(s, domain, &format!("vcpu.{n}.state"), VCPU_STATE, &labels);
-                    push(s, domain, &format!("vcpu.{n}.wait"), VCPU_WAIT, &labels);
-                    push(s, domain, &format!("vcpu.{n}.delay"), VCPU_DELAY, &labels);
+                    let labels = index_labels(n);
+                    for (field, metric) in [
+                        ("time", VCPU_TIME),
+                        ("state", VCPU_STATE),
+                        ("wait", VCPU_WAIT),
+                        ("delay", VCPU_DELAY),
+                    ] {
+                        push_indexed(s, domain, ("vcpu", n, field), metric, &labels);
+                    }
                 }
             }
         })
@@ -141,6 +144,7 @@ impl Collector for CpuCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
     use std::time::{Duration, Instant};
     use vadvisor_api::{FakeHypervisor, Hypervisor, TypedValue};
 

@@ -2,31 +2,28 @@
 //! stable stand-in when it reports none (SR-IOV/hostdev interfaces), never two series
 //! with the same label (which would break Prometheus scrapes).
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use vadvisor_api::DomainStats;
 
 /// `(index, label)` for every `<group>.N.*` device of a domain.
 pub(crate) fn device_labels(stats: &DomainStats, group: &str) -> Vec<(u32, Arc<str>)> {
-    let mut seen = HashSet::new();
-    stats
-        .indices(group)
-        .into_iter()
-        .map(|n| {
-            let base = stats
-                .str(&format!("{group}.{n}.name"))
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("{group}{n}"));
-            let mut label = base.clone();
-            if !seen.insert(label.clone()) {
-                label = format!("{base}#{n}");
-                seen.insert(label.clone());
-            }
-            (n, Arc::from(label))
-        })
-        .collect()
+    let mut out: Vec<(u32, Arc<str>)> = Vec::new();
+    for n in stats.indices(group) {
+        let base: Arc<str> = match stats.str_indexed(group, n, "name") {
+            Some(name) if !name.is_empty() => Arc::from(name),
+            _ => Arc::from(format!("{group}{n}")),
+        };
+        // A handful of devices per domain: a linear scan beats hashing.
+        let taken = |l: &str| out.iter().any(|(_, o)| &**o == l);
+        let label = if taken(&base) {
+            Arc::from(format!("{base}#{n}"))
+        } else {
+            base
+        };
+        out.push((n, label));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -37,15 +34,13 @@ mod tests {
     #[test]
     fn unnamed_and_duplicate_devices_get_unique_labels() {
         let mut s = DomainStats::new(DomainRef::new("u", "n"));
-        s.params.insert("net.count".into(), TypedValue::UInt(3));
+        s.params.insert("net.count", TypedValue::UInt(3));
         s.params
-            .insert("net.0.name".into(), TypedValue::String("vnet0".into()));
+            .insert("net.0.name", TypedValue::String("vnet0".into()));
+        s.params.insert("net.0.rx.bytes", TypedValue::ULLong(1));
+        s.params.insert("net.1.rx.bytes", TypedValue::ULLong(1));
         s.params
-            .insert("net.0.rx.bytes".into(), TypedValue::ULLong(1));
-        s.params
-            .insert("net.1.rx.bytes".into(), TypedValue::ULLong(1));
-        s.params
-            .insert("net.2.name".into(), TypedValue::String("vnet0".into()));
+            .insert("net.2.name", TypedValue::String("vnet0".into()));
         let labels: Vec<String> = device_labels(&s, "net")
             .into_iter()
             .map(|(_, l)| l.to_string())

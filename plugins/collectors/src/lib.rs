@@ -4,6 +4,7 @@
 pub mod block;
 pub mod cpu;
 mod devices;
+pub mod dirtyrate;
 pub mod events;
 pub mod host;
 pub mod jobs;
@@ -18,6 +19,7 @@ use vadvisor_api::Registry;
 pub fn register_all(registry: &mut Registry) {
     block::register(registry);
     cpu::register(registry);
+    dirtyrate::register(registry);
     events::register(registry);
     host::register(registry);
     jobs::register(registry);

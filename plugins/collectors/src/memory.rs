@@ -6,8 +6,8 @@
 use serde::Deserialize;
 use vadvisor_api::metric::Alias;
 use vadvisor_api::{
-    async_trait, CollectContext, CollectError, Collected, Collector, CollectorPlugin, MetricDesc,
-    Registry, StatsGroups, Unit,
+    async_trait, CollectContext, CollectError, Collected, Collector, CollectorPlugin, Labels,
+    MetricDesc, Registry, StatsGroups, Unit,
 };
 
 use crate::params::{for_each_domain, push};
@@ -180,7 +180,7 @@ impl Collector for MemoryCollector {
     async fn collect(&self, cx: &CollectContext) -> Result<Collected, CollectError> {
         for_each_domain(cx, |domain, samples| {
             for (i, key) in KEYS.iter().enumerate() {
-                push(samples, domain, key, i as u16, &[]);
+                push(samples, domain, key, i as u16, &Labels::NONE);
             }
         })
         .await

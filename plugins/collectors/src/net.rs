@@ -4,12 +4,12 @@
 
 use serde::Deserialize;
 use vadvisor_api::{
-    async_trait, CollectContext, CollectError, Collected, Collector, CollectorPlugin, MetricDesc,
-    Registry, StatsGroups, Unit,
+    async_trait, CollectContext, CollectError, Collected, Collector, CollectorPlugin, Labels,
+    MetricDesc, Registry, StatsGroups, Unit,
 };
 
 use crate::devices::device_labels;
-use crate::params::{for_each_domain, push};
+use crate::params::{for_each_domain, push_indexed};
 
 const I: &[&str] = &["interface"];
 
@@ -120,15 +120,9 @@ impl Collector for NetCollector {
     async fn collect(&self, cx: &CollectContext) -> Result<Collected, CollectError> {
         for_each_domain(cx, |domain, samples| {
             for (n, label) in device_labels(domain, "net") {
-                let labels = [label];
+                let labels = Labels::from([label]);
                 for (i, suffix) in KEYS.iter().enumerate() {
-                    push(
-                        samples,
-                        domain,
-                        &format!("net.{n}.{suffix}"),
-                        i as u16,
-                        &labels,
-                    );
+                    push_indexed(samples, domain, ("net", n, suffix), i as u16, &labels);
                 }
             }
         })

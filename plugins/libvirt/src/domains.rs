@@ -16,7 +16,7 @@
 //!   connection.
 
 use vadvisor_api::{
-    normalize_uuid, DomainEntry, DomainRef, DomainState, HypervisorError, TypedValue,
+    normalize_uuid, DomainEntry, DomainRef, DomainState, HypervisorError, Params, TypedValue,
 };
 use virt::connect::Connect;
 use virt::domain::Domain;
@@ -63,11 +63,10 @@ pub(crate) fn fail(
     }
 }
 
-fn int_param(params: &[(String, TypedValue)], key: &str) -> Option<u32> {
+fn int_param(params: &Params, key: &str) -> Option<u32> {
     params
-        .iter()
-        .find(|(k, _)| k == key)
-        .and_then(|(_, v)| v.as_u64())
+        .get(key)
+        .and_then(TypedValue::as_u64)
         .and_then(|v| u32::try_from(v).ok())
 }
 

@@ -24,13 +24,14 @@ use crate::supervisor::Supervisor;
 const STATE_SHUTOFF: u64 = 5;
 
 /// Whether the per-domain fallback has anything to add to `stats` for `groups`
-/// (mirrors `Fallback::fill`: perf has no per-domain call, a shut-off domain only needs
+/// (mirrors `Fallback::fill`: perf and dirtyrate have no per-domain call, a shut-off domain only needs
 /// its state).
 pub(crate) fn needs_fallback(stats: &DomainStats, groups: StatsGroups) -> bool {
     let shutoff = stats.u64("state.state") == Some(STATE_SHUTOFF);
     StatsGroups::ALL.iter().any(|&(group, prefix)| {
         groups.contains(group)
             && group != StatsGroups::PERF
+            && group != StatsGroups::DIRTYRATE
             && (group == StatsGroups::STATE || !shutoff)
             && !stats.has_group(prefix)
     })
@@ -114,7 +115,8 @@ impl Fallback<'_> {
                 StatsGroups::VCPU => self.vcpu()?,
                 StatsGroups::INTERFACE => self.net()?,
                 StatsGroups::BLOCK => self.block()?,
-                // No per-domain API returns perf counters: nothing to fall back to.
+                // No per-domain API returns perf counters or the dirty rate: nothing to fall
+                // back to.
                 _ => {}
             }
         }
@@ -148,7 +150,7 @@ impl Fallback<'_> {
     }
 
     fn put(&mut self, key: String, value: TypedValue) {
-        self.stats.params.insert(key, value);
+        self.stats.params.insert(&key, value);
     }
 
     /// Inserts a counter unless libvirt reported it as unsupported (negative).

@@ -16,13 +16,13 @@
 //! domain. The memory is cleared on a new connection, and a domain that leaves the reply
 //! (shut off) is forgotten, so a restarted domain starts afresh.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use vadvisor_api::{DomainStats, StatsGroups, TypedValue};
+use vadvisor_api::{DomainStats, Params, StatsGroups};
 
 /// The groups `params` reports in full, as a `StatsGroups` bit set (`state` excluded).
-pub(crate) fn full_groups(params: &BTreeMap<String, TypedValue>) -> u32 {
+pub(crate) fn full_groups(params: &Params) -> u32 {
     let mut full = 0;
     for key in params.keys() {
         let Some((group, rest)) = key.split_once('.') else {
@@ -35,6 +35,7 @@ pub(crate) fn full_groups(params: &BTreeMap<String, TypedValue>) -> u32 {
             "net" if is_indexed(rest, "rx.bytes") => StatsGroups::INTERFACE,
             "block" if is_indexed(rest, "rd.reqs") => StatsGroups::BLOCK,
             "perf" => StatsGroups::PERF,
+            "dirtyrate" if rest == "calc_status" => StatsGroups::DIRTYRATE,
             _ => continue,
         };
         full |= bit.0;
@@ -118,7 +119,7 @@ impl GroupMemory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vadvisor_api::DomainRef;
+    use vadvisor_api::{DomainRef, TypedValue};
 
     /// Every requested group but perf, as the agent's cpu+memory+block+net collectors ask.
     const REQUESTED: StatsGroups = StatsGroups(
@@ -138,7 +139,7 @@ mod tests {
             } else {
                 TypedValue::ULLong(1)
             };
-            d.params.insert((*k).to_string(), v);
+            d.params.insert(k, v);
         }
         d
     }

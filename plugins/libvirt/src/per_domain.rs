@@ -163,7 +163,7 @@ mod tests {
         let mut stats = DomainStats::new(DomainRef::new(uuid, format!("dom-{uuid}")));
         stats
             .params
-            .insert("state.state".into(), vadvisor_api::TypedValue::Int(1));
+            .insert("state.state", vadvisor_api::TypedValue::Int(1));
         Job {
             index,
             stats,
@@ -181,7 +181,7 @@ mod tests {
                 std::thread::sleep(ms(extra * 100));
             }
             s.params
-                .insert("cpu.time".into(), vadvisor_api::TypedValue::ULLong(1));
+                .insert("cpu.time", vadvisor_api::TypedValue::ULLong(1));
             Ok(Some(s))
         }
     }

@@ -3,7 +3,6 @@
 //! partial-group check (`partial`). What a hung domain still costs is written down in
 //! docs/libvirt-backend.md.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tracing::{debug, warn};
@@ -78,7 +77,7 @@ fn bulk_attempt(
     let mut pending = Vec::new();
     for rec in records {
         let mut d = DomainStats::new(DomainRef::new(rec.uuid, rec.name));
-        d.params = rec.params.into_iter().collect::<BTreeMap<_, _>>();
+        d.params = rec.params;
         if needs_fallback(&d, groups) {
             pending.push((stats.len(), rec.domain));
         }

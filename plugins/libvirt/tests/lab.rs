@@ -378,7 +378,7 @@ async fn lab_fallback_synthesises_the_bulk_keys() {
         bulk_only.extend(
             b.params
                 .keys()
-                .filter(|k| !f.params.contains_key(*k))
+                .filter(|k| !f.params.contains_key(k))
                 .map(|k| {
                     // vcpu.3.wait -> vcpu.N.wait
                     k.split('.')

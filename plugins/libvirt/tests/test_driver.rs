@@ -213,7 +213,6 @@ async fn custom_node_domains_report_what_they_have() {
         .params
         .keys()
         .filter(|k| k.starts_with(&format!("block.{hdc}.")))
-        .map(String::as_str)
         .collect();
     assert_eq!(hdc_keys, [format!("block.{hdc}.name")]);
     let vdb = index_of(full, "block", "vdb");

@@ -12,7 +12,9 @@ use virt::domain::Domain;
 use virt::error::Error;
 use virt::sys;
 
-use super::params::{c_array_to_string, params_from_raw, Params};
+use vadvisor_api::Params;
+
+use super::params::{c_array_to_string, stats_params_from_raw};
 
 /// One domain of a `virConnectGetAllDomainStats` reply, fully owned.
 pub struct RawRecord {
@@ -74,7 +76,7 @@ fn copy_record(rec: &sys::virDomainStatsRecord) -> Result<Option<RawRecord>, Err
         .into_owned();
     // SAFETY: `rec.params` holds `rec.nparams` parameters that libvirt initialised,
     // string members included; they stay valid until the list is freed.
-    let params = unsafe { params_from_raw(rec.params, rec.nparams) };
+    let params = unsafe { stats_params_from_raw(rec.params, rec.nparams) };
     // SAFETY: `rec.dom` is valid; virDomainRef adds a reference that the new `Domain`
     // owns and releases with virDomainFree when dropped, independently of the list.
     if unsafe { sys::virDomainRef(rec.dom) } < 0 {
@@ -147,9 +149,7 @@ mod tests {
             .find(|r| r.name == "test")
             .expect("domain `test`");
         assert_eq!(test.uuid, "6695eb01-f6a4-8304-79aa-97f2502e193f");
-        assert!(test
-            .params
-            .contains(&("state.state".to_string(), TypedValue::Int(1))));
+        assert_eq!(test.params.get("state.state"), Some(&TypedValue::Int(1)));
         // The copied domain reference outlives the freed list.
         assert_eq!(domain_state(&test.domain).expect("state").0, 1);
     }

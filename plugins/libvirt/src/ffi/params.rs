@@ -1,11 +1,13 @@
 //! Typed-parameter conversion: a `virTypedParameter` array → owned
-//! `(String, TypedValue)` pairs, never panicking on what libvirt puts there.
+//! `(String, TypedValue)` pairs, or straight into a sorted [`StatsParams`] (the bulk
+//! reply's hot path: no allocation per key), never panicking on what libvirt puts there.
 
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
+use std::borrow::Cow;
 use std::ffi::{c_char, c_int, CStr};
 
-use vadvisor_api::TypedValue;
+use vadvisor_api::{Params as StatsParams, TypedValue};
 use virt::sys;
 
 /// Owned typed parameters, in libvirt's order.
@@ -14,22 +16,27 @@ pub type Params = Vec<(String, TypedValue)>;
 /// Reads a fixed-size C character array up to its first NUL (or its end, when libvirt
 /// filled it completely), decoding invalid UTF-8 lossily.
 pub(super) fn c_array_to_string(chars: &[c_char]) -> String {
-    let bytes: Vec<u8> = chars
-        .iter()
-        .map(|&c| c as u8)
-        .take_while(|&b| b != 0)
-        .collect();
-    String::from_utf8_lossy(&bytes).into_owned()
+    c_array_str(chars).into_owned()
 }
 
-/// Converts one typed parameter; `None` for a type this crate does not know.
+/// A fixed-size C character array up to its first NUL (or its end), borrowed when it is
+/// valid UTF-8 (libvirt's field names always are), decoded lossily otherwise.
+fn c_array_str(chars: &[c_char]) -> Cow<'_, str> {
+    // SAFETY: `c_char` is `i8` or `u8`, both one byte with the same size and alignment
+    // as `u8`; the new slice covers exactly the same initialised memory, read-only, for
+    // the lifetime of `chars`.
+    let bytes = unsafe { std::slice::from_raw_parts(chars.as_ptr().cast::<u8>(), chars.len()) };
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end])
+}
+
+/// Converts one typed parameter's value; `None` for a type this crate does not know.
 ///
 /// # Safety
 ///
 /// When `p.type_` is `VIR_TYPED_PARAM_STRING`, `p.value.s` must be null or point to a
 /// NUL-terminated string that stays valid for the duration of the call.
-unsafe fn param_from_raw(p: &sys::virTypedParameter) -> Option<(String, TypedValue)> {
-    let name = c_array_to_string(&p.field);
+unsafe fn value_from_raw(p: &sys::virTypedParameter) -> Option<TypedValue> {
     let Ok(kind) = u32::try_from(p.type_) else {
         return None;
     };
@@ -55,7 +62,27 @@ unsafe fn param_from_raw(p: &sys::virTypedParameter) -> Option<(String, TypedVal
             _ => return None,
         }
     };
-    Some((name, value))
+    Some(value)
+}
+
+/// The parameters of a `(params, nparams)` array as a slice; empty for a null pointer or
+/// a non-positive count.
+///
+/// # Safety
+///
+/// `params` must be null or point to `nparams` initialised `virTypedParameter`s that
+/// stay valid (and are not written) for `'a`.
+unsafe fn raw_slice<'a>(
+    params: *const sys::virTypedParameter,
+    nparams: c_int,
+) -> &'a [sys::virTypedParameter] {
+    match usize::try_from(nparams) {
+        Ok(n) if n > 0 && !params.is_null() => {
+            // SAFETY: the caller guarantees `params` points to `n` initialised elements.
+            unsafe { std::slice::from_raw_parts(params, n) }
+        }
+        _ => &[],
+    }
 }
 
 /// Copies a `virTypedParameter` array into owned values. Parameters of an unknown type
@@ -68,19 +95,35 @@ unsafe fn param_from_raw(p: &sys::virTypedParameter) -> Option<(String, TypedVal
 /// every string-typed entry must hold null or a valid NUL-terminated string, all valid
 /// for the duration of the call. The array is only read, never freed.
 pub unsafe fn params_from_raw(params: *const sys::virTypedParameter, nparams: c_int) -> Params {
-    let Ok(n) = usize::try_from(nparams) else {
-        return Vec::new();
-    };
-    if params.is_null() || n == 0 {
-        return Vec::new();
-    }
-    // SAFETY: the caller guarantees `params` points to `n` initialised elements.
-    let slice = unsafe { std::slice::from_raw_parts(params, n) };
+    // SAFETY: forwarded from the caller.
+    let slice = unsafe { raw_slice(params, nparams) };
     slice
         .iter()
-        // SAFETY: the caller guarantees the string members are valid.
-        .filter_map(|p| unsafe { param_from_raw(p) })
+        .filter_map(|p| {
+            // SAFETY: the caller guarantees the string members are valid.
+            let value = unsafe { value_from_raw(p) }?;
+            Some((c_array_str(&p.field).into_owned(), value))
+        })
         .collect()
+}
+
+/// Like [`params_from_raw`], straight into sorted statistics parameters: the keys are
+/// copied into one shared buffer, never one allocation each.
+///
+/// # Safety
+///
+/// As [`params_from_raw`].
+pub unsafe fn stats_params_from_raw(
+    params: *const sys::virTypedParameter,
+    nparams: c_int,
+) -> StatsParams {
+    // SAFETY: forwarded from the caller.
+    let slice = unsafe { raw_slice(params, nparams) };
+    StatsParams::from_unsorted(slice.iter().filter_map(|p| {
+        // SAFETY: the caller guarantees the string members are valid.
+        let value = unsafe { value_from_raw(p) }?;
+        Some((c_array_str(&p.field), value))
+    }))
 }
 
 /// A zeroed typed parameter, for output buffers.
@@ -159,6 +202,52 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn stats_params_are_sorted_and_match_the_owned_copy() {
+        let s = CString::new("vda").unwrap();
+        let params = [
+            param(b"state.state", sys::VIR_TYPED_PARAM_INT, V { i: 1 }),
+            param(
+                b"block.10.rd.bytes",
+                sys::VIR_TYPED_PARAM_ULLONG,
+                V { ul: 10 },
+            ),
+            param(
+                b"block.2.rd.bytes",
+                sys::VIR_TYPED_PARAM_ULLONG,
+                V { ul: 2 },
+            ),
+            param(
+                b"block.2.name",
+                sys::VIR_TYPED_PARAM_STRING,
+                V {
+                    s: s.as_ptr() as *mut c_char,
+                },
+            ),
+            param(b"unknown.type", 99, V { ul: 1 }),
+            param(b"bad.\xffkey", sys::VIR_TYPED_PARAM_UINT, V { ui: 3 }),
+        ];
+        // SAFETY: as in `convert`.
+        let stats = unsafe { stats_params_from_raw(params.as_ptr(), params.len() as c_int) };
+        assert_eq!(
+            stats.keys().collect::<Vec<_>>(),
+            [
+                "bad.\u{fffd}key",
+                "block.10.rd.bytes",
+                "block.2.name",
+                "block.2.rd.bytes",
+                "state.state"
+            ]
+        );
+        assert_eq!(
+            stats.get("block.2.name"),
+            Some(&TypedValue::String("vda".into()))
+        );
+        assert_eq!(stats, StatsParams::from_unsorted(convert(&params)));
+        // SAFETY: null pointer is explicitly allowed.
+        assert!(unsafe { stats_params_from_raw(ptr::null(), 3) }.is_empty());
     }
 
     #[test]
