@@ -42,7 +42,7 @@ fn samples(metrics: &[MetricDesc], t: u64, d: usize) -> Vec<Sample> {
     for (m, desc) in metrics.iter().enumerate() {
         let items = if desc.labels.contains(&"vcpu") { 2 } else { 1 };
         for i in 0..items {
-            let labels = desc.labels.iter().map(|l| label(l, i)).collect();
+            let labels: Vec<Arc<str>> = desc.labels.iter().map(|l| label(l, i)).collect();
             let value = if desc.states.is_empty() {
                 (t * 1_000_003 + d as u64 * 7_919 + m as u64 * 104_729) as f64 * 1_000.0
             } else {
