@@ -414,16 +414,25 @@ mod tests {
 
     #[test]
     fn header_and_idle_timeouts() {
-        let t = tracker(10);
+        // Timeouts ten times those of `tracker` so that every check has 500 ms of margin
+        // against a late wake-up on a loaded machine.
+        let t = Tracker::new(
+            Limits {
+                header_timeout: Duration::from_millis(2000),
+                idle_timeout: Duration::from_millis(4000),
+                max_connections: 10,
+            },
+            Health::new(),
+        );
         let silent = t.admit().unwrap();
         let partial = t.admit().unwrap();
         let keepalive = t.admit().unwrap();
         drop(keepalive.conn.request_started());
         let busy = t.admit().unwrap();
         let _g = busy.conn.request_started();
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(1000));
         partial.conn.bytes_read();
-        std::thread::sleep(Duration::from_millis(150));
+        std::thread::sleep(Duration::from_millis(1500));
         t.reap();
         assert!(
             silent.conn.closed().is_cancelled(),
@@ -433,14 +442,14 @@ mod tests {
             !partial.conn.closed().is_cancelled(),
             "header clock runs from its first byte"
         );
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(1000));
         t.reap();
         assert!(partial.conn.closed().is_cancelled());
         assert!(
             !keepalive.conn.closed().is_cancelled(),
             "idle timeout is longer"
         );
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(2000));
         t.reap();
         assert!(keepalive.conn.closed().is_cancelled());
         assert!(
