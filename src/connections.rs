@@ -5,7 +5,9 @@
 //! idle keep-alive timeout. Shedding picks connections that never completed a request
 //! (slow or silent clients) before idle keep-alive ones that did (real clients). A connection is busy while a request is in flight (its
 //! response body included) and idle otherwise. Hitting a limit is counted in
-//! [`Health`] and logged once per episode.
+//! [`Health`] and logged once per episode. The reaper that enforces the timeouts sleeps
+//! while there is no connection and no episode to end, so an idle agent does not wake
+//! up for it.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -129,6 +131,8 @@ pub struct Tracker {
     conns: Mutex<BTreeMap<u64, Arc<Conn>>>,
     health: Arc<Health>,
     episodes: Mutex<BTreeMap<&'static str, Episode>>,
+    /// Signalled on every admitted connection, to wake a sleeping reaper.
+    admitted: tokio::sync::Notify,
 }
 
 /// Keeps a connection registered; dropping it unregisters the connection.
@@ -157,6 +161,7 @@ impl Tracker {
             conns: Mutex::new(BTreeMap::new()),
             health,
             episodes: Mutex::new(BTreeMap::new()),
+            admitted: tokio::sync::Notify::new(),
         })
     }
 
@@ -257,6 +262,8 @@ impl Tracker {
         conns.insert(conn.id, conn.clone());
         let n = conns.len();
         drop(conns);
+        // Stores a permit when the reaper is not waiting yet, so no wake-up is lost.
+        self.admitted.notify_one();
         self.health.set_http_connections(n as u64);
         self.hit(SHED, shed);
         Some(Admitted {
@@ -291,13 +298,33 @@ impl Tracker {
         self.end_quiet_episodes();
     }
 
-    /// Reaps every 100 ms until `shutdown`.
+    /// Nothing for the reaper to do: no open connection and no episode to end.
+    fn is_quiet(&self) -> bool {
+        self.conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+            && self
+                .episodes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .all(|e| e.last_hit.is_none())
+    }
+
+    /// Reaps every 100 ms until `shutdown`, sleeping while [`Tracker::is_quiet`].
     pub fn spawn_reaper(self: &Arc<Self>, shutdown: CancellationToken) {
         let tracker = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(100));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
+                if tracker.is_quiet() {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tracker.admitted.notified() => tick.reset(),
+                    }
+                }
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tick.tick() => tracker.reap(),
@@ -354,17 +381,58 @@ mod tests {
     }
 
     #[test]
-    fn header_and_idle_timeouts() {
+    fn the_reaper_has_work_only_with_connections_or_an_open_episode() {
         let t = tracker(10);
+        assert!(t.is_quiet());
+        let a = t.admit().unwrap();
+        assert!(!t.is_quiet());
+        std::thread::sleep(Duration::from_millis(250));
+        t.reap();
+        assert!(a.conn.closed().is_cancelled());
+        drop(a);
+        assert!(!t.is_quiet(), "the header-timeout episode is still open");
+        t.episodes
+            .lock()
+            .unwrap()
+            .values_mut()
+            .for_each(|e| *e = Episode::default());
+        assert!(t.is_quiet());
+    }
+
+    #[tokio::test]
+    async fn a_sleeping_reaper_wakes_for_a_new_connection() {
+        let t = tracker(10);
+        let stop = CancellationToken::new();
+        t.spawn_reaper(stop.clone());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let c = t.admit().unwrap();
+        // Past the header timeout (200 ms): the reaper closes the silent connection.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(c.conn.closed().is_cancelled());
+        stop.cancel();
+    }
+
+    #[test]
+    fn header_and_idle_timeouts() {
+        // Timeouts ten times those of `tracker` so that every check has 500 ms of margin
+        // against a late wake-up on a loaded machine.
+        let t = Tracker::new(
+            Limits {
+                header_timeout: Duration::from_millis(2000),
+                idle_timeout: Duration::from_millis(4000),
+                max_connections: 10,
+            },
+            Health::new(),
+        );
         let silent = t.admit().unwrap();
         let partial = t.admit().unwrap();
         let keepalive = t.admit().unwrap();
         drop(keepalive.conn.request_started());
         let busy = t.admit().unwrap();
         let _g = busy.conn.request_started();
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(1000));
         partial.conn.bytes_read();
-        std::thread::sleep(Duration::from_millis(150));
+        std::thread::sleep(Duration::from_millis(1500));
         t.reap();
         assert!(
             silent.conn.closed().is_cancelled(),
@@ -374,14 +442,14 @@ mod tests {
             !partial.conn.closed().is_cancelled(),
             "header clock runs from its first byte"
         );
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(1000));
         t.reap();
         assert!(partial.conn.closed().is_cancelled());
         assert!(
             !keepalive.conn.closed().is_cancelled(),
             "idle timeout is longer"
         );
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(2000));
         t.reap();
         assert!(keepalive.conn.closed().is_cancelled());
         assert!(

@@ -88,34 +88,67 @@ impl<T: AsyncRead + Unpin> AsyncRead for JsonParseErrors<T> {
     }
 }
 
+impl<T: AsyncWrite + Unpin> JsonParseErrors<T> {
+    /// Writes `len` bytes starting with `first` through `write`, or the replacement
+    /// instead when they start a response head hyper produced on its own.
+    fn write_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        first: &[u8],
+        len: usize,
+        write: impl FnOnce(Pin<&mut T>, &mut Context<'_>) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        let status = if self.replacement.is_none() {
+            head_status(first).filter(|s| *s >= 200)
+        } else {
+            None
+        };
+        if let Some(status) = status {
+            let unaccounted = self.heads >= self.conn.started();
+            if unaccounted && matches!(status, 400 | 414 | 431) {
+                self.replacement = Some((render(status), 0));
+            }
+        }
+        if self.replacement.is_some() {
+            ready!(self.drain(cx))?;
+            // hyper's own bytes are consumed; the replacement went out instead.
+            return Poll::Ready(Ok(len));
+        }
+        let poll = write(Pin::new(&mut self.inner), cx);
+        if status.is_some() && matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
+            self.heads += 1;
+        }
+        poll
+    }
+}
+
 impl<T: AsyncWrite + Unpin> AsyncWrite for JsonParseErrors<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        let status = if this.replacement.is_none() {
-            head_status(buf).filter(|s| *s >= 200)
-        } else {
-            None
-        };
-        if let Some(status) = status {
-            let unaccounted = this.heads >= this.conn.started();
-            if unaccounted && matches!(status, 400 | 414 | 431) {
-                this.replacement = Some((render(status), 0));
-            }
-        }
-        if this.replacement.is_some() {
-            ready!(this.drain(cx))?;
-            // hyper's own bytes are consumed; the replacement went out instead.
-            return Poll::Ready(Ok(buf.len()));
-        }
-        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if status.is_some() && matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
-            this.heads += 1;
-        }
-        poll
+        self.write_with(cx, buf, buf.len(), |io, cx| io.poll_write(cx, buf))
+    }
+
+    /// Vectored writes let hyper send a response body from its own buffers instead of
+    /// copying it into the connection's write buffer; a response head hyper writes
+    /// starts the first non-empty slice.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let first = bufs
+            .iter()
+            .find(|b| !b.is_empty())
+            .map_or(&[][..], |b| &b[..]);
+        let len = bufs.iter().map(|b| b.len()).sum();
+        self.write_with(cx, first, len, |io, cx| io.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -143,5 +176,45 @@ mod tests {
         assert_eq!(v["status"], 431);
         assert_eq!(head_status(b"HTTP/1.1 414 URI Too Long\r\n"), Some(414));
         assert_eq!(head_status(b"{\"a\":1}"), None);
+    }
+
+    fn conn() -> Arc<Conn> {
+        let limits = crate::connections::Limits {
+            header_timeout: std::time::Duration::from_secs(5),
+            idle_timeout: std::time::Duration::from_secs(5),
+            max_connections: 4,
+        };
+        let tracker = crate::connections::Tracker::new(limits, vadvisor_api::Health::new());
+        let admitted = tracker.admit().expect("admitted");
+        admitted.conn.clone()
+    }
+
+    /// hyper writes its own 431 head with a vectored write (the path it takes when the
+    /// connection supports them): the JSON replacement goes out instead, and the
+    /// wrapper reports what the stream below supports.
+    #[tokio::test]
+    async fn vectored_writes_are_replaced_too() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (near, mut far) = tokio::io::duplex(64 * 1024);
+        let mut io = JsonParseErrors::new(near, conn());
+        let head = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n";
+        let bufs = [
+            io::IoSlice::new(b""),
+            io::IoSlice::new(head),
+            io::IoSlice::new(b"\r\n"),
+        ];
+        let n = io.write_vectored(&bufs).await.unwrap();
+        assert_eq!(n, head.len() + 2, "hyper's bytes count as written");
+        io.shutdown().await.unwrap();
+        let mut out = String::new();
+        far.read_to_string(&mut out).await.unwrap();
+        assert_eq!(out.as_bytes(), render(431));
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let tcp = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let io = JsonParseErrors::new(tcp, conn());
+        assert!(io.is_write_vectored(), "TCP: hyper may queue bodies");
     }
 }

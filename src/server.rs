@@ -1,7 +1,10 @@
 //! The accept loop and per-connection driver of the shared HTTP server: every accepted
 //! connection is admitted by the [`Tracker`] (connection limit, header and idle
 //! timeouts), optionally completes a TLS handshake, and is served by hyper's HTTP/1
-//! connection with the router as its service. Closing a shed or expired connection
+//! connection with the router as its service. Every I/O wrapper passes vectored
+//! writes through, so hyper queues response bodies (shared, not copied) instead of
+//! flattening each into a per-connection buffer that would keep the size of the
+//! largest response for the connection's life. Closing a shed or expired connection
 //! drops it (freeing its socket at once); shutdown lets in-flight responses finish.
 
 use std::convert::Infallible;
@@ -209,5 +212,17 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Activity<T> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }

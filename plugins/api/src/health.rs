@@ -103,6 +103,14 @@ pub struct DomainHealth {
     pub last_complete: Option<SystemTime>,
 }
 
+/// The entry of `key`, made only when it is new (no key copy per update on the hot path).
+fn entry<'m, V: Default>(map: &'m mut BTreeMap<String, V>, key: &str) -> &'m mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_string(), V::default());
+    }
+    map.get_mut(key).expect("inserted just above")
+}
+
 impl Health {
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
@@ -111,7 +119,7 @@ impl Health {
     /// Records one collector run.
     pub fn record_run(&self, collector: &str, took: Duration, success: bool, domain_errors: u64) {
         let mut map = self.collectors.write().unwrap_or_else(|e| e.into_inner());
-        let entry = map.entry(collector.to_string()).or_default();
+        let entry = entry(&mut map, collector);
         entry.last_duration = took;
         entry.last_success = success;
         entry.last_run = Some(SystemTime::now());
@@ -152,7 +160,7 @@ impl Health {
     /// Records that a domain got a sample at `at`, with `errors` problems (0: complete).
     pub fn record_domain(&self, uuid: &str, name: &str, at: SystemTime, errors: u64) {
         let mut map = self.domains.write().unwrap_or_else(|e| e.into_inner());
-        let entry = map.entry(uuid.to_string()).or_default();
+        let entry = entry(&mut map, uuid);
         if entry.name != name {
             entry.name = name.to_string();
         }
@@ -179,9 +187,7 @@ impl Health {
     /// Records how many libvirt calls the collector's last tick made.
     pub fn record_tick_calls(&self, collector: &str, calls: u64) {
         let mut map = self.collectors.write().unwrap_or_else(|e| e.into_inner());
-        map.entry(collector.to_string())
-            .or_default()
-            .last_tick_libvirt_calls = calls;
+        entry(&mut map, collector).last_tick_libvirt_calls = calls;
     }
 
     pub fn collectors(&self) -> BTreeMap<String, CollectorHealth> {

@@ -1,13 +1,13 @@
 //! libvirt's process-wide setup: its stderr error printing silenced, its default event
 //! loop registered and run on a `libvirt-events` thread (keepalive probes and the
-//! close and lifecycle callbacks need it), with a 1 s timer so the loop wakes regularly.
+//! close and lifecycle callbacks need it). The loop sleeps until one of its sockets or
+//! timers (keepalive) is due: libvirt interrupts it whenever a handle or timer is added,
+//! so it needs no periodic wake-up of its own.
 
 use std::sync::Once;
 use std::time::Duration;
 
 use tracing::{debug, warn};
-
-use crate::ffi;
 
 static LIBVIRT_INIT: Once = Once::new();
 
@@ -21,9 +21,6 @@ pub(crate) fn init_libvirt() {
                 "cannot register libvirt's event loop: keepalive and close detection are off"
             );
             return;
-        }
-        if let Err(e) = ffi::add_wakeup_timer(1000) {
-            debug!(error = %e.message(), "cannot add the libvirt event-loop wake-up timer");
         }
         let spawned = std::thread::Builder::new()
             .name("libvirt-events".to_string())

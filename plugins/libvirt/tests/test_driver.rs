@@ -291,7 +291,7 @@ fn shape(stats: &[DomainStats]) -> Vec<(String, Vec<String>, Vec<String>)> {
         .map(|d| {
             (
                 d.domain.name.to_string(),
-                d.params.keys().cloned().collect(),
+                d.params.keys().map(str::to_string).collect(),
                 d.errors.clone(),
             )
         })

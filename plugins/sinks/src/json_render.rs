@@ -1,11 +1,14 @@
 //! Renders samples into vAdvisor's nested JSON sample shape, driven only by each
 //! metric's declared JSON path and unit — so third-party collectors appear in the REST
 //! API without any change here. Values are prepared once (converted, placed) when a
-//! batch arrives and kept in that compact form; JSON is built only when requested.
+//! batch arrives and kept in that compact form; JSON text is written from them by
+//! [`crate::json_write`]. [`place`], the `serde_json::Value` renderer that defined the
+//! output, is kept for tests as the reference the writer must match byte for byte.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+#[cfg(test)]
 use serde_json::{Map, Value};
 use vadvisor_api::metric::JsonSegment;
 use vadvisor_api::{JsonPath, MetricDesc, Sample};
@@ -18,6 +21,7 @@ pub enum JsonScalar {
     Str(&'static str),
 }
 
+#[cfg(test)]
 impl JsonScalar {
     fn to_value(&self) -> Value {
         match *self {
@@ -33,10 +37,10 @@ impl JsonScalar {
 /// One sample in its compact, placeable form.
 #[derive(Clone, Debug)]
 pub struct PreparedValue {
-    path: Arc<JsonPath>,
+    pub(crate) path: Arc<JsonPath>,
     /// Label values for the path's list segments, in order.
-    keys: Vec<Arc<str>>,
-    value: JsonScalar,
+    pub(crate) keys: Vec<Arc<str>>,
+    pub(crate) value: JsonScalar,
 }
 
 /// Converts samples to [`PreparedValue`]s, caching parsed paths.
@@ -114,12 +118,14 @@ fn scalar(desc: &MetricDesc, unit: vadvisor_api::Unit, raw: f64) -> JsonScalar {
 }
 
 /// Places prepared values into `root` (a JSON object).
+#[cfg(test)]
 pub fn place(root: &mut Map<String, Value>, values: &[PreparedValue]) {
     for v in values {
         place_one(root, &v.path.segments, &v.keys, v.value.to_value());
     }
 }
 
+#[cfg(test)]
 fn place_one(
     obj: &mut Map<String, Value>,
     segments: &[JsonSegment],

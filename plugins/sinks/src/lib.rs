@@ -4,6 +4,7 @@
 pub mod events;
 pub mod http_util;
 pub mod json_render;
+pub mod json_write;
 pub mod prometheus;
 pub mod remote_write;
 pub mod rest;

@@ -207,9 +207,7 @@ mod tests {
         .expect("list stats");
         assert_eq!(recs.len(), 1, "{recs:?}");
         assert_eq!(recs[0].uuid, "6695eb01-f6a4-8304-79aa-97f2502e193f");
-        assert!(recs[0]
-            .params
-            .contains(&("state.state".to_string(), TypedValue::Int(1))));
+        assert_eq!(recs[0].params.get("state.state"), Some(&TypedValue::Int(1)));
         // The records own their references: the given handle can go first.
         drop(test);
         assert_eq!(domain_state(&recs[0].domain).expect("state").0, 1);

@@ -2,7 +2,8 @@
 //! `unsafe` block carries a `// SAFETY:` note). It owns what the `virt` 0.5 crate gets
 //! wrong or does not wrap, one concern per file:
 //!
-//! - typed-parameter conversion (`virTypedParameter` array → owned `(String, TypedValue)`);
+//! - typed-parameter conversion (`virTypedParameter` array → owned `(String, TypedValue)`,
+//!   or for the bulk reply straight into sorted `vadvisor_api::Params`);
 //! - `virConnectGetAllDomainStats` and `virDomainListGetStats` (one shard's domains),
 //!   copied into owned [`RawRecord`]s and freed with `virDomainStatsRecordListFree`
 //!   (the `virt` wrapper leaks every record);
@@ -15,8 +16,7 @@
 //! - the domain lifecycle event callback (`virConnectDomainEventRegisterAny` for
 //!   `VIR_DOMAIN_EVENT_ID_LIFECYCLE`), whose `opaque` is a registry key, not a pointer;
 //! - `virDomainGetJobStats` with the libvirt-allocated array freed by libvirt;
-//! - `virNodeGetCPUStats` and `virNodeGetMemoryStats` (no `virt` wrappers);
-//! - a periodic no-op event-loop timer (the `virt` wrapper mishandles its error path).
+//! - `virNodeGetCPUStats` and `virNodeGetMemoryStats` (no `virt` wrappers).
 //!
 //!
 //! Every function here returns owned Rust values and never panics on libvirt output.
@@ -29,7 +29,6 @@ mod job;
 mod lifecycle;
 mod node;
 mod params;
-mod timer;
 
 pub use bulk::{domain_list_stats, get_all_domain_stats, RawRecord};
 pub use close::{CloseCallback, CloseSignal};
@@ -44,7 +43,6 @@ pub use lifecycle::{
 };
 pub use node::{node_cpu_stats, node_memory_stats};
 pub use params::{params_from_raw, Params};
-pub use timer::add_wakeup_timer;
 
 /// A `test:///default` connection for the unit tests of this module.
 #[cfg(test)]

@@ -3,16 +3,24 @@
 //! `GET /api/v1.0/stats/<uuid>` one domain; `?live=true` one fresh collection shared by
 //! concurrent callers; `/api/v1.0/stats` redirects to the slash form keeping the query.
 //! Also `/api/v1.0/specs`, from the `specs` collector's records ([`specs`]), and
-//! `/api/v1.0/machine`, the host's facts ([`machine`]).
+//! `/api/v1.0/machine`, the host's facts ([`machine`]). Stored samples are kept as JSON
+//! fragments ([`sample`], [`store`]) and responses stream from them ([`body`]).
 
+mod body;
+#[cfg(test)]
+mod legacy;
 pub mod machine;
+mod sample;
 pub mod specs;
 mod store;
+#[cfg(test)]
+mod store_tests;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+use vadvisor_api::axum::body::Body;
 use vadvisor_api::axum::extract::{Path, RawQuery};
 use vadvisor_api::axum::http::{header, StatusCode};
 use vadvisor_api::axum::response::{IntoResponse, Redirect, Response};
@@ -20,7 +28,8 @@ use vadvisor_api::axum::routing::get;
 use vadvisor_api::{async_trait, LiveCollect, OptionError, Record, Registry, Sink, SinkInput};
 
 use crate::http_util::{json_error, parse_bool, parse_query};
-pub use store::HistoryStore;
+pub use body::{JsonBody, Snapshot, CHUNK};
+pub use store::{HistoryStore, StoreFootprint};
 
 /// Options of the `rest` sink.
 #[derive(Clone, Debug, Deserialize)]
@@ -126,6 +135,10 @@ fn json_response(v: serde_json::Value) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
+fn json_bytes(body: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
 async fn render(state: &RestState, query: Option<String>, only: Option<&str>) -> Response {
     let params = match parse_query(query.as_deref(), &["live"]) {
         Ok(p) => p,
@@ -137,7 +150,7 @@ async fn render(state: &RestState, query: Option<String>, only: Option<&str>) ->
     };
     let rendered = if live {
         match state.live.collect_now().await {
-            Ok(batches) => state.store.render_live(&batches, only),
+            Ok(batches) => state.store.render_live(&batches, only).map(json_bytes),
             Err(e) => {
                 return json_error(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -145,14 +158,15 @@ async fn render(state: &RestState, query: Option<String>, only: Option<&str>) ->
                 )
             }
         }
-    } else if only.is_none() {
-        let body = state.store.render_all_bytes();
-        return ([(header::CONTENT_TYPE, "application/json")], body).into_response();
     } else {
-        state.store.render(only)
+        // Streamed from the stored fragments: no copy of the whole body is made.
+        state.store.snapshot(only).map(|s| {
+            let body = Body::new(JsonBody::new(s));
+            ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+        })
     };
     match rendered {
-        Some(v) => json_response(v),
+        Some(r) => r,
         None => json_error(
             StatusCode::NOT_FOUND,
             format!("no samples for domain `{}`", only.unwrap_or_default()),

@@ -1,40 +1,72 @@
-//! The REST sink's history: per domain, a time-bounded ring of samples kept in compact
-//! prepared form (not JSON text). One sample per tick: batches of one tick (same
-//! instant) merge into one sample, as vAdvisor had one sample per domain per second.
-//! Collectors with a longer interval contribute their latest values to every sample
-//! until their next run ("carried", with their age in the sample's `ages`), as long as
-//! their last run succeeded and the values are at most twice their interval old.
+//! The REST sink's history: per domain, a time-bounded ring of samples. One sample per
+//! tick: batches of one tick (same instant) merge into one sample, as vAdvisor had one
+//! sample per domain per second. Collectors with a longer interval contribute their
+//! latest values to every sample until their next run ("carried", with their age in
+//! the sample's `ages`), as long as their last run succeeded and the values are at most
+//! twice their interval old.
+//!
+//! Compact by construction: only a domain's newest sample keeps its collector runs
+//! (its tick's later batches still merge into it); once a newer tick arrives, it is
+//! sealed — written once as its JSON text ([`Fragment`], a few hundred bytes) and its
+//! values dropped. A read takes a [`Snapshot`] of references to the fragments (the
+//! newest samples written on demand and kept until they change), shared by the reads
+//! that arrive until the next change, and responses stream from it.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, RwLock};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, SystemTime};
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use vadvisor_api::{Batch, DomainState, HealthView};
 
-use serde_json::{Map, Value};
-use vadvisor_api::axum::body::Bytes;
-use vadvisor_api::{Batch, DomainState, HealthView, MetricDesc};
+use super::body::{DomainSnapshot, Snapshot};
+use super::sample::{self, sections_of, Fragment, Part};
+use crate::json_render::Preparer;
 
-use crate::json_render::{place, PreparedValue, Preparer};
-use crate::timefmt::iso_utc;
+/// The newest sample of a domain, still receiving its tick's batches.
+struct OpenSample {
+    state: Option<DomainState>,
+    /// Carried parts first, then the tick's own; a later part wins on a shared path.
+    parts: Vec<Part>,
+    /// Its text, written on the first read after its last change.
+    json: OnceLock<Fragment>,
+}
 
-/// One collector run's values for one domain, shared (not copied) by every sample
-/// that carries them.
-#[derive(Clone)]
-struct Part {
-    collector: Arc<str>,
-    at: SystemTime,
-    values: Arc<[PreparedValue]>,
-    /// The top-level JSON keys the collector writes (`diskio`), named in `ages`.
-    sections: Arc<[Arc<str>]>,
+impl OpenSample {
+    fn fragment(&self, at: SystemTime) -> &Fragment {
+        self.json
+            .get_or_init(|| sample::render(at, self.state, &self.parts))
+    }
+}
+
+enum Content {
+    Open(Box<OpenSample>),
+    Sealed(Fragment),
 }
 
 struct StoredSample {
     at: SystemTime,
-    state: Option<DomainState>,
-    /// Carried parts first, then the tick's own; a later part wins on a shared path.
-    parts: Vec<Part>,
+    content: Content,
+}
+
+impl StoredSample {
+    fn fragment(&self) -> &Fragment {
+        match &self.content {
+            Content::Open(open) => open.fragment(self.at),
+            Content::Sealed(f) => f,
+        }
+    }
+
+    /// Writes the sample's text and drops its values.
+    fn seal(&mut self) {
+        if let Content::Open(open) = &mut self.content {
+            let fragment = match open.json.take() {
+                Some(f) => f,
+                None => sample::render(self.at, open.state, &open.parts),
+            };
+            self.content = Content::Sealed(fragment);
+        }
+    }
 }
 
 struct DomainHistory {
@@ -42,6 +74,17 @@ struct DomainHistory {
     samples: VecDeque<StoredSample>,
     /// Each collector's latest part for this domain.
     latest: Vec<Part>,
+}
+
+/// What the history holds, for the memory benchmark.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreFootprint {
+    pub domains: usize,
+    pub samples: usize,
+    /// Samples still holding their values (at most one per domain).
+    pub open_samples: usize,
+    /// Bytes of JSON text held by sealed samples.
+    pub sealed_json_bytes: usize,
 }
 
 pub struct HistoryStore {
@@ -52,25 +95,11 @@ pub struct HistoryStore {
     /// Collector intervals and last-run outcomes (what decides carrying); without it
     /// nothing is carried.
     health: Option<HealthView>,
-    /// Bumped on every change, so the rendered `{uuid: [...]}` body can be reused until
-    /// the next tick instead of being rebuilt for every request.
+    /// Bumped on every change (under the write lock).
     generation: AtomicU64,
-    rendered_all: Mutex<Option<(u64, Bytes)>>,
-}
-
-/// The top-level JSON keys of a collector's metrics.
-fn sections_of(metrics: &[MetricDesc]) -> Arc<[Arc<str>]> {
-    let mut out: Vec<Arc<str>> = Vec::new();
-    for m in metrics {
-        let Some(json) = m.json else { continue };
-        for raw in std::iter::once(json.path).chain(m.json_also) {
-            let top = raw.split(['.', '[']).next().unwrap_or(raw);
-            if !out.iter().any(|s| &**s == top) {
-                out.push(top.into());
-            }
-        }
-    }
-    out.into()
+    /// The all-domains snapshot of the current generation, cleared on every change so
+    /// it never keeps expired fragments alive.
+    snapshot: Mutex<Option<(u64, Arc<Snapshot>)>>,
 }
 
 impl HistoryStore {
@@ -82,7 +111,7 @@ impl HistoryStore {
             preparer: Preparer::new(),
             health: None,
             generation: AtomicU64::new(0),
-            rendered_all: Mutex::new(None),
+            snapshot: Mutex::new(None),
         }
     }
 
@@ -108,9 +137,17 @@ impl HistoryStore {
         ok && !interval.is_zero() && age <= interval * 2
     }
 
+    /// Marks a change; called with the write lock held.
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
     /// Adds a batch: its collector's values become the domain's latest, placed in the
     /// sample of the batch's tick (created, with carried values, when it is the first
-    /// batch of that tick).
+    /// batch of that tick). Every sample but a domain's newest is then sealed; a batch
+    /// for a tick whose sample is already sealed (it arrived after a later tick's
+    /// batch, which the scheduler never does) is left out of the history.
     pub fn ingest(&self, batch: &Batch) {
         let sections = sections_of(&batch.metrics);
         let mut domains = self.domains.write().unwrap_or_else(|e| e.into_inner());
@@ -164,31 +201,46 @@ impl HistoryStore {
                         .cloned()
                         .collect();
                     let i = pos.map_or(0, |i| i + 1);
+                    let open = OpenSample {
+                        state: None,
+                        parts: carried,
+                        json: OnceLock::new(),
+                    };
                     history.samples.insert(
                         i,
                         StoredSample {
                             at: batch.at,
-                            state: None,
-                            parts: carried,
+                            content: Content::Open(Box::new(open)),
                         },
                     );
                     i
                 }
             };
-            let sample = &mut history.samples[idx];
-            if ds.state.is_some() {
-                sample.state = ds.state;
+            if let Content::Open(open) = &mut history.samples[idx].content {
+                if ds.state.is_some() {
+                    open.state = ds.state;
+                }
+                // This tick's values replace a carried (or earlier) part of the collector.
+                open.parts.retain(|p| p.collector != part.collector);
+                open.parts.push(part);
+                open.json = OnceLock::new();
+            } else {
+                tracing::debug!(
+                    collector = %batch.collector,
+                    domain = %ds.domain.name,
+                    "batch for a tick already past in the REST history; left out"
+                );
             }
-            // This tick's values replace a carried (or earlier) part of the collector.
-            sample.parts.retain(|p| p.collector != part.collector);
-            sample.parts.push(part);
             while history.samples.len() > self.max_samples {
                 history.samples.pop_front();
             }
+            let newest = history.samples.len().saturating_sub(1);
+            for s in history.samples.range_mut(..newest) {
+                s.seal();
+            }
         }
         // A domain the collector no longer reports keeps no value of it to carry.
-        let reported: std::collections::HashSet<&str> =
-            batch.domains.iter().map(|d| &*d.domain.uuid).collect();
+        let reported: HashSet<&str> = batch.domains.iter().map(|d| &*d.domain.uuid).collect();
         for (uuid, history) in domains.iter_mut() {
             if !reported.contains(&**uuid) {
                 history
@@ -197,8 +249,9 @@ impl HistoryStore {
             }
         }
         Self::expire(&mut domains, self.retention, SystemTime::now());
-        self.generation.fetch_add(1, Ordering::Release);
+        self.changed();
     }
+
     /// Drops samples older than the retention; returns whether anything was dropped.
     fn expire(
         domains: &mut HashMap<Arc<str>, DomainHistory>,
@@ -232,54 +285,65 @@ impl HistoryStore {
         if cutoff_passed {
             let mut domains = self.domains.write().unwrap_or_else(|e| e.into_inner());
             if Self::expire(&mut domains, self.retention, SystemTime::now()) {
-                self.generation.fetch_add(1, Ordering::Release);
+                self.changed();
             }
         }
     }
 
-    /// The JSON body of every domain's history, rendered once per change of the
-    /// history and shared by every request until the next one.
-    pub fn render_all_bytes(&self) -> Bytes {
+    /// `{uuid: [samples oldest first]}` for every domain, or only `uuid`'s (`None`
+    /// when that domain has no history). The all-domains snapshot is shared by every
+    /// read until the history changes.
+    pub fn snapshot(&self, only: Option<&str>) -> Option<Arc<Snapshot>> {
         self.expire_now();
-        let generation = self.generation.load(Ordering::Acquire);
-        if let Some((g, body)) = &*self.rendered_all.lock().unwrap_or_else(|e| e.into_inner()) {
-            if *g == generation {
-                return body.clone();
+        if only.is_none() {
+            let cached = self.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((g, s)) = &*cached {
+                if *g == self.generation.load(Ordering::Acquire) {
+                    return Some(s.clone());
+                }
             }
         }
-        let value = self.render(None).unwrap_or_default();
-        let body = Bytes::from(serde_json::to_vec(&value).unwrap_or_else(|_| b"{}".to_vec()));
-        // Tagged with the generation read before rendering: a change meanwhile only
-        // makes the next request render again.
-        *self.rendered_all.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((generation, body.clone()));
-        body
-    }
-
-    /// `{uuid: [samples oldest first]}` for every domain, or only `uuid`'s
-    /// (`None` when that domain has no history).
-    pub fn render(&self, only: Option<&str>) -> Option<Value> {
-        self.expire_now();
         let domains = self.domains.read().unwrap_or_else(|e| e.into_inner());
-        let mut out = Map::new();
-        match only {
+        let generation = self.generation.load(Ordering::Acquire);
+        let snap = |uuid: &str, h: &DomainHistory| {
+            let samples = h.samples.iter().map(|s| s.fragment().clone()).collect();
+            DomainSnapshot::new(uuid, &h.name, samples)
+        };
+        let snapshot = match only {
             Some(id) => {
                 let (uuid, h) = find(&domains, id)?;
-                out.insert(uuid.to_string(), render_history(h));
+                return Some(Arc::new(Snapshot::new(vec![snap(uuid, h)])));
             }
             None => {
                 let mut keys: Vec<&Arc<str>> = domains.keys().collect();
                 keys.sort();
-                for uuid in keys {
-                    out.insert(uuid.to_string(), render_history(&domains[uuid]));
-                }
+                let all = keys.into_iter().map(|u| snap(u, &domains[u])).collect();
+                Arc::new(Snapshot::new(all))
             }
+        };
+        drop(domains);
+        // Kept only if nothing changed meanwhile (a change clears the cache after
+        // bumping the generation).
+        let mut cached = self.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+        if self.generation.load(Ordering::Acquire) == generation {
+            *cached = Some((generation, snapshot.clone()));
         }
-        Some(Value::Object(out))
+        Some(snapshot)
+    }
+
+    /// The JSON text of [`snapshot`](Self::snapshot) in one buffer.
+    pub fn render_bytes(&self, only: Option<&str>) -> Option<Vec<u8>> {
+        self.snapshot(only).map(|s| s.to_vec())
+    }
+
+    /// [`render_bytes`](Self::render_bytes) as a `serde_json::Value`.
+    pub fn render(&self, only: Option<&str>) -> Option<serde_json::Value> {
+        let bytes = self.render_bytes(only)?;
+        serde_json::from_slice(&bytes).ok()
     }
 
     /// Renders freshly collected batches (not stored): one sample per domain.
-    pub fn render_live(&self, batches: &[Arc<Batch>], only: Option<&str>) -> Option<Value> {
+    pub fn render_live(&self, batches: &[Arc<Batch>], only: Option<&str>) -> Option<Vec<u8>> {
         let scratch = HistoryStore::new(Duration::from_secs(u32::MAX.into()), 1);
         // Every collector ran in the live collection: nothing to carry.
         for b in batches {
@@ -288,7 +352,24 @@ impl HistoryStore {
             b2.at = batches.first().map(|f| f.at).unwrap_or(b.at);
             scratch.ingest(&b2);
         }
-        scratch.render(only)
+        scratch.render_bytes(only)
+    }
+
+    /// How many samples are held and in what form.
+    pub fn footprint(&self) -> StoreFootprint {
+        let domains = self.domains.read().unwrap_or_else(|e| e.into_inner());
+        let mut f = StoreFootprint {
+            domains: domains.len(),
+            ..StoreFootprint::default()
+        };
+        for s in domains.values().flat_map(|h| h.samples.iter()) {
+            f.samples += 1;
+            match &s.content {
+                Content::Open(_) => f.open_samples += 1,
+                Content::Sealed(j) => f.sealed_json_bytes += j.heap_bytes(),
+            }
+        }
+        f
     }
 }
 
@@ -305,272 +386,4 @@ fn find<'a>(
             domains.get_key_value(uuid.as_str())
         })
         .or_else(|| domains.iter().find(|(_, h)| &*h.name == id))
-}
-
-fn render_history(h: &DomainHistory) -> Value {
-    Value::Array(
-        h.samples
-            .iter()
-            .map(|s| render_sample(&h.name, s))
-            .collect(),
-    )
-}
-
-/// One sample in vAdvisor's shape, plus `ages` (seconds) for carried sections.
-fn render_sample(name: &str, s: &StoredSample) -> Value {
-    let mut m = Map::new();
-    m.insert("timestamp".into(), Value::from(iso_utc(s.at)));
-    if let Some(state) = s.state {
-        m.insert("state".into(), Value::from(state.name()));
-        m.insert("state_reason".into(), Value::from(state.reason_name()));
-    }
-    m.insert("name".into(), Value::from(name));
-    let mut ages = Map::new();
-    for part in &s.parts {
-        place(&mut m, &part.values);
-        if part.at < s.at && !part.values.is_empty() {
-            let age = s.at.duration_since(part.at).unwrap_or_default();
-            let age = (age.as_secs_f64() * 1000.0).round() / 1000.0;
-            for section in part.sections.iter() {
-                let older = ages
-                    .get(&**section)
-                    .and_then(Value::as_f64)
-                    .is_some_and(|a| a >= age);
-                if !older {
-                    ages.insert(section.to_string(), Value::from(age));
-                }
-            }
-        }
-    }
-    if !ages.is_empty() {
-        m.insert("ages".into(), Value::Object(ages));
-    }
-    Value::Object(m)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use vadvisor_api::{DomainRef, DomainSamples, Health, MetricDesc, Sample, Unit};
-
-    const METRICS: &[MetricDesc] = &[
-        MetricDesc::counter("vm_cpu_time_seconds_total", "h", Unit::Nanoseconds)
-            .json("cpu.usage.cpu_time", Unit::Milliseconds),
-        MetricDesc::counter("vm_x_bytes_total", "h", Unit::Bytes).json("x.bytes", Unit::Bytes),
-    ];
-
-    fn batch(at: SystemTime, metric: u16, uuids: &[&str], value: f64) -> Batch {
-        Batch {
-            collector: "t".into(),
-            metrics: METRICS.into(),
-            at,
-            domains: uuids
-                .iter()
-                .map(|u| DomainSamples {
-                    domain: DomainRef::new(*u, format!("name-{u}")),
-                    state: Some(DomainState::new(1, 1)),
-                    samples: vec![Sample::new(metric, value)],
-                    errors: vec![],
-                })
-                .collect(),
-            host: vec![],
-        }
-    }
-
-    #[test]
-    fn merges_a_tick_keeps_order_and_caps_length() {
-        let store = HistoryStore::new(Duration::from_secs(60), 3);
-        let t0 = SystemTime::now() - Duration::from_secs(10);
-        for i in 0..5u64 {
-            let at = t0 + Duration::from_secs(i);
-            store.ingest(&batch(at, 0, &["a"], (i * 1_000_000) as f64));
-            store.ingest(&batch(at, 1, &["a"], i as f64));
-        }
-        let v = store.render(None).unwrap();
-        let samples = v["a"].as_array().unwrap();
-        assert_eq!(samples.len(), 3, "capped at max_samples");
-        assert_eq!(samples[0]["cpu"]["usage"]["cpu_time"], 2.0, "oldest first");
-        assert_eq!(samples[2]["cpu"]["usage"]["cpu_time"], 4.0);
-        assert_eq!(
-            samples[2]["x"]["bytes"], 4,
-            "both collectors of one tick in one sample"
-        );
-        assert_eq!(samples[2]["state"], "Running");
-        assert_eq!(samples[2]["name"], "name-a");
-        assert!(store.render(Some("zzz")).is_none());
-    }
-
-    #[test]
-    fn one_domain_is_found_by_any_uuid_spelling_or_by_name() {
-        let store = HistoryStore::new(Duration::from_secs(60), 3);
-        let uuid = "6695eb01-f6a4-8304-79aa-97f2502e193f";
-        store.ingest(&batch(SystemTime::now(), 0, &[uuid], 1.0));
-        for id in [
-            uuid,
-            "6695EB01-F6A4-8304-79AA-97F2502E193F",
-            "6695eb01f6a4830479aa97f2502e193f",
-            "{6695eb01-f6a4-8304-79aa-97f2502e193f}",
-            &format!("name-{uuid}"),
-        ] {
-            let v = store.render(Some(id)).unwrap_or_else(|| panic!("{id}"));
-            assert!(v.get(uuid).is_some(), "{id}: keyed by the canonical UUID");
-        }
-        assert!(store.render(Some("6695eb01")).is_none());
-    }
-
-    #[test]
-    fn rendered_history_is_reused_until_it_changes() {
-        let store = HistoryStore::new(Duration::from_secs(60), 60);
-        let t0 = SystemTime::now();
-        store.ingest(&batch(t0, 0, &["a"], 1_000_000.0));
-        let first = store.render_all_bytes();
-        let again = store.render_all_bytes();
-        assert_eq!(
-            first.as_ptr(),
-            again.as_ptr(),
-            "same body, not rendered twice"
-        );
-        store.ingest(&batch(t0 + Duration::from_secs(1), 0, &["a"], 2_000_000.0));
-        let after = store.render_all_bytes();
-        assert_ne!(first, after, "a new tick is visible at once");
-        let v: Value = serde_json::from_slice(&after).unwrap();
-        assert_eq!(v, store.render(None).unwrap());
-    }
-
-    const CPU: &[MetricDesc] =
-        &[
-            MetricDesc::counter("vm_cpu_time_seconds_total", "h", Unit::Nanoseconds)
-                .json("cpu.usage.cpu_time", Unit::Milliseconds),
-        ];
-    const QEMU: &[MetricDesc] = &[
-        MetricDesc::gauge("vm_qemu_threads", "h", Unit::Count).json("qemu.threads", Unit::Count)
-    ];
-    const DISK: &[MetricDesc] = &[MetricDesc::counter("vm_disk_bytes_total", "h", Unit::Bytes)
-        .json("diskio.io_service_bytes[device=dev].read", Unit::Bytes)
-        .labels(&["dev"])];
-
-    fn run(collector: &str, metrics: &'static [MetricDesc], at: SystemTime, value: f64) -> Batch {
-        let labels = if metrics[0].labels.is_empty() {
-            vec![]
-        } else {
-            vec!["vda".into()]
-        };
-        Batch {
-            collector: collector.into(),
-            metrics: metrics.into(),
-            at,
-            domains: vec![DomainSamples {
-                domain: DomainRef::new("a", "name-a"),
-                state: Some(DomainState::new(1, 1)),
-                samples: vec![Sample::labelled(0, labels, value)],
-                errors: vec![],
-            }],
-            host: vec![],
-        }
-    }
-
-    /// Collectors at 1 s, 2 s and 5 s, as the scheduler runs them: one sample per tick
-    /// with every section, the slower ones carried with their age; a failed or overdue
-    /// collector's section disappears.
-    #[test]
-    fn collectors_at_1_2_and_5_seconds_give_one_complete_sample_per_tick() {
-        let health = Health::new();
-        let store = HistoryStore::new(Duration::from_secs(60), 60).with_health(health.clone());
-        let schedule = [
-            ("cpu", CPU, 1u64),
-            ("qemu_process", QEMU, 2),
-            ("block", DISK, 5),
-        ];
-        for (id, _, secs) in schedule {
-            health.record_interval(id, Duration::from_secs(secs));
-        }
-        let t0 = SystemTime::now() - Duration::from_secs(40);
-        let at = |t: u64| t0 + Duration::from_secs(t);
-        for t in 0..20u64 {
-            // The scheduler records every outcome of a tick, then publishes its batches.
-            let due: Vec<_> = schedule
-                .iter()
-                .filter(|(_, _, s)| t.is_multiple_of(*s))
-                .collect();
-            for (id, _, _) in &due {
-                health.record_run(id, Duration::ZERO, true, 0);
-            }
-            for (id, metrics, _) in due {
-                store.ingest(&run(id, metrics, at(t), t as f64));
-            }
-        }
-        let v = store.render(Some("a")).unwrap();
-        let samples = v["a"].as_array().unwrap();
-        assert_eq!(samples.len(), 20, "one sample per tick: {samples:#?}");
-        let stamps: std::collections::HashSet<&str> = samples
-            .iter()
-            .map(|s| s["timestamp"].as_str().unwrap())
-            .collect();
-        assert_eq!(stamps.len(), 20, "no two samples share a timestamp");
-        for (t, s) in samples.iter().enumerate() {
-            let t = t as u64;
-            assert!(s["cpu"]["usage"]["cpu_time"].is_number(), "{t}: {s}");
-            assert_eq!(s["qemu"]["threads"], t - t % 2, "{t}: latest qemu value");
-            assert_eq!(
-                s["diskio"]["io_service_bytes"][0]["read"],
-                t - t % 5,
-                "{t}: latest disk value"
-            );
-            assert_eq!(s["state"], "Running");
-            let expect_qemu_age = (!t.is_multiple_of(2)).then_some((t % 2) as f64);
-            let expect_disk_age = (!t.is_multiple_of(5)).then_some((t % 5) as f64);
-            assert_eq!(s["ages"]["qemu"].as_f64(), expect_qemu_age, "{t}: {s}");
-            assert_eq!(s["ages"]["diskio"].as_f64(), expect_disk_age, "{t}: {s}");
-            assert!(s["ages"].get("cpu").is_none());
-            if t.is_multiple_of(10) {
-                assert!(s.get("ages").is_none(), "all fresh: no ages: {s}");
-            }
-        }
-
-        // block fails at t=20: its section is absent at once, not its old value.
-        // qemu_process stops reporting after t=20 without a failure: carried while at
-        // most 2 intervals (4 s) old, then absent.
-        for t in 20..26u64 {
-            health.record_run("cpu", Duration::ZERO, true, 0);
-            if t == 20 {
-                health.record_run("block", Duration::ZERO, false, 0);
-                health.record_run("qemu_process", Duration::ZERO, true, 0);
-                store.ingest(&run("qemu_process", QEMU, at(t), t as f64));
-            }
-            store.ingest(&run("cpu", CPU, at(t), t as f64));
-        }
-        let v = store.render(Some("a")).unwrap();
-        let samples = v["a"].as_array().unwrap();
-        let tail = &samples[samples.len() - 6..];
-        for (i, s) in tail.iter().enumerate() {
-            assert!(s.get("diskio").is_none(), "failed collector: {s}");
-            assert_eq!(s["qemu"].is_object(), i <= 4, "t={}: {s}", 20 + i);
-        }
-    }
-
-    #[test]
-    fn without_schedule_nothing_is_carried() {
-        let store = HistoryStore::new(Duration::from_secs(60), 60);
-        let t0 = SystemTime::now();
-        store.ingest(&run("block", DISK, t0, 1.0));
-        store.ingest(&run("cpu", CPU, t0 + Duration::from_secs(1), 1.0));
-        let v = store.render(None).unwrap();
-        assert!(v["a"][1].get("diskio").is_none());
-        assert!(v["a"][0].get("diskio").is_some());
-    }
-
-    #[test]
-    fn expires_by_time() {
-        let store = HistoryStore::new(Duration::from_secs(60), 60);
-        store.ingest(&batch(
-            SystemTime::now() - Duration::from_secs(120),
-            0,
-            &["old"],
-            1.0,
-        ));
-        store.ingest(&batch(SystemTime::now(), 0, &["new"], 1.0));
-        let v = store.render(None).unwrap();
-        assert!(v.get("old").is_none());
-        assert!(v.get("new").is_some());
-    }
 }

@@ -50,17 +50,18 @@ pub fn register(registry: &mut Registry) {
     );
 }
 
-/// The UI keeps no state of its own: its loop only drains the records until shutdown.
+/// The UI keeps no state of its own and reads no records: it unsubscribes from the bus
+/// at once (so publishing never wakes it) and waits for shutdown.
 struct UiSink;
 
 #[async_trait]
 impl Sink for UiSink {
-    async fn run(self: Box<Self>, mut input: SinkInput) -> Result<(), String> {
-        loop {
-            tokio::select! {
-                _ = input.shutdown.cancelled() => return Ok(()),
-                record = input.records.recv() => if record.is_none() { return Ok(()) },
-            }
-        }
+    async fn run(self: Box<Self>, input: SinkInput) -> Result<(), String> {
+        let SinkInput {
+            records, shutdown, ..
+        } = input;
+        drop(records);
+        shutdown.cancelled().await;
+        Ok(())
     }
 }
