@@ -8,6 +8,7 @@
 #   bash scripts/bench.sh 3          exactly 3 of them (more: scripts/lab.sh up N first)
 #   BENCH_PHASE=20 BENCH_ROUNDS=3    seconds per phase, rounds of (idle, agent) phases
 #   BENCH_BIN=target/release/vadvisor  the binary (default: built with cargo --release)
+#   BENCH_SHARDS=1                  the agent's libvirt.bulk_shards (default: the config's, auto)
 #
 # The agent runs the default configuration (config.example.yaml: cpu, memory, block, net
 # at 1 s; rest, prometheus, events sinks), on a free loopback port.
@@ -16,7 +17,10 @@
 #      processes' of the measured domains, from /proc/<pid>/stat. What the agent causes
 #      = agent phase − mean of the idle phases; host cost per tick = (agent + caused
 #      libvirtd + caused QEMU) / ticks.
-#   2. Samples per VM per 60 s and the actual period, from the REST history.
+#   2. Samples per VM per 60 s (median and fewest) and the actual period, from the REST
+#      history; the collection time (vadvisor_collector_duration_seconds of `cpu`) and the
+#      actual period (vadvisor_collector_period_seconds) as /metrics reported them in the
+#      latency run.
 #   3. RSS after the CPU phases (idle: no request served yet), latency of /metrics,
 #      /api/v1.0/stats/ and ?live=true (median, p99; requests every 0.37 s so they land
 #      at every point of the 1 s tick), then 200 concurrent clients (wrk, 10 s) and RSS
@@ -30,6 +34,7 @@ PHASE="${BENCH_PHASE:-20}"
 ROUNDS="${BENCH_ROUNDS:-3}"
 LAB_URI="${LAB_URI:-qemu:///system}"
 REQUESTS="${BENCH_REQUESTS:-60}"
+SHARDS="${BENCH_SHARDS:-}"
 HZ="$(getconf CLK_TCK)"
 
 log() { printf 'bench: %s\n' "$*" >&2; }
@@ -74,7 +79,8 @@ cleanup() {
 trap cleanup EXIT
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 sed -e "s|listen: 0.0.0.0:8181|listen: 127.0.0.1:$port|" \
-	-e "s|path: /var/lib/vadvisor/events.db|path: $work/events.db|" config.example.yaml >"$work/config.yaml"
+	-e "s|path: /var/lib/vadvisor/events.db|path: $work/events.db|" \
+	-e "s|^  bulk_shards: auto$|  bulk_shards: ${SHARDS:-auto}|" config.example.yaml >"$work/config.yaml"
 base="http://127.0.0.1:$port"
 
 # CPU ticks (utime + stime) summed over pids.
@@ -127,27 +133,46 @@ done
 # ---------------------------------------------------------------- 3. RSS and latency
 rss() { awk '/^VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$agent_pid/status"; }
 rss_idle="$(rss)"
+# latency URL [FILE]: median and p99 of REQUESTS requests; with FILE, the cpu collector's
+# duration and period of each /metrics response go there (milliseconds, one pair a line).
 latency() {
-	python3 - "$1" "$REQUESTS" <<'EOF'
-import http.client, statistics, sys, time, urllib.parse
-url, n = urllib.parse.urlsplit(sys.argv[1]), int(sys.argv[2])
+	python3 - "$1" "$REQUESTS" "${2:-}" <<'EOF'
+import http.client, re, statistics, sys, time, urllib.parse
+url, n, keep = urllib.parse.urlsplit(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
 path = url.path + ("?" + url.query if url.query else "")
-took = []
+took, seen = [], []
+fig = lambda name, text: re.search(r'^' + name + r'\{collector="cpu"\} (\S+)$', text, re.M)
 for _ in range(n):
     t = time.perf_counter()
     conn.request("GET", path)
     r = conn.getresponse()
-    r.read()
+    body = r.read()
     took.append((time.perf_counter() - t) * 1000)
+    if keep:
+        text = body.decode("utf-8", "replace")
+        d = fig("vadvisor_collector_duration_seconds", text)
+        p = fig("vadvisor_collector_period_seconds", text)
+        if d and p:
+            seen.append(f"{float(d.group(1)) * 1000:.1f} {float(p.group(1)) * 1000:.1f}")
     time.sleep(0.37)
 took.sort()
 p99 = took[min(len(took) - 1, int(round(0.99 * len(took) + 0.5)) - 1)]
 print(f"{statistics.median(took):.2f} {p99:.2f}")
+if keep:
+    open(keep, "w").write("\n".join(seen) + "\n")
 EOF
 }
 log "latency: $REQUESTS requests each, 0.37 s apart"
-lat_metrics="$(latency "$base/metrics")"
+lat_metrics="$(latency "$base/metrics" "$work/collection.txt")"
+collection="$(python3 - "$work/collection.txt" <<'EOF'
+import statistics, sys
+rows = [tuple(map(float, l.split())) for l in open(sys.argv[1]) if l.strip()]
+d = sorted(r[0] for r in rows)
+p = sorted(r[1] for r in rows)
+print(f"{statistics.median(d):.0f} {d[-1]:.0f} {statistics.median(p):.0f} {p[-1]:.0f}" if rows else "- - - -")
+EOF
+)"
 lat_stats="$(latency "$base/api/v1.0/stats/")"
 lat_live="$(latency "$base/api/v1.0/stats/?live=true")"
 if command -v wrk >/dev/null; then
@@ -180,7 +205,7 @@ for samples in v.values():
     periods.append(period)
     # Scaled to 60 s when the agent has not run that long yet.
     per_min.append(len(window) * 60.0 / min(60.0, len(window) * period))
-print(f"{statistics.median(per_min):.1f} {statistics.median(periods):.3f}")
+print(f"{statistics.median(per_min):.1f} {statistics.median(periods):.3f} {min(per_min):.1f}")
 EOF
 )"
 
@@ -207,14 +232,15 @@ EOF
 # ---------------------------------------------------------------- report
 python3 - "$HZ" "$idle_d" "$idle_q" "$idle_s" "$ag_a" "$ag_d" "$ag_q" "$ag_s" "$ag_ticks" \
 	"${#guests[@]}" "$samples" "$rss_idle" "$rss_load" "$lat_metrics" "$lat_stats" "$lat_live" \
-	"$rps" "$raw" "$partial" "$partial_all" <<'EOF'
+	"$rps" "$raw" "$partial" "$partial_all" "$collection" "${SHARDS:-auto}" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'EOF'
 import sys
 a = sys.argv[1:]
 hz = int(a[0])
 idle_d, idle_q, idle_s, ag_a, ag_d, ag_q, ag_s = (int(x) for x in a[1:8])
 ticks, domains = float(a[8]), int(a[9])
-per_min, period = a[10].split()
-rss_idle, rss_load, lat_m, lat_s, lat_l, rps, raw, partial, partial_all = a[11:20]
+per_min, period, fewest = a[10].split()
+rss_idle, rss_load, lat_m, lat_s, lat_l, rps, raw, partial, partial_all, collection, shards, load = a[11:23]
+c_med, c_max, p_med, p_max = collection.split()
 ms = lambda t: t * 1000.0 / hz
 # Per second of phase, then per tick.
 pct = lambda t, secs_ms: 100.0 * ms(t) / secs_ms
@@ -223,13 +249,16 @@ d_caused = (ms(ag_d) / ag_s - ms(idle_d) / idle_s) * 1000
 q_caused = (ms(ag_q) / ag_s - ms(idle_q) / idle_s) * 1000
 tick_rate = ticks / (ag_s / 1000) if ticks > 0 else 1.0
 row = lambda k, v: print(f"  {k:<44} {v}")
-print(f"vadvisor bench: {domains} domains, {ag_s/1000:.0f} s with the agent, {idle_s/1000:.0f} s without")
+print(f"vadvisor bench: {domains} domains, {ag_s/1000:.0f} s with the agent, {idle_s/1000:.0f} s without, bulk_shards {shards}")
+print(f"  load average at the end: {load}")
 row("agent CPU", f"{agent/10:.2f} % of a core ({agent/tick_rate:.1f} ms per tick)")
 row("libvirtd CPU caused", f"{d_caused/10:.2f} % of a core ({d_caused/tick_rate:.1f} ms per tick)")
 row(f"QEMU CPU caused ({domains} processes)", f"{q_caused/10:.2f} % of a core ({q_caused/tick_rate:.1f} ms per tick)")
 row("host cost per tick (agent+libvirtd+QEMU)", f"{(agent + d_caused + q_caused)/tick_rate:.1f} ms CPU")
 row("ticks per second (cpu collector runs)", f"{tick_rate:.2f}")
-row("samples per VM per 60 s / actual period", f"{per_min} / {period} s")
+row("samples per VM per 60 s (median, fewest)", f"{per_min}, {fewest} (actual period {period} s)")
+row("collection time median / max (cpu)", f"{c_med} ms / {c_max} ms")
+row("period self-metric median / max", f"{p_med} ms / {p_max} ms")
 row("RSS idle / after load", f"{rss_idle} MiB / {rss_load} MiB")
 row("/metrics median / p99", " / ".join(x + " ms" for x in lat_m.split()))
 row("/api/v1.0/stats/ median / p99", " / ".join(x + " ms" for x in lat_s.split()))

@@ -15,6 +15,8 @@
 #                                  second host, the cached kernel/initramfs and stops the
 #                                  libvirtd and virtlogd that this script started;
 #                                  --second-host removes only the second host
+#   scripts/lab.sh trim N          destroy/undefine the lab guests above vadv-lab-N (and
+#                                  remove their files); keeps vadv-lab-1..N and libvirtd
 #   scripts/lab.sh status          does libvirtd answer? list the lab guests and state
 #   scripts/lab.sh migration-guest NAME
 #                                  write the XML (and a fresh disk) of a migratable
@@ -57,7 +59,15 @@
 # shared storage ("Migration without shared storage is unsafe").
 #
 # Environment: LAB_URI (default qemu:///system), LAB_BOOT_TIMEOUT (seconds to
-# wait for the guests' ready line; default max(90, 60 + 5*N)).
+# wait for the guests' ready line; default max(90, 60 + 5*N)). For many guests on a
+# small machine (a 192 MiB TCG guest takes about 240 MB of host memory and 3-6 % of
+# a core): LAB_GUEST_MEM_MIB (guest memory, default 192; 128 boots, 64 does not) and
+# LAB_GUEST_IDLE=1: guests that boot
+# nothing (no kernel; the BIOS finds no bootable disk and waits), for many domains on
+# a small machine: they cost libvirt and the agent what a guest costs (same devices,
+# same statistics groups, their counters just do not move, and the balloon has no
+# guest statistics) but about 45 MB and little CPU; `up` does not wait for them. These
+# apply to guests this run defines; guests already defined are left as they are.
 
 set -euo pipefail
 
@@ -71,7 +81,8 @@ READY_LINE=LAB-GUEST-READY
 DOMAIN_PREFIX=vadv-lab-
 TAP_PREFIX=vadvtap
 UUID_PREFIX=5ad0a0b0-0000-4000-8000-
-GUEST_MEM_MIB=192
+GUEST_MEM_MIB="${LAB_GUEST_MEM_MIB:-192}"
+GUEST_IDLE="${LAB_GUEST_IDLE:-0}"
 DISK_SIZE=64M
 
 PACKAGES=(libvirt-dev pkg-config libvirt-daemon libvirt-daemon-driver-qemu
@@ -87,7 +98,7 @@ die() {
 }
 
 usage() {
-	sed -n '6,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+	sed -n '6,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 }
 
 virsh_() { virsh -q -c "$LAB_URI" "$@"; }
@@ -381,12 +392,16 @@ dom_name() { echo "$DOMAIN_PREFIX$1"; }
 dom_uuid() { printf '%s%012x\n' "$UUID_PREFIX" "$1"; }
 
 domain_xml() {
-	local i=$1 name uuid vcpus mac
+	local i=$1 name uuid vcpus mac boot
 	name="$(dom_name "$i")"
 	uuid="$(dom_uuid "$i")"
 	vcpus=1
 	[ "$i" -eq 1 ] && vcpus=2
 	mac="$(printf '52:54:00:ad:%02x:%02x' $((i >> 8)) $((i & 255)))"
+	boot="<kernel>$CACHE_DIR/vmlinuz</kernel>
+    <initrd>$CACHE_DIR/initramfs.gz</initrd>
+    <cmdline>console=ttyS0 no_timer_check panic=5 vadv_ip=169.254.$i.2/30 vadv_peer=169.254.$i.1</cmdline>"
+	[ "$GUEST_IDLE" = 1 ] && boot="<boot dev='hd'/>"
 	cat <<EOF
 <domain type='qemu'>
   <name>$name</name>
@@ -400,9 +415,7 @@ domain_xml() {
          IO-APIC timer check can fail ("IO-APIC + timer doesn't work!" panic).
          panic=5: a guest that panics anyway reboots and tries again. -->
     <type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>$CACHE_DIR/vmlinuz</kernel>
-    <initrd>$CACHE_DIR/initramfs.gz</initrd>
-    <cmdline>console=ttyS0 no_timer_check panic=5 vadv_ip=169.254.$i.2/30 vadv_peer=169.254.$i.1</cmdline>
+    $boot
   </os>
   <features><acpi/></features>
   <clock offset='utc'/>
@@ -477,8 +490,10 @@ ensure_guest() {
 		fi
 	fi
 	# (Re)define: keeps the persistent config current; a running guest keeps
-	# running with its old live config.
-	virsh_ define "$xml" >/dev/null || die "virsh define $xml failed"
+	# running with its old live config. Guest size overrides are for new guests only.
+	if [ -z "$state" ] || [ -z "${LAB_GUEST_MEM_MIB:-}${LAB_GUEST_IDLE:-}" ]; then
+		virsh_ define "$xml" >/dev/null || die "virsh define $xml failed"
+	fi
 	case "$state" in
 	running)
 		log "$name already running"
@@ -497,6 +512,8 @@ ensure_guest() {
 		;;
 	esac
 	set_tap_addr "$i"
+	# An idle guest (LAB_GUEST_IDLE, or defined so earlier) never prints the line.
+	virsh_ dumpxml "$name" 2>/dev/null | grep -q '<kernel>' || return 0
 	grep -q "$READY_LINE" "$LAB_DIR/$name.console.log" 2>/dev/null || PENDING+=("$name")
 }
 
@@ -585,6 +602,24 @@ cmd_down() {
 	else
 		log "lab down (cache kept in $CACHE_DIR; 'down --all' removes it)"
 	fi
+}
+
+cmd_trim() {
+	local n=${1:-} name i
+	[[ "$n" =~ ^[0-9]+$ ]] || die "usage: scripts/lab.sh trim N (keep vadv-lab-1..N)"
+	require_root
+	daemon_answers || die "libvirtd does not answer at $LAB_URI"
+	for name in $(lab_domains); do
+		i="${name#"$DOMAIN_PREFIX"}"
+		[ "$i" -gt "$n" ] || continue
+		if [ "$(dom_state "$name")" != "shut off" ]; then
+			virsh_ destroy "$name" >/dev/null 2>&1 || true
+		fi
+		virsh_ undefine "$name" >/dev/null || die "virsh undefine $name failed"
+		rm -f "$LAB_DIR/$name.qcow2" "$LAB_DIR/$name.console.log" "$LAB_DIR/$name.xml"
+		log "removed $name"
+	done
+	log "$(lab_domains | wc -l) lab guest(s) left"
 }
 
 cmd_status() {
@@ -843,6 +878,7 @@ main() {
 	start-daemon) lock && cmd_start_daemon ;;
 	up) lock && cmd_up "$@" ;;
 	down) lock && cmd_down "$@" ;;
+	trim) lock && cmd_trim "$@" ;;
 	status) cmd_status ;;
 	migration-guest) lock && cmd_migration_guest "$@" ;;
 	-h | --help | help)

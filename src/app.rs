@@ -183,6 +183,7 @@ fn settings(config: &AgentConfig) -> LibvirtSettings {
         reconnect_min: config.libvirt.reconnect_min,
         reconnect_max: config.libvirt.reconnect_max,
         hedge_after: config.libvirt.hedge_after,
+        bulk_shards: config.libvirt.bulk_shards,
         ..LibvirtSettings::default()
     }
 }

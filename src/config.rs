@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 use vadvisor_api::PluginOptions;
+use vadvisor_libvirt::BulkShards;
 
 use crate::yaml::{self, Locations, Position};
 
@@ -89,6 +90,9 @@ pub struct LibvirtSection {
     /// `0s` disables it.
     #[serde(with = "humantime_serde")]
     pub hedge_after: Duration,
+    /// Split each bulk statistics collection into this many parallel calls over domain
+    /// subsets (`auto`: by the number of running domains).
+    pub bulk_shards: BulkShards,
 }
 
 impl Default for LibvirtSection {
@@ -100,6 +104,7 @@ impl Default for LibvirtSection {
             reconnect_min: Duration::from_secs(1),
             reconnect_max: Duration::from_secs(30),
             hedge_after: Duration::from_millis(750),
+            bulk_shards: BulkShards::Auto,
         }
     }
 }
@@ -286,6 +291,20 @@ pub fn load_partial(
             path: p.join("."),
             message: "must be between 1 and 256".into(),
         });
+    }
+    if let BulkShards::Fixed(n) = libvirt.bulk_shards {
+        if n > libvirt.max_concurrent_calls {
+            let p = vec!["libvirt".to_string(), "bulk_shards".to_string()];
+            diags.push(Diagnostic {
+                position: locations.value(&p),
+                path: p.join("."),
+                message: format!(
+                    "{n} shards need {n} concurrent calls, but max_concurrent_calls is {}: \
+                     use `auto`, at most {} shards, or raise max_concurrent_calls",
+                    libvirt.max_concurrent_calls, libvirt.max_concurrent_calls
+                ),
+            });
+        }
     }
     if let Err(message) = check_libvirt_uri(&libvirt.uri) {
         let p = vec!["libvirt".to_string(), "uri".to_string()];
@@ -709,6 +728,36 @@ mod tests {
         let err = load("sinks:\n  rest: [\n", "s.yaml", &kinds()).unwrap_err();
         assert_eq!(err.diagnostics.len(), 1);
         assert!(err.diagnostics[0].position.line >= 2, "{err}");
+    }
+
+    #[test]
+    fn bulk_shards_is_auto_a_count_within_max_concurrent_calls() {
+        let c = load("sinks:\n  rest: {}\n", "f.yaml", &kinds()).unwrap();
+        assert_eq!(c.libvirt.bulk_shards, BulkShards::Auto, "default");
+        let c = load("libvirt:\n  bulk_shards: 2\n", "f.yaml", &kinds()).unwrap();
+        assert_eq!(c.libvirt.bulk_shards, BulkShards::Fixed(2));
+        let c = load("libvirt:\n  bulk_shards: auto\n", "f.yaml", &kinds()).unwrap();
+        assert_eq!(c.libvirt.bulk_shards, BulkShards::Auto);
+
+        let text = "libvirt:\n  max_concurrent_calls: 4\n  bulk_shards: 6\n";
+        let err = load(text, "s.yaml", &kinds()).unwrap_err().to_string();
+        assert!(
+            err.starts_with(
+                "s.yaml:3:16: libvirt.bulk_shards: 6 shards need 6 concurrent calls, but \
+                 max_concurrent_calls is 4"
+            ),
+            "{err}"
+        );
+        for (value, col) in [("many", 16), ("0", 16), ("-2", 16)] {
+            let text = format!("libvirt:\n  bulk_shards: {value}\n");
+            let err = load(&text, "s.yaml", &kinds()).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!(
+                    "s.yaml:2:{col}: libvirt.bulk_shards: invalid value"
+                )) && err.contains("expected `auto` or a number of shards (1 or more)"),
+                "{value}: {err}"
+            );
+        }
     }
 
     #[test]

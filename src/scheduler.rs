@@ -297,6 +297,7 @@ pub fn spawn(
             // Every outcome is recorded before any batch is published: a sink composing
             // a tick's sample knows which collectors of the tick failed.
             for o in &tick.outcomes {
+                health.record_start(&o.id, tick.at);
                 health.record_run(
                     &o.id,
                     o.took,

@@ -24,6 +24,12 @@ pub struct CollectorHealth {
     pub last_tick_libvirt_calls: u64,
     /// The collector's configured interval (zero until the scheduler records it).
     pub interval: Duration,
+    /// When the collector's last run started (its tick).
+    pub last_start: Option<SystemTime>,
+    /// Time between the starts of its last two runs: the actual period, more than
+    /// `interval` when ticks were skipped because collections took too long (zero until
+    /// it ran twice).
+    pub last_period: Duration,
 }
 
 /// Counters of one sink instance.
@@ -122,6 +128,17 @@ impl Health {
         if !success {
             entry.errors += 1;
         }
+    }
+
+    /// Records that a run of the collector started at `at` (its tick's start), and so
+    /// the time since the previous run's start.
+    pub fn record_start(&self, collector: &str, at: SystemTime) {
+        let mut map = self.collectors.write().unwrap_or_else(|e| e.into_inner());
+        let entry = map.entry(collector.to_string()).or_default();
+        if let Some(period) = entry.last_start.and_then(|t| at.duration_since(t).ok()) {
+            entry.last_period = period;
+        }
+        entry.last_start = Some(at);
     }
 
     /// Records a collector's configured interval (the scheduler does, before its first run).
@@ -247,6 +264,14 @@ mod tests {
         assert_eq!(h.domains()["u1"].last_complete, Some(t));
         h.forget_domains_before(t + Duration::from_secs(1));
         assert!(h.domains().is_empty());
+        // The actual period: between the starts of the last two runs.
+        h.record_start("cpu", t);
+        assert_eq!(h.collectors()["cpu"].last_period, Duration::ZERO, "one run");
+        h.record_start("cpu", t + Duration::from_millis(1000));
+        h.record_start("cpu", t + Duration::from_millis(3000));
+        let c = &h.collectors()["cpu"];
+        assert_eq!(c.last_period, Duration::from_secs(2), "a skipped tick");
+        assert_eq!(c.last_start, Some(t + Duration::from_secs(3)));
         assert_eq!(h.sinks()["rest"], 4);
         h.record_limit_hit("header_timeout", 2);
         h.record_limit_hit("header_timeout", 1);

@@ -28,11 +28,12 @@ mod live;
 mod partial;
 mod per_domain;
 pub mod settings;
+mod shards;
 mod stats;
 mod supervisor;
 
 pub use hypervisor::LibvirtHypervisor;
-pub use settings::LibvirtSettings;
+pub use settings::{BulkShards, LibvirtSettings};
 
 /// The process-wide libvirt setup [`LibvirtHypervisor::start`] does: silences libvirt's
 /// stderr error printing, registers libvirt's default event loop and runs it on a

@@ -1,6 +1,9 @@
 //! `domain_stats`: the bulk `virConnectGetAllDomainStats` call (hedged: `hedge`), the
 //! per-domain fallback for requested groups the reply left empty (`fallback`), and the
-//! partial-group check (`partial`). What a hung domain still costs is written down in
+//! partial-group check (`partial`). With several shards (`shards`), each shard lists the
+//! running domains and asks `virDomainListGetStats` for its own, in parallel, each
+//! hedged and completed by the fallback on its own; the replies are merged before the
+//! partial check. What a hung domain still costs is written down in
 //! docs/libvirt-backend.md.
 
 use std::sync::Arc;
@@ -17,6 +20,7 @@ use crate::ffi;
 use crate::hedge::{self, Hedged};
 use crate::lanes::Lease;
 use crate::live::Live;
+use crate::shards::{self, ShardPlan};
 use crate::supervisor::Supervisor;
 
 /// Before the bulk call starts: still waiting for a concurrency permit.
@@ -35,13 +39,65 @@ struct BulkReply {
     carry: Option<(Arc<Live>, Lease)>,
 }
 
-/// One bulk attempt (blocking): the call for `bulk_groups` on the connection of the
-/// lane that comes with `permit`.
+/// What one bulk call asks for.
+#[derive(Clone)]
+enum Scope {
+    /// Every running domain: one `virConnectGetAllDomainStats`.
+    All,
+    /// The running domains `plan` gives shard `index`: listed on the call's own
+    /// connection, then one `virDomainListGetStats`.
+    Shard { index: usize, plan: Arc<ShardPlan> },
+}
+
+impl Scope {
+    /// The libvirt call that fetches the statistics, as errors name it.
+    fn call(&self) -> &'static str {
+        match self {
+            Scope::All => BULK_CALL,
+            Scope::Shard { .. } => SHARD_CALL,
+        }
+    }
+}
+
+/// The statistics call of one shard, as errors name it.
+const SHARD_CALL: &str = "virDomainListGetStats";
+
+/// Only running domains, and NOWAIT: skip the monitor of a domain whose job is held.
+const BULK_FLAGS: u32 =
+    sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE | sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT;
+
+/// Shard `index`'s records (blocking): the running domains listed on `live`, those the
+/// plan gives this shard, their statistics for `stats`.
+fn shard_records(
+    sup: &Supervisor,
+    live: &Live,
+    stats: u32,
+    index: usize,
+    plan: &ShardPlan,
+) -> Result<Vec<ffi::RawRecord>, virt::error::Error> {
+    sup.count_calls(1);
+    let listed = live
+        .conn
+        .list_all_domains(sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE)?;
+    let mine: Vec<Domain> = listed
+        .into_iter()
+        .filter(|d| d.uuid_string().is_ok_and(|u| plan.shard_of(&u) == index))
+        .collect();
+    if mine.is_empty() {
+        return Ok(Vec::new());
+    }
+    sup.count_calls(1);
+    ffi::domain_list_stats(&mine, stats, BULK_FLAGS)
+}
+
+/// One bulk attempt (blocking): the call for `bulk_groups` over `scope`, on the
+/// connection of the lane that comes with `permit`.
 fn bulk_attempt(
     sup: &Arc<Supervisor>,
     permit: tokio::sync::OwnedSemaphorePermit,
     groups: StatsGroups,
     bulk_groups: StatsGroups,
+    scope: &Scope,
 ) -> Result<BulkReply, HypervisorError> {
     let lease = Lease::new(&sup.lanes, permit);
     // Taken on this blocking thread, so the connection is never dropped (closed) on a
@@ -49,14 +105,15 @@ fn bulk_attempt(
     let Some(primary) = sup.current() else {
         return Err(HypervisorError::Disconnected(sup.disconnected_reason()));
     };
-    sup.count_calls(1);
     let live = lease.live(primary);
-    let records = ffi::get_all_domain_stats(
-        &live.conn,
-        (bulk_groups | StatsGroups::STATE).0,
-        sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE
-            | sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT,
-    );
+    let stats_bits = (bulk_groups | StatsGroups::STATE).0;
+    let records = match scope {
+        Scope::All => {
+            sup.count_calls(1);
+            ffi::get_all_domain_stats(&live.conn, stats_bits, BULK_FLAGS)
+        }
+        Scope::Shard { index, plan } => shard_records(sup, &live, stats_bits, *index, plan),
+    };
     let records = match records {
         Ok(r) => r,
         Err(e) => {
@@ -67,7 +124,7 @@ fn bulk_attempt(
                     HypervisorError::Disconnected(reason)
                 }
                 _ => HypervisorError::Call {
-                    call: BULK_CALL,
+                    call: scope.call(),
                     message: e.message().to_string(),
                 },
             });
@@ -92,8 +149,10 @@ fn bulk_attempt(
     })
 }
 
-/// `domain_stats`: the hedged bulk call for `bulk_groups`, the fallback for whatever of
-/// `groups` is missing, and the partial-group check.
+/// `domain_stats`: the hedged bulk call for `bulk_groups` (split into shards when the
+/// `bulk_shards` setting says so), the fallback for whatever of `groups` is missing,
+/// and the partial-group check. A shard that fails fails the collection, as one call
+/// would: its first error is returned (a lost connection before any other).
 pub(crate) async fn collect(
     sup: &Arc<Supervisor>,
     groups: StatsGroups,
@@ -103,13 +162,78 @@ pub(crate) async fn collect(
         return Err(HypervisorError::Disconnected(sup.disconnected_reason()));
     }
     let groups = groups | StatsGroups::STATE;
-    let timeout = sup.settings.call_timeout;
     let start = tokio::time::Instant::now();
+    let plan = sup.shard_plan();
+    let count = shards::shard_count(
+        sup.settings.bulk_shards,
+        plan.domains(),
+        sup.settings.max_concurrent_calls.max(1),
+        sup.cpus,
+    );
+    let (generation, mut stats) = if count <= 1 {
+        collect_scope(sup, groups, bulk_groups, Scope::All, start).await?
+    } else {
+        let plan = if plan.shards() == count {
+            plan
+        } else {
+            Arc::new(plan.resized(count))
+        };
+        let calls = (0..count).map(|index| {
+            let scope = Scope::Shard {
+                index,
+                plan: Arc::clone(&plan),
+            };
+            collect_scope(sup, groups, bulk_groups, scope, start)
+        });
+        let mut generation = 0;
+        let mut replies = Vec::with_capacity(count);
+        let mut failed: Option<HypervisorError> = None;
+        for reply in futures::future::join_all(calls).await {
+            match reply {
+                Ok((g, s)) => {
+                    generation = generation.max(g);
+                    replies.push(s);
+                }
+                Err(e) => {
+                    let lost = matches!(e, HypervisorError::Disconnected(_));
+                    if failed.is_none() || lost {
+                        failed = Some(e);
+                    }
+                }
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        (generation, shards::merge(replies))
+    };
+    sup.groups_seen
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .check(generation, groups, &mut stats);
+    sup.set_shard_plan(ShardPlan::new(
+        count,
+        stats.iter().map(|d| Arc::clone(&d.domain.uuid)),
+    ));
+    Ok(stats)
+}
+
+/// One call over `scope`, hedged, and its fallback: the reply's connection generation
+/// and statistics, before the partial check. Deadlines count from `start`.
+async fn collect_scope(
+    sup: &Arc<Supervisor>,
+    groups: StatsGroups,
+    bulk_groups: StatsGroups,
+    scope: Scope,
+    start: tokio::time::Instant,
+) -> Result<(u64, Vec<DomainStats>), HypervisorError> {
+    let timeout = sup.settings.call_timeout;
     let deadline = start + timeout;
     let hedge_after = sup.hedging.delay(sup.settings.hedge_after);
+    let call = scope.call();
     let s = Arc::clone(sup);
     let outcome = hedge::race(&sup.permits, hedge_after, deadline, move |permit| {
-        bulk_attempt(&s, permit, groups, bulk_groups)
+        bulk_attempt(&s, permit, groups, bulk_groups, &scope)
     })
     .await;
     let reply = match outcome {
@@ -134,15 +258,12 @@ pub(crate) async fn collect(
             })
         }
         Hedged::TimedOut { hedged } => {
-            debug!(uri = %sup.settings.uri, hedged, ?timeout, "{BULK_CALL} did not answer in time");
-            return Err(HypervisorError::Timeout {
-                call: BULK_CALL,
-                timeout,
-            });
+            debug!(uri = %sup.settings.uri, hedged, ?timeout, "{call} did not answer in time");
+            return Err(HypervisorError::Timeout { call, timeout });
         }
         Hedged::Failed => {
             return Err(HypervisorError::Call {
-                call: BULK_CALL,
+                call,
                 message: "worker failed".to_string(),
             })
         }
@@ -153,7 +274,7 @@ pub(crate) async fn collect(
         pending,
         carry,
     } = reply;
-    let mut stats = match carry {
+    let stats = match carry {
         Some((live, lease)) => {
             // The fallback gets until 4/5 of the deadline, so a caller whose own deadline
             // is `call_timeout` (the scheduler's default) still gets the partial result.
@@ -170,11 +291,7 @@ pub(crate) async fn collect(
         }
         None => stats,
     };
-    sup.groups_seen
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .check(generation, groups, &mut stats);
-    Ok(stats)
+    Ok((generation, stats))
 }
 
 /// Logs a hedge: `warn!` (rate-limited) when it answered, `debug!` otherwise.

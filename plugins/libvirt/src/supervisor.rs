@@ -19,6 +19,7 @@ use crate::live::Live;
 use crate::partial::GroupMemory;
 use crate::per_domain::Busy;
 use crate::settings::LibvirtSettings;
+use crate::shards::ShardPlan;
 
 /// A stats call that finds no connection waits at most this long for the reconnect
 /// attempt it asked for (less when `call_timeout` is short).
@@ -73,6 +74,10 @@ pub(crate) struct Supervisor {
     pub(crate) job_hints: Arc<JobHints>,
     /// Metadata-change events, by domain.
     pub(crate) metadata_tx: tokio::sync::broadcast::Sender<vadvisor_api::DomainRef>,
+    /// The host's CPU count (caps `bulk_shards: auto`).
+    pub(crate) cpus: usize,
+    /// Which shard asks for which domain, from the last collection's reply.
+    shard_plan: Mutex<Arc<ShardPlan>>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -107,7 +112,18 @@ impl Supervisor {
             groups_seen: Mutex::new(GroupMemory::default()),
             job_hints: Arc::new(JobHints::default()),
             metadata_tx: tokio::sync::broadcast::channel(256).0,
+            cpus: std::thread::available_parallelism().map_or(1, usize::from),
+            shard_plan: Mutex::new(Arc::new(ShardPlan::default())),
         }
+    }
+
+    /// The shard plan made from the last collection's reply.
+    pub(crate) fn shard_plan(&self) -> Arc<ShardPlan> {
+        Arc::clone(&lock(&self.shard_plan))
+    }
+
+    pub(crate) fn set_shard_plan(&self, plan: ShardPlan) {
+        *lock(&self.shard_plan) = Arc::new(plan);
     }
 
     /// Counts `n` libvirt API calls.

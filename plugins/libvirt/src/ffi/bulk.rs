@@ -1,5 +1,6 @@
-//! `virConnectGetAllDomainStats`, copied into owned [`RawRecord`]s and freed with
-//! `virDomainStatsRecordListFree` (the `virt` wrapper leaks every record).
+//! `virConnectGetAllDomainStats` (every domain) and `virDomainListGetStats` (a given
+//! subset, one shard of a sharded collection), copied into owned [`RawRecord`]s and
+//! freed with `virDomainStatsRecordListFree` (the `virt` wrapper leaks every record).
 
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
@@ -104,6 +105,38 @@ pub fn get_all_domain_stats(
     // SAFETY: `conn` keeps its connection alive for the whole call; `list` is a valid
     // out-pointer that libvirt sets to a freshly allocated, NULL-terminated array.
     let n = unsafe { sys::virConnectGetAllDomainStats(conn.as_ptr(), stats, &mut list, flags) };
+    copy_list(n, list)
+}
+
+/// `virDomainListGetStats(doms, stats, flags)`: the statistics of the domains `doms`
+/// only, copied into owned records like [`get_all_domain_stats`]. Every domain must
+/// belong to one connection (libvirt checks it and fails otherwise); the call runs on
+/// that connection. An empty `doms` is an empty reply (libvirt would reject it).
+/// Domains that stopped or vanished meanwhile are left out of the reply, not an error.
+pub fn domain_list_stats(doms: &[Domain], stats: u32, flags: u32) -> Result<Vec<RawRecord>, Error> {
+    if doms.is_empty() {
+        return Ok(Vec::new());
+    }
+    // The NULL-terminated array libvirt reads; the pointers stay owned by `doms`.
+    let mut ptrs: Vec<sys::virDomainPtr> = doms
+        .iter()
+        // SAFETY: only reads the handle's pointer; `doms` keeps each domain alive while
+        // the pointers are used below.
+        .map(|d| unsafe { d.as_ptr() })
+        .collect();
+    ptrs.push(ptr::null_mut());
+    let mut list: *mut sys::virDomainStatsRecordPtr = ptr::null_mut();
+    // SAFETY: `ptrs` is a NULL-terminated array of valid domain pointers, kept alive by
+    // `doms` (borrowed for the whole call) and only read by libvirt; their connection is
+    // kept alive by the domains' own references. `list` is a valid out-pointer that
+    // libvirt sets to a freshly allocated, NULL-terminated array.
+    let n = unsafe { sys::virDomainListGetStats(ptrs.as_mut_ptr(), stats, &mut list, flags) };
+    copy_list(n, list)
+}
+
+/// Takes ownership of the reply `list` of `n` records (or of the error when `n < 0`)
+/// and copies it.
+fn copy_list(n: i32, list: *mut sys::virDomainStatsRecordPtr) -> Result<Vec<RawRecord>, Error> {
     if n < 0 {
         return Err(Error::last_error());
     }
@@ -152,5 +185,44 @@ mod tests {
         assert_eq!(test.params.get("state.state"), Some(&TypedValue::Int(1)));
         // The copied domain reference outlives the freed list.
         assert_eq!(domain_state(&test.domain).expect("state").0, 1);
+    }
+
+    #[test]
+    fn list_stats_on_the_test_driver_cover_exactly_the_given_domains() {
+        let conn = test_conn();
+        let doms = conn
+            .list_all_domains(sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+            .expect("list");
+        let test = doms
+            .into_iter()
+            .find(|d| d.name().as_deref() == Ok("test"))
+            .expect("domain `test`");
+        let flags = sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE
+            | sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT;
+        let recs = domain_list_stats(
+            std::slice::from_ref(&test),
+            sys::VIR_DOMAIN_STATS_STATE,
+            flags,
+        )
+        .expect("list stats");
+        assert_eq!(recs.len(), 1, "{recs:?}");
+        assert_eq!(recs[0].uuid, "6695eb01-f6a4-8304-79aa-97f2502e193f");
+        assert_eq!(recs[0].params.get("state.state"), Some(&TypedValue::Int(1)));
+        // The records own their references: the given handle can go first.
+        drop(test);
+        assert_eq!(domain_state(&recs[0].domain).expect("state").0, 1);
+        assert!(domain_list_stats(&[], sys::VIR_DOMAIN_STATS_STATE, flags)
+            .expect("empty")
+            .is_empty());
+    }
+
+    #[test]
+    fn list_stats_reject_domains_of_another_connection() {
+        let a = test_conn();
+        let b = test_conn();
+        let mut doms = a.list_all_domains(0).expect("list a");
+        doms.extend(b.list_all_domains(0).expect("list b"));
+        assert!(doms.len() >= 2);
+        assert!(domain_list_stats(&doms, sys::VIR_DOMAIN_STATS_STATE, 0).is_err());
     }
 }

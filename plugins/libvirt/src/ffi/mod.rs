@@ -4,8 +4,9 @@
 //!
 //! - typed-parameter conversion (`virTypedParameter` array → owned `(String, TypedValue)`,
 //!   or for the bulk reply straight into sorted `vadvisor_api::Params`);
-//! - `virConnectGetAllDomainStats`, copied into owned [`RawRecord`]s and freed with
-//!   `virDomainStatsRecordListFree` (the `virt` wrapper leaks every record);
+//! - `virConnectGetAllDomainStats` and `virDomainListGetStats` (one shard's domains),
+//!   copied into owned [`RawRecord`]s and freed with `virDomainStatsRecordListFree`
+//!   (the `virt` wrapper leaks every record);
 //! - `virDomainGetState`, `virDomainGetBlockInfo` with checked return codes (the `virt`
 //!   wrappers ignore errors and read uninitialised memory);
 //! - `virDomainGetVcpus` and the one-shot `virDomainGetCPUStats` total (no or wasteful
@@ -29,7 +30,7 @@ mod lifecycle;
 mod node;
 mod params;
 
-pub use bulk::{get_all_domain_stats, RawRecord};
+pub use bulk::{domain_list_stats, get_all_domain_stats, RawRecord};
 pub use close::{CloseCallback, CloseSignal};
 pub use domain::{block_info, cpu_total_stats, domain_state, vcpu_info, VcpuInfo};
 pub use domain_events::{

@@ -98,6 +98,12 @@ pub const OWN_FAMILIES: &[OwnFamily] = &[
         "How long the collector's last run took",
     ),
     fam(
+        "vadvisor_collector_period_seconds",
+        "gauge",
+        COLLECTOR,
+        "Time between the starts of the collector's last two runs: its actual period, above its interval when collections take longer and ticks are skipped (0 until it ran twice)",
+    ),
+    fam(
         "vadvisor_collector_success",
         "gauge",
         COLLECTOR,

@@ -24,6 +24,9 @@ pub struct SelfStats<'a> {
     pub sink_figures: &'a [(String, Vec<SinkFigure>)],
 }
 
+/// Help of `vadvisor_collector_period_seconds`.
+const PERIOD_HELP: &str = "Time between the starts of the collector's last two runs: its actual period, above its interval when collections take longer and ticks are skipped (0 until it ran twice)";
+
 fn unix_seconds(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
@@ -76,12 +79,18 @@ impl SelfStats<'_> {
         );
 
         type Figure = fn(&CollectorHealth) -> f64;
-        let per_collector: [(&str, &str, MetricKind, Figure); 6] = [
+        let per_collector: [(&str, &str, MetricKind, Figure); 7] = [
             (
                 "vadvisor_collector_duration_seconds",
                 "How long the collector's last run took",
                 Gauge,
                 |h| h.last_duration.as_secs_f64(),
+            ),
+            (
+                "vadvisor_collector_period_seconds",
+                PERIOD_HELP,
+                Gauge,
+                |h| h.last_period.as_secs_f64(),
             ),
             (
                 "vadvisor_collector_success",

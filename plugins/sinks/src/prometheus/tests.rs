@@ -1083,6 +1083,10 @@ async fn serves_both_formats_with_self_and_process_metrics() {
         .record_run("cpu", Duration::from_millis(3), true, 0);
     h.health
         .record_run("memory", Duration::from_millis(4), true, 2);
+    let t0 = SystemTime::now();
+    h.health.record_start("cpu", t0);
+    h.health
+        .record_start("cpu", t0 + Duration::from_millis(2500));
     h.health.sink("rest").add_dropped(5);
     let body = h
         .scrape_until(None, |b| {
@@ -1117,6 +1121,11 @@ async fn serves_both_formats_with_self_and_process_metrics() {
     assert_eq!(
         e.get("vadvisor_collector_runs_total", &[("collector", "cpu")]),
         Some(1.0)
+    );
+    assert_eq!(
+        e.get("vadvisor_collector_period_seconds", &[("collector", "cpu")]),
+        Some(2.5),
+        "the actual period"
     );
     assert_eq!(
         e.get("vadvisor_collector_errors_total", &[("collector", "cpu")]),
