@@ -30,13 +30,14 @@ use vadvisor_api::Registry;
 /// Longer than the default 1 s tick, so the thread of the bulk call is reused.
 const BLOCKING_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// The agent's async runtime: one thread runs every task (scheduler, sinks, HTTP), so a
-/// tick wakes one thread instead of a pool of workers that hand tasks to each other;
-/// libvirt and SQLite calls never run there but on blocking threads, made on demand and
-/// ended after [`BLOCKING_KEEP_ALIVE`] idle. The thread count does not grow with the
-/// host's cores. (Measured in docs/performance.md.)
+/// The agent's async runtime: two worker threads run every task (scheduler, sinks,
+/// HTTP) — one thread alone could not keep 100 event streams flowing in the load test
+/// (tests/load.rs); libvirt and SQLite calls never run there but on blocking threads,
+/// made on demand and ended after [`BLOCKING_KEEP_ALIVE`] idle. The thread count does
+/// not grow with the host's cores. (Measured in docs/performance.md.)
 fn build_runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .thread_name("vadvisor-blocking")
         .thread_keep_alive(BLOCKING_KEEP_ALIVE)

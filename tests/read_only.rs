@@ -719,7 +719,9 @@ fn the_whole_pipeline_works_on_the_read_only_socket_which_refuses_writes() {
 
     // Stats of every kind.
     let sample = wait_for(Duration::from_secs(20), || {
-        let v = agent.get_json(&format!("/api/v1.0/stats/{uuid}"));
+        // 404 until the first sample of the guest is stored.
+        let r = agent.get(&format!("/api/v1.0/stats/{uuid}")).ok()?;
+        let v: serde_json::Value = r.status().is_success().then(|| r.json().ok())??;
         let last = v[uuid.as_str()].as_array()?.last()?.clone();
         let complete = last["cpu"]["usage"]["cpu_time"].is_number()
             && last["memory"].as_object().is_some_and(|m| !m.is_empty())
