@@ -273,10 +273,12 @@ async fn lab_hung_daemon_times_out_and_permits_bound_the_threads() {
         took < timeout + Duration::from_millis(500),
         "timeouts fired late: {took:?}"
     );
-    assert_eq!(
-        hv.status().calls - before,
-        2,
-        "only max_concurrent_calls calls reach libvirt"
+    // At most max_concurrent_calls calls reach libvirt; the second lane may still be
+    // opening its own connection through the hung daemon, before its call is counted.
+    let reached = hv.status().calls - before;
+    assert!(
+        (1..=2).contains(&reached),
+        "only max_concurrent_calls calls reach libvirt: {reached}"
     );
     // A later call waits for a permit and times out too, without reaching libvirt.
     let r = hv.domain_stats(StatsGroups::NONE).await;
@@ -284,7 +286,11 @@ async fn lab_hung_daemon_times_out_and_permits_bound_the_threads() {
         matches!(r, Err(vadvisor_api::HypervisorError::Timeout { .. })),
         "{r:?}"
     );
-    assert_eq!(hv.status().calls - before, 2);
+    assert_eq!(
+        hv.status().calls - before,
+        reached,
+        "the later call reached libvirt"
+    );
     println!(
         "5+1 calls timed out after {took:?}; {} reached libvirt",
         hv.status().calls - before
