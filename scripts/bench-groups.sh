@@ -39,16 +39,8 @@ done
 daemon="$(pgrep -x 'libvirtd|virtqemud' | head -1 || true)"
 [ -n "$daemon" ] || die "no libvirtd/virtqemud process"
 
-# CPU ticks (utime + stime) summed over pids.
-ticks() {
-	local sum=0 pid f
-	for pid in "$@"; do
-		if f="$(cut -d' ' -f14,15 "/proc/$pid/stat" 2>/dev/null)"; then
-			sum=$((sum + ${f% *} + ${f#* }))
-		fi
-	done
-	echo "$sum"
-}
+# shellcheck source=scripts/lib/proc-cpu.sh
+. scripts/lib/proc-cpu.sh
 now_ms() { date +%s%3N; }
 
 # Runs CALLS bulk calls for "$@" (domstats options) in one virsh session; prints

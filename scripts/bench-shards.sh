@@ -48,14 +48,8 @@ trap cleanup EXIT
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 base="http://127.0.0.1:$port"
 
-ticks() {
-	local sum=0 p
-	for p in "$@"; do
-		[ -r "/proc/$p/stat" ] || continue
-		sum=$((sum + $(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat")))
-	done
-	echo "$sum"
-}
+# shellcheck source=scripts/lib/proc-cpu.sh
+. scripts/lib/proc-cpu.sh
 
 printf 'bench-shards: %s active domains, %s s per shard count\n' "$domains" "$PHASE"
 printf '%-7s %-22s %-22s %-8s %-11s %-13s %-13s %-9s %-6s %s\n' shards "collection med/p90" \

@@ -83,15 +83,8 @@ sed -e "s|listen: 0.0.0.0:8181|listen: 127.0.0.1:$port|" \
 	-e "s|^  bulk_shards: auto$|  bulk_shards: ${SHARDS:-auto}|" config.example.yaml >"$work/config.yaml"
 base="http://127.0.0.1:$port"
 
-# CPU ticks (utime + stime) summed over pids.
-ticks() {
-	local sum=0 p
-	for p in "$@"; do
-		[ -r "/proc/$p/stat" ] || continue
-		sum=$((sum + $(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat")))
-	done
-	echo "$sum"
-}
+# shellcheck source=scripts/lib/proc-cpu.sh
+. scripts/lib/proc-cpu.sh
 cpu_ms() { echo $(($1 * 1000 / HZ)); } # ticks -> ms
 runs() { curl -s "$base/metrics" | awk '/^vadvisor_collector_runs_total\{collector="cpu"\}/ { print $2 }'; }
 
