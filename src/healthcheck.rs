@@ -107,8 +107,16 @@ mod tests {
             let port = listener.local_addr().unwrap().port();
             let server = std::thread::spawn(move || {
                 let (mut s, _) = listener.accept().unwrap();
+                // Read the whole request head before answering and closing: answering
+                // after a partial read made the probe's own write fail (broken pipe).
+                let mut head = Vec::new();
                 let mut buf = [0u8; 256];
-                let _ = s.read(&mut buf);
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
                 s.write_all(answer.as_bytes()).unwrap();
             });
             let r = probe(
