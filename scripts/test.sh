@@ -54,6 +54,6 @@ log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 log "cargo test (including the lab, peer and container tests)"
-VADVISOR_LAB=1 cargo test --workspace --locked -- --include-ignored
+VADVISOR_LAB=1 cargo test --workspace --locked --no-fail-fast -- --include-ignored
 
 log "done"

@@ -42,7 +42,9 @@ impl Drop for Restore {
 }
 
 fn latest_state(agent: &Agent, uuid: &str) -> Option<String> {
-    let v = agent.get_json(&format!("/api/v1.0/stats/{uuid}"));
+    // 503 (Retry-After) until the first collection has delivered: not yet known.
+    let r = agent.get(&format!("/api/v1.0/stats/{uuid}")).ok()?;
+    let v: serde_json::Value = r.status().is_success().then(|| r.json().ok())??;
     v[uuid].as_array()?.last()?["state"]
         .as_str()
         .map(str::to_string)

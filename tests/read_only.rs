@@ -719,7 +719,7 @@ fn the_whole_pipeline_works_on_the_read_only_socket_which_refuses_writes() {
 
     // Stats of every kind.
     let sample = wait_for(Duration::from_secs(20), || {
-        // 404 until the first sample of the guest is stored.
+        // 503 (Retry-After) until the first collection has delivered.
         let r = agent.get(&format!("/api/v1.0/stats/{uuid}")).ok()?;
         let v: serde_json::Value = r.status().is_success().then(|| r.json().ok())??;
         let last = v[uuid.as_str()].as_array()?.last()?.clone();

@@ -61,6 +61,26 @@ fn rest_errors_redirects_and_live() {
     let agent = Agent::start(CONFIG);
     let http = client();
 
+    // Before the first collection has delivered, a domain without samples is 503 with
+    // `Retry-After` (it may exist); after it, an unknown one is 404.
+    let early = http
+        .get(format!("{}/api/v1.0/stats/{TEST_UUID}", agent.base))
+        .send()
+        .unwrap();
+    assert!(
+        matches!(early.status().as_u16(), 200 | 503),
+        "a false 404 right after start: {}",
+        early.status()
+    );
+    if early.status() == 503 {
+        assert_eq!(early.headers()["retry-after"], "1");
+    }
+    wait_for(Duration::from_secs(10), || {
+        let v = agent.get_json("/api/v1.0/stats/");
+        v.get(TEST_UUID).map(|_| ())
+    })
+    .expect("the first sample within 10 s");
+
     let r = http
         .get(format!(
             "{}/api/v1.0/stats/00000000-0000-0000-0000-000000000000",

@@ -148,6 +148,9 @@ async fn render(state: &RestState, query: Option<String>, only: Option<&str>) ->
         Ok(l) => l,
         Err(resp) => return resp,
     };
+    // Read before the history: if the first collection had delivered by then, a domain
+    // missing from the history is really unknown.
+    let first_collection_done = state.store.has_ingested();
     let rendered = if live {
         match state.live.collect_now().await {
             Ok(batches) => state.store.render_live(&batches, only).map(json_bytes),
@@ -167,6 +170,21 @@ async fn render(state: &RestState, query: Option<String>, only: Option<&str>) ->
     };
     match rendered {
         Some(r) => r,
+        None if !first_collection_done && !live => {
+            // Right after start: not a false 404 for a domain that is there.
+            let mut resp = json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "no samples for domain `{}` yet: no collection has delivered since start \
+                     (the first collection is still running, or libvirt is not reachable: \
+                     see /healthz); retry shortly",
+                    only.unwrap_or_default()
+                ),
+            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            resp
+        }
         None => json_error(
             StatusCode::NOT_FOUND,
             format!("no samples for domain `{}`", only.unwrap_or_default()),
@@ -192,4 +210,68 @@ async fn redirect_slash(RawQuery(q): RawQuery) -> Response {
         _ => "/api/v1.0/stats/".to_string(),
     };
     Redirect::permanent(&target).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vadvisor_api::axum::body::to_bytes;
+    use vadvisor_api::{Batch, DomainRef, DomainSamples, DomainState};
+
+    struct NoLive;
+
+    #[async_trait]
+    impl LiveCollect for NoLive {
+        async fn collect_now(&self) -> Result<Arc<[Arc<Batch>]>, String> {
+            Err("not in this test".into())
+        }
+    }
+
+    fn state() -> RestState {
+        RestState {
+            store: HistoryStore::new(Duration::from_secs(60), 60),
+            live: Arc::new(NoLive),
+        }
+    }
+
+    async fn get_one(state: &RestState, uuid: &str) -> (StatusCode, Option<String>, String) {
+        let resp = render(state, None, Some(uuid)).await;
+        let status = resp.status();
+        let retry = resp
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap_or_default();
+        (status, retry, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn before_the_first_collection_a_domain_is_503_with_retry_after_then_404_if_unknown() {
+        let state = state();
+        let (status, retry, body) = get_one(&state, "any").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(retry.as_deref(), Some("1"));
+        assert!(body.contains("no collection has delivered"), "{body}");
+
+        // The first collection delivers one domain: it is found, another one is 404.
+        let known = DomainRef::new("5ad0a0b0-0000-4000-8000-000000000001", "vm1");
+        let mut samples = DomainSamples::new(known.clone());
+        samples.state = Some(DomainState::new(1, 1));
+        let batch = Batch {
+            collector: "cpu".into(),
+            metrics: Vec::new().into(),
+            at: std::time::SystemTime::now(),
+            domains: vec![samples],
+            host: Vec::new(),
+        };
+        state.store.ingest(&batch);
+        let (status, _, body) = get_one(&state, &known.uuid).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, retry, body) = get_one(&state, "no-such-domain").await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        assert_eq!(retry, None);
+    }
 }

@@ -13,7 +13,7 @@
 //! that arrive until the next change, and responses stream from it.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -100,6 +100,9 @@ pub struct HistoryStore {
     /// The all-domains snapshot of the current generation, cleared on every change so
     /// it never keeps expired fragments alive.
     snapshot: Mutex<Option<(u64, Arc<Snapshot>)>>,
+    /// Whether any batch has arrived: before the first collection ends, a domain with
+    /// no samples is not (yet) evidence that it does not exist.
+    ingested: AtomicBool,
 }
 
 impl HistoryStore {
@@ -112,7 +115,13 @@ impl HistoryStore {
             health: None,
             generation: AtomicU64::new(0),
             snapshot: Mutex::new(None),
+            ingested: AtomicBool::new(false),
         }
+    }
+
+    /// Whether any batch has been ingested (the first collection has delivered).
+    pub fn has_ingested(&self) -> bool {
+        self.ingested.load(Ordering::Acquire)
     }
 
     /// Carries the values of collectors with longer intervals into every sample, using
@@ -151,6 +160,9 @@ impl HistoryStore {
     pub fn ingest(&self, batch: &Batch) {
         let sections = sections_of(&batch.metrics);
         let mut domains = self.domains.write().unwrap_or_else(|e| e.into_inner());
+        // Set under the write lock: a reader that sees it and then takes the read lock
+        // sees this batch.
+        self.ingested.store(true, Ordering::Release);
         for ds in &batch.domains {
             let mut values = Vec::new();
             self.preparer
