@@ -124,7 +124,14 @@ for r in $(seq "$ROUNDS"); do
 done
 
 # ---------------------------------------------------------------- 3. RSS and latency
-rss() { awk '/^VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$agent_pid/status"; }
+# RSS in MiB, split into anonymous (the agent's own heap and stacks) and file-backed
+# pages (the binary's and the shared libraries' code and data, shared with every other
+# process that maps them: libvirtd maps the same libvirt libraries).
+rss() {
+	awk '/^VmRSS/ { t = $2 } /^RssAnon/ { a = $2 } /^RssFile/ { f = $2 }
+		END { printf "%.1f MiB (anon %.1f + file %.1f)", t / 1024, a / 1024, f / 1024 }' \
+		"/proc/$agent_pid/status"
+}
 rss_idle="$(rss)"
 # latency URL [FILE]: median and p99 of REQUESTS requests; with FILE, the cpu collector's
 # duration and period of each /metrics response go there (milliseconds, one pair a line).
@@ -252,7 +259,7 @@ row("ticks per second (cpu collector runs)", f"{tick_rate:.2f}")
 row("samples per VM per 60 s (median, fewest)", f"{per_min}, {fewest} (actual period {period} s)")
 row("collection time median / max (cpu)", f"{c_med} ms / {c_max} ms")
 row("period self-metric median / max", f"{p_med} ms / {p_max} ms")
-row("RSS idle / after load", f"{rss_idle} MiB / {rss_load} MiB")
+row("RSS idle / after load", f"{rss_idle} / {rss_load}")
 row("/metrics median / p99", " / ".join(x + " ms" for x in lat_m.split()))
 row("/api/v1.0/stats/ median / p99", " / ".join(x + " ms" for x in lat_s.split()))
 row("?live=true median / p99", " / ".join(x + " ms" for x in lat_l.split()))

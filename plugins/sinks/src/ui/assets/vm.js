@@ -62,6 +62,10 @@ async function pollStats() {
   try {
     body = await getJSON(`/api/v1.0/stats/${encodeURIComponent(id)}`);
   } catch (e) {
+    if (e.status === 503) {
+      showNotice('Waiting for the agent’s first collection…');
+      return;
+    }
     if (e.status === 404) {
       showNotice(`No samples for domain “${id}” in the last ${WINDOW_SECONDS} s: it is not running, or the rest sink is not enabled.`);
       return;
