@@ -9,6 +9,8 @@
 #   BENCH_PHASE=20 BENCH_ROUNDS=3    seconds per phase, rounds of (idle, agent) phases
 #   BENCH_BIN=target/release/vadvisor  the binary (default: built with cargo --release)
 #   BENCH_SHARDS=1                  the agent's libvirt.bulk_shards (default: the config's, auto)
+#   BENCH_CONFIG=FILE               the pipeline file (default: config.example.yaml); e.g. an
+#                                   older build's own example file for an A/B run
 #
 # The agent runs the default configuration (config.example.yaml: cpu, memory, block, net
 # at 1 s; rest, prometheus, events sinks), on a free loopback port.
@@ -80,7 +82,7 @@ trap cleanup EXIT
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 sed -e "s|listen: 0.0.0.0:8181|listen: 127.0.0.1:$port|" \
 	-e "s|path: /var/lib/vadvisor/events.db|path: $work/events.db|" \
-	-e "s|^  bulk_shards: auto$|  bulk_shards: ${SHARDS:-auto}|" config.example.yaml >"$work/config.yaml"
+	-e "s|^  bulk_shards: auto$|  bulk_shards: ${SHARDS:-auto}|" "${BENCH_CONFIG:-config.example.yaml}" >"$work/config.yaml"
 base="http://127.0.0.1:$port"
 
 # shellcheck source=scripts/lib/proc-cpu.sh
