@@ -76,7 +76,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=scripts/lib/agent-run.sh
+. scripts/lib/agent-run.sh
 
 # The sum of every sample of family $2 (any labels) in the exposition at URL $1.
 metric() {

@@ -45,7 +45,9 @@ for d in range(n):
 </devices></domain>""")
 print("</node>")
 EOF
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+# shellcheck source=scripts/lib/agent-run.sh
+. scripts/lib/agent-run.sh
+port="$(free_port)"
 "$BIN" --print-default-config |
 	sed -e "s|^  uri: .*|  uri: test://$work/node.xml|" \
 		-e "s|^  listen: .*|  listen: 127.0.0.1:$port|" \

@@ -38,14 +38,10 @@ domains="$(virsh -q -c "$LAB_URI" list --name | grep -c . || true)"
 mapfile -t daemon_pids < <(pgrep -x 'libvirtd|virtqemud' || true)
 [ "${#daemon_pids[@]}" -ge 1 ] || die "no libvirtd/virtqemud process"
 
-work="$(mktemp -d)"
-agent_pid=""
-cleanup() {
-	[ -n "$agent_pid" ] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null
-	rm -rf "$work"
-}
-trap cleanup EXIT
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+# shellcheck source=scripts/lib/agent-run.sh
+. scripts/lib/agent-run.sh
+agent_workdir
+port="$(free_port)"
 base="http://127.0.0.1:$port"
 
 # shellcheck source=scripts/lib/proc-cpu.sh

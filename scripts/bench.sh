@@ -72,14 +72,10 @@ if [ -z "${BENCH_BIN:-}" ]; then
 fi
 [ -x "$BIN" ] || die "$BIN is missing"
 
-work="$(mktemp -d)"
-agent_pid=""
-cleanup() {
-	[ -n "$agent_pid" ] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null
-	rm -rf "$work"
-}
-trap cleanup EXIT
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+# shellcheck source=scripts/lib/agent-run.sh
+. scripts/lib/agent-run.sh
+agent_workdir
+port="$(free_port)"
 sed -e "s|listen: 0.0.0.0:8181|listen: 127.0.0.1:$port|" \
 	-e "s|path: /var/lib/vadvisor/events.db|path: $work/events.db|" \
 	-e "s|^  bulk_shards: auto$|  bulk_shards: ${SHARDS:-auto}|" "${BENCH_CONFIG:-config.example.yaml}" >"$work/config.yaml"

@@ -28,7 +28,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# shellcheck source=scripts/lib/agent-run.sh
+. scripts/lib/agent-run.sh
+port=$(free_port)
 "$bin" --print-default-config |
 	sed -e "s|^  listen: .*|  listen: 127.0.0.1:$port|" -e "s|path: /var/lib/vadvisor/events.db|path: $dir/events.db|" >"$dir/config.yaml"
 VADVISOR_LOG=warn "$bin" --config "$dir/config.yaml" >/dev/null 2>"$dir/log" &
