@@ -128,9 +128,7 @@ impl DomainStats {
 
     /// Whether any parameter of a group (by key prefix, e.g. `block`) is present.
     pub fn has_group(&self, prefix: &str) -> bool {
-        self.params
-            .with_prefix(prefix)
-            .any(|(k, _)| k.as_bytes().get(prefix.len()) == Some(&b'.'))
+        self.params.has_group(prefix)
     }
 
     /// The distinct numeric indices `N` of keys `<prefix>.N.*`, sorted; tolerates gaps.

@@ -3,15 +3,20 @@
 //! lives in one shared string buffer and every entry in one vector, so a domain's
 //! parameters cost two allocations however many there are (plus one per string value),
 //! instead of one per key and per tree node. [`IndexedKey`] spells `<group>.<n>.<field>`
-//! on the stack, so looking a device's field up allocates nothing either.
+//! on the stack, so looking a device's field up allocates nothing either. Each entry
+//! also keeps its key's first 16 bytes as one big-endian integer, so sorting and
+//! searching compare integers, and bytes only where two keys share those 16.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 
 use crate::typed_value::TypedValue;
 
-/// One entry: where its key sits in the key buffer, and its value.
+/// One entry: its key's first bytes as an integer, where its key sits in the key
+/// buffer, and its value.
 #[derive(Clone, Debug)]
 struct Entry {
+    /// [`key_prefix`] of the key.
+    prefix: u128,
     start: u32,
     len: u32,
     value: TypedValue,
@@ -42,8 +47,17 @@ impl Params {
     /// Builds from `(key, value)` pairs in any order, sorting once at the end (the way to
     /// load a whole libvirt record). A key given twice keeps one of its values.
     pub fn from_unsorted<K: AsRef<str>>(pairs: impl IntoIterator<Item = (K, TypedValue)>) -> Self {
+        Self::from_unsorted_sized(pairs, 0)
+    }
+
+    /// [`Params::from_unsorted`] with room for keys of `key_bytes` bytes in all, so the
+    /// key buffer is allocated once.
+    pub fn from_unsorted_sized<K: AsRef<str>>(
+        pairs: impl IntoIterator<Item = (K, TypedValue)>,
+        key_bytes: usize,
+    ) -> Self {
         let pairs = pairs.into_iter();
-        let mut out = Self::with_capacity(pairs.size_hint().0, 0);
+        let mut out = Self::with_capacity(pairs.size_hint().0, key_bytes);
         for (k, v) in pairs {
             out.push_unsorted(k.as_ref(), v);
         }
@@ -60,11 +74,15 @@ impl Params {
 
     /// Sorts what [`Params::push_unsorted`] appended and drops repeated keys.
     pub(crate) fn finish_unsorted(&mut self) {
-        let keys = &self.keys;
-        let key = |e: &Entry| &keys[e.start as usize..(e.start + e.len) as usize];
-        if !self.entries.is_sorted_by(|a, b| key(a) < key(b)) {
-            self.entries.sort_unstable_by(|a, b| key(a).cmp(key(b)));
-            self.entries.dedup_by(|a, b| key(a) == key(b));
+        let keys = self.keys.as_bytes();
+        let cmp = |a: &Entry, b: &Entry| {
+            a.prefix
+                .cmp(&b.prefix)
+                .then_with(|| tail(keys, a).cmp(tail(keys, b)))
+        };
+        if !self.entries.is_sorted_by(|a, b| cmp(a, b).is_lt()) {
+            self.entries.sort_unstable_by(cmp);
+            self.entries.dedup_by(|a, b| cmp(a, b).is_eq());
         }
     }
 
@@ -72,6 +90,7 @@ impl Params {
         let start = self.keys.len();
         self.keys.push_str(key);
         Entry {
+            prefix: key_prefix(key.as_bytes()),
             // Keys are libvirt field names (< 80 bytes), a few hundred per domain.
             start: u32::try_from(start).unwrap_or(u32::MAX),
             len: u32::try_from(key.len()).unwrap_or(0),
@@ -87,7 +106,12 @@ impl Params {
 
     /// Where `key` is (`Ok`) or would go (`Err`).
     fn find(&self, key: &str) -> Result<usize, usize> {
-        self.entries.binary_search_by(|e| self.key_of(e).cmp(key))
+        let key = key.as_bytes();
+        let prefix = key_prefix(key);
+        let rest = key.get(PREFIX_BYTES..).unwrap_or(&[]);
+        let keys = self.keys.as_bytes();
+        self.entries
+            .binary_search_by(|e| e.prefix.cmp(&prefix).then_with(|| tail(keys, e).cmp(rest)))
     }
 
     pub fn get(&self, key: &str) -> Option<&TypedValue> {
@@ -143,6 +167,12 @@ impl Params {
         self.iter().map(|(k, _)| k)
     }
 
+    /// Whether a key `<prefix>.…` is present (a statistics group's parameters).
+    pub fn has_group(&self, prefix: &str) -> bool {
+        self.with_prefix(prefix)
+            .any(|(k, _)| k.as_bytes().get(prefix.len()) == Some(&b'.'))
+    }
+
     /// The parameters whose key starts with `prefix`, sorted by key.
     pub fn with_prefix<'a>(
         &'a self,
@@ -154,6 +184,26 @@ impl Params {
             .map(|e| (self.key_of(e), &e.value))
             .take_while(move |(k, _)| k.starts_with(prefix))
     }
+}
+
+/// How many leading key bytes [`key_prefix`] holds.
+const PREFIX_BYTES: usize = 16;
+
+/// The first [`PREFIX_BYTES`] bytes of `key`, zero-padded, as a big-endian integer:
+/// comparing two prefixes orders those bytes as comparing the byte strings does (keys
+/// hold no NUL byte, so padding sorts before any key byte, as a shorter key does).
+fn key_prefix(key: &[u8]) -> u128 {
+    let mut buf = [0u8; PREFIX_BYTES];
+    let n = key.len().min(PREFIX_BYTES);
+    buf[..n].copy_from_slice(&key[..n]);
+    u128::from_be_bytes(buf)
+}
+
+/// The bytes of `e`'s key after its prefix (empty for keys of at most 16 bytes).
+fn tail<'a>(keys: &'a [u8], e: &Entry) -> &'a [u8] {
+    let start = e.start as usize;
+    keys.get(start + PREFIX_BYTES.min(e.len as usize)..start + e.len as usize)
+        .unwrap_or(&[])
 }
 
 /// Equal when they hold the same keys with the same values, however they were built.
@@ -229,9 +279,36 @@ impl IndexedKey {
             len: 0,
             overflow: false,
         };
-        // Writing to `IndexedKey` never fails: an overflow is recorded instead.
-        let _ = write!(k, "{group}.{n}.{field}");
+        // Spelled by hand: `write!` through `fmt` costs several times more, and this
+        // runs for every device field of every domain on every tick.
+        let mut digits = [0u8; 10];
+        let mut at = digits.len();
+        let mut rest = n;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        k.push(group.as_bytes());
+        k.push(b".");
+        k.push(&digits[at..]);
+        k.push(b".");
+        k.push(field.as_bytes());
         k
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        let end = self.len + bytes.len();
+        match self.buf.get_mut(self.len..end) {
+            Some(dst) => {
+                dst.copy_from_slice(bytes);
+                self.len = end;
+            }
+            None => self.overflow = true,
+        }
     }
 
     /// The key, or `None` when it did not fit.
@@ -244,23 +321,60 @@ impl IndexedKey {
     }
 }
 
-impl fmt::Write for IndexedKey {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let end = self.len + s.len();
-        match self.buf.get_mut(self.len..end) {
-            Some(dst) => {
-                dst.copy_from_slice(s.as_bytes());
-                self.len = end;
-            }
-            None => self.overflow = true,
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    /// Keys made of a few shared pieces, so many share their first 16 bytes or are
+    /// prefixes of each other (`block.0.rd`, `block.0.rd.bytes`), as libvirt's do.
+    fn key() -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            prop_oneof![
+                Just("block."),
+                Just("0."),
+                Just("10."),
+                Just("rd"),
+                Just(".bytes"),
+                Just("allocation"),
+                Just("balloon."),
+                Just("x"),
+                Just("é"),
+            ],
+            0..6,
+        )
+        .prop_map(|parts| parts.concat())
+    }
+
+    proptest! {
+        #[test]
+        fn order_and_lookups_match_a_btree_map(
+            pairs in proptest::collection::vec((key(), 0i32..100), 0..40),
+            probes in proptest::collection::vec(key(), 0..20),
+        ) {
+            let params = Params::from_unsorted(
+                pairs.iter().map(|(k, v)| (k.as_str(), TypedValue::Int(*v))),
+            );
+            let reference: BTreeMap<&str, ()> =
+                pairs.iter().map(|(k, _)| (k.as_str(), ())).collect();
+            let keys: Vec<&str> = params.keys().collect();
+            let expected: Vec<&str> = reference.keys().copied().collect();
+            prop_assert_eq!(&keys, &expected);
+            for probe in probes.iter().chain(pairs.iter().map(|(k, _)| k)) {
+                prop_assert_eq!(params.contains_key(probe), reference.contains_key(probe.as_str()));
+                let with: Vec<&str> = params.with_prefix(probe).map(|(k, _)| k).collect();
+                let want: Vec<&str> =
+                    expected.iter().copied().filter(|k| k.starts_with(probe.as_str())).collect();
+                prop_assert_eq!(with, want);
+            }
+            let mut grown = Params::new();
+            for (k, v) in &pairs {
+                grown.insert(k, TypedValue::Int(*v));
+            }
+            prop_assert_eq!(grown.keys().collect::<Vec<_>>(), expected);
+        }
+    }
 
     fn sample() -> Params {
         Params::from_unsorted([
@@ -382,5 +496,11 @@ mod tests {
         );
         let long = "x".repeat(INDEXED_KEY_MAX);
         assert_eq!(IndexedKey::new("vcpu", 0, &long).as_str(), None);
+        for n in [0, 7, 10, 99, 100, 4_294_967_295] {
+            assert_eq!(
+                IndexedKey::new("net", n, "rx.bytes").as_str(),
+                Some(format!("net.{n}.rx.bytes").as_str())
+            );
+        }
     }
 }

@@ -78,23 +78,24 @@ pub(crate) fn list(
 ) -> Result<Vec<DomainEntry>, HypervisorError> {
     sup.count_calls(1);
     progress.set(LIST_CALL);
-    let mut out = match ffi::get_all_domain_stats(&live.conn, sys::VIR_DOMAIN_STATS_STATE, 0) {
-        Ok(records) => records
-            .into_iter()
-            .map(|r| DomainEntry {
-                state: DomainState::new(
-                    int_param(&r.params, "state.state").unwrap_or(0),
-                    int_param(&r.params, "state.reason").unwrap_or(0),
-                ),
-                active: r.domain.id().is_some(),
-                domain: DomainRef::new(r.uuid, r.name),
-            })
-            .collect(),
-        Err(e) if e.code().to_raw() == sys::VIR_ERR_NO_SUPPORT => {
-            list_one_by_one(sup, live, progress)?
-        }
-        Err(e) => return Err(fail(sup, live, LIST_CALL, &e, "")),
-    };
+    let mut out =
+        match ffi::get_all_domain_stats(&live.conn, sys::VIR_DOMAIN_STATS_STATE, 0, &|_| true) {
+            Ok(records) => records
+                .into_iter()
+                .map(|r| DomainEntry {
+                    state: DomainState::new(
+                        int_param(&r.params, "state.state").unwrap_or(0),
+                        int_param(&r.params, "state.reason").unwrap_or(0),
+                    ),
+                    active: r.domain.as_ref().is_some_and(|d| d.id().is_some()),
+                    domain: DomainRef::new(r.uuid, r.name),
+                })
+                .collect(),
+            Err(e) if e.code().to_raw() == sys::VIR_ERR_NO_SUPPORT => {
+                list_one_by_one(sup, live, progress)?
+            }
+            Err(e) => return Err(fail(sup, live, LIST_CALL, &e, "")),
+        };
     out.sort_by(|a, b| a.domain.name.cmp(&b.domain.name));
     Ok(out)
 }

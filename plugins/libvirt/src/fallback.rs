@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use vadvisor_api::{DomainRef, DomainStats, HypervisorError, StatsGroups, TypedValue};
+use vadvisor_api::{DomainRef, DomainStats, HypervisorError, Params, StatsGroups, TypedValue};
 use virt::domain::{Domain, DomainInfo};
 use virt::error::Error as VirtError;
 use virt::sys;
@@ -23,17 +23,17 @@ use crate::supervisor::Supervisor;
 /// `virDomainState` SHUTOFF.
 const STATE_SHUTOFF: u64 = 5;
 
-/// Whether the per-domain fallback has anything to add to `stats` for `groups`
+/// Whether the per-domain fallback has anything to add to a domain's bulk `params` for `groups`
 /// (mirrors `Fallback::fill`: perf and dirtyrate have no per-domain call, a shut-off domain only needs
 /// its state).
-pub(crate) fn needs_fallback(stats: &DomainStats, groups: StatsGroups) -> bool {
-    let shutoff = stats.u64("state.state") == Some(STATE_SHUTOFF);
+pub(crate) fn needs_fallback(params: &Params, groups: StatsGroups) -> bool {
+    let shutoff = params.get("state.state").and_then(TypedValue::as_u64) == Some(STATE_SHUTOFF);
     StatsGroups::ALL.iter().any(|&(group, prefix)| {
         groups.contains(group)
             && group != StatsGroups::PERF
             && group != StatsGroups::DIRTYRATE
             && (group == StatsGroups::STATE || !shutoff)
-            && !stats.has_group(prefix)
+            && !params.has_group(prefix)
     })
 }
 

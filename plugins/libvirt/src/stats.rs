@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use tracing::{debug, warn};
-use vadvisor_api::{DomainRef, DomainStats, HypervisorError, StatsGroups};
+use vadvisor_api::{DomainRef, DomainStats, HypervisorError, Params, StatsGroups};
 use virt::domain::Domain;
 use virt::sys;
 
@@ -74,6 +74,7 @@ fn shard_records(
     stats: u32,
     index: usize,
     plan: &ShardPlan,
+    keep_domain: &dyn Fn(&Params) -> bool,
 ) -> Result<Vec<ffi::RawRecord>, virt::error::Error> {
     sup.count_calls(1);
     let listed = live
@@ -87,7 +88,7 @@ fn shard_records(
         return Ok(Vec::new());
     }
     sup.count_calls(1);
-    ffi::domain_list_stats(&mine, stats, BULK_FLAGS)
+    ffi::domain_list_stats(&mine, stats, BULK_FLAGS, keep_domain)
 }
 
 /// One bulk attempt (blocking): the call for `bulk_groups` over `scope`, on the
@@ -107,12 +108,16 @@ fn bulk_attempt(
     };
     let live = lease.live(primary);
     let stats_bits = (bulk_groups | StatsGroups::STATE).0;
+    // Only a domain the per-domain fallback will ask needs its handle kept.
+    let keep_domain = |params: &Params| needs_fallback(params, groups);
     let records = match scope {
         Scope::All => {
             sup.count_calls(1);
-            ffi::get_all_domain_stats(&live.conn, stats_bits, BULK_FLAGS)
+            ffi::get_all_domain_stats(&live.conn, stats_bits, BULK_FLAGS, &keep_domain)
         }
-        Scope::Shard { index, plan } => shard_records(sup, &live, stats_bits, *index, plan),
+        Scope::Shard { index, plan } => {
+            shard_records(sup, &live, stats_bits, *index, plan, &keep_domain)
+        }
     };
     let records = match records {
         Ok(r) => r,
@@ -135,8 +140,9 @@ fn bulk_attempt(
     for rec in records {
         let mut d = DomainStats::new(DomainRef::new(rec.uuid, rec.name));
         d.params = rec.params;
-        if needs_fallback(&d, groups) {
-            pending.push((stats.len(), rec.domain));
+        // Kept exactly for the domains `needs_fallback` names.
+        if let Some(domain) = rec.domain {
+            pending.push((stats.len(), domain));
         }
         stats.push(d);
     }

@@ -83,8 +83,9 @@ fn bulk_stats_do_not_leak() {
         | sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT;
     let bulk = |n: usize| {
         for _ in 0..n {
-            let recs = ffi::get_all_domain_stats(&conn, sys::VIR_DOMAIN_STATS_STATE, flags)
-                .expect("bulk stats");
+            let recs =
+                ffi::get_all_domain_stats(&conn, sys::VIR_DOMAIN_STATS_STATE, flags, &|_| true)
+                    .expect("bulk stats");
             assert_eq!(recs.len(), DOMAINS);
         }
     };

@@ -62,6 +62,23 @@ impl Preparer {
             .clone()
     }
 
+    /// The parsed JSON paths of `metrics`, by metric index: looked up once per batch,
+    /// not once per value.
+    pub fn plan(&self, metrics: &[MetricDesc]) -> PathPlan {
+        PathPlan(
+            metrics
+                .iter()
+                .map(|desc| match desc.json {
+                    Some(json) => std::iter::once(json.path)
+                        .chain(desc.json_also)
+                        .filter_map(|raw| self.path(raw))
+                        .collect(),
+                    None => Vec::new(),
+                })
+                .collect(),
+        )
+    }
+
     /// Prepares the samples that have a JSON placement; others are skipped.
     pub fn prepare(
         &self,
@@ -69,33 +86,46 @@ impl Preparer {
         samples: &[Sample],
         out: &mut Vec<PreparedValue>,
     ) {
-        for sample in samples {
-            let Some(desc) = metrics.get(sample.metric as usize) else {
-                continue;
-            };
-            let Some(json) = desc.json else { continue };
-            let value = scalar(desc, json.unit, sample.value);
-            for raw in std::iter::once(json.path).chain(desc.json_also) {
-                let Some(path) = self.path(raw) else { continue };
-                let mut keys = Vec::new();
-                for seg in &path.segments {
-                    if let JsonSegment::Item { label, .. } = seg {
-                        let idx = desc.labels.iter().position(|l| l == label);
-                        match idx.and_then(|i| sample.labels.get(i)) {
-                            Some(v) => keys.push(v.clone()),
-                            None => break,
-                        }
+        prepare_with(&self.plan(metrics), metrics, samples, out);
+    }
+}
+
+/// [`Preparer::plan`]'s answer: the JSON paths of each metric of one batch.
+pub struct PathPlan(Vec<Vec<Arc<JsonPath>>>);
+
+/// [`Preparer::prepare`] with the batch's paths already looked up.
+pub fn prepare_with(
+    plan: &PathPlan,
+    metrics: &[MetricDesc],
+    samples: &[Sample],
+    out: &mut Vec<PreparedValue>,
+) {
+    for sample in samples {
+        let index = sample.metric as usize;
+        let (Some(desc), Some(paths)) = (metrics.get(index), plan.0.get(index)) else {
+            continue;
+        };
+        let Some(json) = desc.json else { continue };
+        let value = scalar(desc, json.unit, sample.value);
+        for path in paths {
+            let mut keys = Vec::new();
+            for seg in &path.segments {
+                if let JsonSegment::Item { label, .. } = seg {
+                    let idx = desc.labels.iter().position(|l| l == label);
+                    match idx.and_then(|i| sample.labels.get(i)) {
+                        Some(v) => keys.push(v.clone()),
+                        None => break,
                     }
                 }
-                if keys.len() != path.labels().count() {
-                    continue;
-                }
-                out.push(PreparedValue {
-                    path,
-                    keys,
-                    value: value.clone(),
-                });
             }
+            if keys.len() != path.labels().count() {
+                continue;
+            }
+            out.push(PreparedValue {
+                path: Arc::clone(path),
+                keys,
+                value: value.clone(),
+            });
         }
     }
 }

@@ -112,43 +112,76 @@ impl<'a> Tree<'a> {
         })
     }
 
+    /// Adds a child to `parent`: at the end of an array, in key order in an object (so
+    /// objects are written without sorting, as serde_json's sorted map writes them).
     fn append(&mut self, parent: u32, key: &'a str, kind: Kind<'a>) -> u32 {
+        let after = self.lookup(parent, key).1;
+        self.insert_after(parent, after, key, kind)
+    }
+
+    /// Inserts a child of `parent` right after `after` (NONE: as the first child).
+    fn insert_after(&mut self, parent: u32, after: u32, key: &'a str, kind: Kind<'a>) -> u32 {
         let id = self.nodes.len() as u32;
+        let next = if after == NONE {
+            self.nodes[parent as usize].first
+        } else {
+            self.nodes[after as usize].next
+        };
         self.nodes.push(Node {
             key,
             kind,
             first: NONE,
             last: NONE,
-            next: NONE,
+            next,
         });
-        let p = &mut self.nodes[parent as usize];
-        let previous_last = p.last;
-        p.last = id;
-        if previous_last == NONE {
-            p.first = id;
+        if after == NONE {
+            self.nodes[parent as usize].first = id;
         } else {
-            self.nodes[previous_last as usize].next = id;
+            self.nodes[after as usize].next = id;
+        }
+        if next == NONE {
+            self.nodes[parent as usize].last = id;
         }
         id
     }
 
+    /// The child of `parent` named `key`, if any, and where a new child named `key`
+    /// goes: after the returned node (NONE: first). An object keeps its children in key
+    /// order, so its walk stops at the first key not below `key`; an array appends.
+    fn lookup(&self, parent: u32, key: &str) -> (Option<u32>, u32) {
+        if !matches!(self.nodes[parent as usize].kind, Kind::Object) {
+            let found = self
+                .children(parent)
+                .find(|&c| self.nodes[c as usize].key == key);
+            return (found, self.nodes[parent as usize].last);
+        }
+        let mut before = NONE;
+        for c in self.children(parent) {
+            match self.nodes[c as usize].key.cmp(key) {
+                std::cmp::Ordering::Less => before = c,
+                std::cmp::Ordering::Equal => return (Some(c), before),
+                std::cmp::Ordering::Greater => break,
+            }
+        }
+        (None, before)
+    }
+
     fn find(&self, parent: u32, key: &str) -> Option<u32> {
-        self.children(parent)
-            .find(|&c| self.nodes[c as usize].key == key)
+        self.lookup(parent, key).0
     }
 
     /// `parent[key] = kind` (a fresh, empty node replacing any previous value).
     pub fn set(&mut self, parent: u32, key: &'a str, kind_leaf: Option<Leaf<'a>>) -> u32 {
         let kind = kind_leaf.map_or(Kind::Object, Kind::Leaf);
-        match self.find(parent, key) {
-            Some(c) => {
+        match self.lookup(parent, key) {
+            (Some(c), _) => {
                 let n = &mut self.nodes[c as usize];
                 n.kind = kind;
                 n.first = NONE;
                 n.last = NONE;
                 c
             }
-            None => self.append(parent, key, kind),
+            (None, after) => self.insert_after(parent, after, key, kind),
         }
     }
 
@@ -159,18 +192,18 @@ impl<'a> Tree<'a> {
             Kind::Array => array,
             Kind::Leaf(_) => false,
         };
-        match self.find(parent, key) {
-            Some(c) if wanted(&self.nodes[c as usize].kind) => c,
-            Some(c) => {
+        match self.lookup(parent, key) {
+            (Some(c), _) if wanted(&self.nodes[c as usize].kind) => c,
+            (Some(c), _) => {
                 let n = &mut self.nodes[c as usize];
                 n.kind = if array { Kind::Array } else { Kind::Object };
                 n.first = NONE;
                 n.last = NONE;
                 c
             }
-            None => {
+            (None, after) => {
                 let kind = if array { Kind::Array } else { Kind::Object };
-                self.append(parent, key, kind)
+                self.insert_after(parent, after, key, kind)
             }
         }
     }
@@ -238,39 +271,24 @@ impl<'a> Tree<'a> {
     /// Appends the document to `out`; returns the offset of the [`Leaf::Hole`] that was
     /// written (the last one, if several), if any.
     pub fn write(&self, out: &mut Vec<u8>) -> Option<usize> {
-        let mut order = Vec::with_capacity(32);
         let mut hole = None;
-        self.write_node(Self::ROOT, out, &mut order, &mut hole);
+        self.write_node(Self::ROOT, out, &mut hole);
         hole
     }
 
-    fn write_node(
-        &self,
-        n: u32,
-        out: &mut Vec<u8>,
-        order: &mut Vec<u32>,
-        hole: &mut Option<usize>,
-    ) {
+    fn write_node(&self, n: u32, out: &mut Vec<u8>, hole: &mut Option<usize>) {
         match self.nodes[n as usize].kind {
             Kind::Object => {
-                // The children's order is sorted in a shared buffer, above what the
-                // enclosing objects keep there.
-                let start = order.len();
-                order.extend(self.children(n));
-                order[start..].sort_unstable_by(|a, b| {
-                    self.nodes[*a as usize].key.cmp(self.nodes[*b as usize].key)
-                });
+                // Children are kept in key order (see `append`).
                 out.push(b'{');
-                for i in start..order.len() {
-                    let c = order[i];
-                    if i > start {
+                for (i, c) in self.children(n).enumerate() {
+                    if i > 0 {
                         out.push(b',');
                     }
                     write_str(out, self.nodes[c as usize].key);
                     out.push(b':');
-                    self.write_node(c, out, order, hole);
+                    self.write_node(c, out, hole);
                 }
-                order.truncate(start);
                 out.push(b'}');
             }
             Kind::Array => {
@@ -279,7 +297,7 @@ impl<'a> Tree<'a> {
                     if i > 0 {
                         out.push(b',');
                     }
-                    self.write_node(c, out, order, hole);
+                    self.write_node(c, out, hole);
                 }
                 out.push(b']');
             }
@@ -298,7 +316,16 @@ impl<'a> Tree<'a> {
 
 /// A JSON string, escaped as serde_json escapes it.
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
-    write_json(out, s);
+    // serde_json escapes only `"`, `\` and control characters: a string without them
+    // (every key and nearly every value) is copied as it is.
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        write_json(out, s);
+    }
 }
 
 /// serde_json's text of `v` (numbers: its integer and shortest float formatting; a

@@ -4,7 +4,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
-use std::ffi::{c_char, CStr};
+use std::ffi::CStr;
 use std::fmt;
 use std::ptr;
 
@@ -15,7 +15,7 @@ use virt::sys;
 
 use vadvisor_api::Params;
 
-use super::params::{c_array_to_string, stats_params_from_raw};
+use super::params::stats_params_from_raw;
 
 /// One domain of a `virConnectGetAllDomainStats` reply, fully owned.
 pub struct RawRecord {
@@ -24,8 +24,10 @@ pub struct RawRecord {
     pub name: String,
     /// The record's typed parameters (`state.state`, `cpu.time`, …).
     pub params: Params,
-    /// An extra reference to the record's domain, for per-domain fallback calls.
-    pub domain: Domain,
+    /// An extra reference to the record's domain, for per-domain fallback calls: only
+    /// for the records the caller's `keep_domain` asked it for (taking and dropping a
+    /// reference costs libvirt two debug-log UUID formattings per domain and call).
+    pub domain: Option<Domain>,
 }
 
 impl fmt::Debug for RawRecord {
@@ -53,19 +55,24 @@ impl Drop for RecordList {
     }
 }
 
-/// Copies one record; the record itself stays owned by the list.
-fn copy_record(rec: &sys::virDomainStatsRecord) -> Result<Option<RawRecord>, Error> {
+/// Copies one record; the record itself stays owned by the list. The domain reference
+/// is taken only when `keep_domain` says so for the record's parameters.
+fn copy_record(
+    rec: &sys::virDomainStatsRecord,
+    keep_domain: &dyn Fn(&Params) -> bool,
+) -> Result<Option<RawRecord>, Error> {
     if rec.dom.is_null() {
         return Ok(None);
     }
-    let mut uuid_buf: [c_char; sys::VIR_UUID_STRING_BUFLEN as usize] =
-        [0; sys::VIR_UUID_STRING_BUFLEN as usize];
+    // The raw UUID, formatted here: virDomainGetUUIDString formats it twice (once for
+    // its own debug log line) with glib's printf, a large part of a tick's client work.
+    let mut uuid_bytes = [0u8; sys::VIR_UUID_BUFLEN as usize];
     // SAFETY: `rec.dom` is a valid domain owned by the record list (alive until the list
-    // is freed); the buffer has the VIR_UUID_STRING_BUFLEN bytes libvirt writes.
-    if unsafe { sys::virDomainGetUUIDString(rec.dom, uuid_buf.as_mut_ptr()) } < 0 {
+    // is freed); the buffer has the VIR_UUID_BUFLEN bytes libvirt writes.
+    if unsafe { sys::virDomainGetUUID(rec.dom, uuid_bytes.as_mut_ptr()) } < 0 {
         return Err(Error::last_error());
     }
-    let uuid = c_array_to_string(&uuid_buf);
+    let uuid = format_uuid(&uuid_bytes);
     // SAFETY: as above; the returned name is owned by the domain object and copied at once.
     let name_ptr = unsafe { sys::virDomainGetName(rec.dom) };
     if name_ptr.is_null() {
@@ -78,19 +85,37 @@ fn copy_record(rec: &sys::virDomainStatsRecord) -> Result<Option<RawRecord>, Err
     // SAFETY: `rec.params` holds `rec.nparams` parameters that libvirt initialised,
     // string members included; they stay valid until the list is freed.
     let params = unsafe { stats_params_from_raw(rec.params, rec.nparams) };
-    // SAFETY: `rec.dom` is valid; virDomainRef adds a reference that the new `Domain`
-    // owns and releases with virDomainFree when dropped, independently of the list.
-    if unsafe { sys::virDomainRef(rec.dom) } < 0 {
-        return Err(Error::last_error());
-    }
-    // SAFETY: we own the reference taken just above.
-    let domain = unsafe { Domain::from_ptr(rec.dom) };
+    let domain = if keep_domain(&params) {
+        // SAFETY: `rec.dom` is valid; virDomainRef adds a reference that the new `Domain`
+        // owns and releases with virDomainFree when dropped, independently of the list.
+        if unsafe { sys::virDomainRef(rec.dom) } < 0 {
+            return Err(Error::last_error());
+        }
+        // SAFETY: we own the reference taken just above.
+        Some(unsafe { Domain::from_ptr(rec.dom) })
+    } else {
+        None
+    };
     Ok(Some(RawRecord {
         uuid,
         name,
         params,
         domain,
     }))
+}
+
+/// A raw UUID as libvirt writes it: lower-case hex, dashed 8-4-4-4-12.
+fn format_uuid(bytes: &[u8; sys::VIR_UUID_BUFLEN as usize]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(36);
+    for (i, b) in bytes.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out.push('-');
+        }
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0x0f)]));
+    }
+    out
 }
 
 /// `virConnectGetAllDomainStats(conn, stats, flags)`, copied into owned records. The
@@ -100,12 +125,13 @@ pub fn get_all_domain_stats(
     conn: &Connect,
     stats: u32,
     flags: u32,
+    keep_domain: &dyn Fn(&Params) -> bool,
 ) -> Result<Vec<RawRecord>, Error> {
     let mut list: *mut sys::virDomainStatsRecordPtr = ptr::null_mut();
     // SAFETY: `conn` keeps its connection alive for the whole call; `list` is a valid
     // out-pointer that libvirt sets to a freshly allocated, NULL-terminated array.
     let n = unsafe { sys::virConnectGetAllDomainStats(conn.as_ptr(), stats, &mut list, flags) };
-    copy_list(n, list)
+    copy_list(n, list, keep_domain)
 }
 
 /// `virDomainListGetStats(doms, stats, flags)`: the statistics of the domains `doms`
@@ -113,7 +139,12 @@ pub fn get_all_domain_stats(
 /// belong to one connection (libvirt checks it and fails otherwise); the call runs on
 /// that connection. An empty `doms` is an empty reply (libvirt would reject it).
 /// Domains that stopped or vanished meanwhile are left out of the reply, not an error.
-pub fn domain_list_stats(doms: &[Domain], stats: u32, flags: u32) -> Result<Vec<RawRecord>, Error> {
+pub fn domain_list_stats(
+    doms: &[Domain],
+    stats: u32,
+    flags: u32,
+    keep_domain: &dyn Fn(&Params) -> bool,
+) -> Result<Vec<RawRecord>, Error> {
     if doms.is_empty() {
         return Ok(Vec::new());
     }
@@ -131,12 +162,16 @@ pub fn domain_list_stats(doms: &[Domain], stats: u32, flags: u32) -> Result<Vec<
     // kept alive by the domains' own references. `list` is a valid out-pointer that
     // libvirt sets to a freshly allocated, NULL-terminated array.
     let n = unsafe { sys::virDomainListGetStats(ptrs.as_mut_ptr(), stats, &mut list, flags) };
-    copy_list(n, list)
+    copy_list(n, list, keep_domain)
 }
 
 /// Takes ownership of the reply `list` of `n` records (or of the error when `n < 0`)
 /// and copies it.
-fn copy_list(n: i32, list: *mut sys::virDomainStatsRecordPtr) -> Result<Vec<RawRecord>, Error> {
+fn copy_list(
+    n: i32,
+    list: *mut sys::virDomainStatsRecordPtr,
+    keep_domain: &dyn Fn(&Params) -> bool,
+) -> Result<Vec<RawRecord>, Error> {
     if n < 0 {
         return Err(Error::last_error());
     }
@@ -154,7 +189,7 @@ fn copy_list(n: i32, list: *mut sys::virDomainStatsRecordPtr) -> Result<Vec<RawR
         }
         // SAFETY: non-null record owned by `list`, alive until `list` is dropped below.
         let rec = unsafe { &*rec_ptr };
-        if let Some(r) = copy_record(rec)? {
+        if let Some(r) = copy_record(rec, keep_domain)? {
             out.push(r);
         }
     }
@@ -175,6 +210,7 @@ mod tests {
             &conn,
             sys::VIR_DOMAIN_STATS_STATE,
             sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE,
+            &|_| true,
         )
         .expect("bulk stats");
         let test = recs
@@ -184,7 +220,10 @@ mod tests {
         assert_eq!(test.uuid, "6695eb01-f6a4-8304-79aa-97f2502e193f");
         assert_eq!(test.params.get("state.state"), Some(&TypedValue::Int(1)));
         // The copied domain reference outlives the freed list.
-        assert_eq!(domain_state(&test.domain).expect("state").0, 1);
+        let domain = test.domain.as_ref().expect("kept");
+        assert_eq!(domain_state(domain).expect("state").0, 1);
+        // The UUID formatted from the raw bytes is libvirt's own string.
+        assert_eq!(domain.uuid_string().expect("uuid string"), test.uuid);
     }
 
     #[test]
@@ -203,6 +242,7 @@ mod tests {
             std::slice::from_ref(&test),
             sys::VIR_DOMAIN_STATS_STATE,
             flags,
+            &|_| true,
         )
         .expect("list stats");
         assert_eq!(recs.len(), 1, "{recs:?}");
@@ -210,10 +250,40 @@ mod tests {
         assert_eq!(recs[0].params.get("state.state"), Some(&TypedValue::Int(1)));
         // The records own their references: the given handle can go first.
         drop(test);
-        assert_eq!(domain_state(&recs[0].domain).expect("state").0, 1);
-        assert!(domain_list_stats(&[], sys::VIR_DOMAIN_STATS_STATE, flags)
-            .expect("empty")
-            .is_empty());
+        let domain = recs[0].domain.as_ref().expect("kept");
+        assert_eq!(domain_state(domain).expect("state").0, 1);
+        assert!(
+            domain_list_stats(&[], sys::VIR_DOMAIN_STATS_STATE, flags, &|_| true)
+                .expect("empty")
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_domain_reference_is_kept_only_where_asked_for() {
+        let conn = test_conn();
+        let recs = get_all_domain_stats(&conn, sys::VIR_DOMAIN_STATS_STATE, 0, &|p| {
+            p.get("state.state") == Some(&TypedValue::Int(1))
+        })
+        .expect("bulk stats");
+        assert!(!recs.is_empty());
+        for r in &recs {
+            let running = r.params.get("state.state") == Some(&TypedValue::Int(1));
+            assert_eq!(r.domain.is_some(), running, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn uuids_are_formatted_like_libvirt() {
+        let bytes = [
+            0x66, 0x95, 0xeb, 0x01, 0xf6, 0xa4, 0x83, 0x04, 0x79, 0xaa, 0x97, 0xf2, 0x50, 0x2e,
+            0x19, 0x3f,
+        ];
+        assert_eq!(format_uuid(&bytes), "6695eb01-f6a4-8304-79aa-97f2502e193f");
+        assert_eq!(
+            format_uuid(&[0xff; 16]),
+            "ffffffff-ffff-ffff-ffff-ffffffffffff"
+        );
     }
 
     #[test]
@@ -223,6 +293,6 @@ mod tests {
         let mut doms = a.list_all_domains(0).expect("list a");
         doms.extend(b.list_all_domains(0).expect("list b"));
         assert!(doms.len() >= 2);
-        assert!(domain_list_stats(&doms, sys::VIR_DOMAIN_STATS_STATE, 0).is_err());
+        assert!(domain_list_stats(&doms, sys::VIR_DOMAIN_STATS_STATE, 0, &|_| true).is_err());
     }
 }

@@ -27,7 +27,18 @@ fn c_array_str(chars: &[c_char]) -> Cow<'_, str> {
     // the lifetime of `chars`.
     let bytes = unsafe { std::slice::from_raw_parts(chars.as_ptr().cast::<u8>(), chars.len()) };
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end])
+    let bytes = &bytes[..end];
+    // libvirt's names are ASCII: the plain check is several times cheaper than the lossy
+    // decoder, which only runs for a name that is not UTF-8.
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
+/// The length of a fixed-size, NUL-padded C name (the whole array if it has no NUL).
+fn c_array_len(chars: &[c_char]) -> usize {
+    chars.iter().position(|&b| b == 0).unwrap_or(chars.len())
 }
 
 /// Converts one typed parameter's value; `None` for a type this crate does not know.
@@ -119,11 +130,15 @@ pub unsafe fn stats_params_from_raw(
 ) -> StatsParams {
     // SAFETY: forwarded from the caller.
     let slice = unsafe { raw_slice(params, nparams) };
-    StatsParams::from_unsorted(slice.iter().filter_map(|p| {
-        // SAFETY: the caller guarantees the string members are valid.
-        let value = unsafe { value_from_raw(p) }?;
-        Some((c_array_str(&p.field), value))
-    }))
+    let key_bytes = slice.iter().map(|p| c_array_len(&p.field)).sum();
+    StatsParams::from_unsorted_sized(
+        slice.iter().filter_map(|p| {
+            // SAFETY: the caller guarantees the string members are valid.
+            let value = unsafe { value_from_raw(p) }?;
+            Some((c_array_str(&p.field), value))
+        }),
+        key_bytes,
+    )
 }
 
 /// A zeroed typed parameter, for output buffers.

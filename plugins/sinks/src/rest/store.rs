@@ -21,7 +21,7 @@ use vadvisor_api::{Batch, DomainState, HealthView};
 
 use super::body::{DomainSnapshot, Snapshot};
 use super::sample::{self, sections_of, Fragment, Part};
-use crate::json_render::Preparer;
+use crate::json_render::{prepare_with, Preparer};
 
 /// The newest sample of a domain, still receiving its tick's batches.
 struct OpenSample {
@@ -159,14 +159,14 @@ impl HistoryStore {
     /// batch, which the scheduler never does) is left out of the history.
     pub fn ingest(&self, batch: &Batch) {
         let sections = sections_of(&batch.metrics);
+        let plan = self.preparer.plan(&batch.metrics);
         let mut domains = self.domains.write().unwrap_or_else(|e| e.into_inner());
         // Set under the write lock: a reader that sees it and then takes the read lock
         // sees this batch.
         self.ingested.store(true, Ordering::Release);
         for ds in &batch.domains {
             let mut values = Vec::new();
-            self.preparer
-                .prepare(&batch.metrics, &ds.samples, &mut values);
+            prepare_with(&plan, &batch.metrics, &ds.samples, &mut values);
             let history = domains
                 .entry(ds.domain.uuid.clone())
                 .or_insert_with(|| DomainHistory {
