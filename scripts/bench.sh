@@ -173,6 +173,7 @@ EOF
 )"
 lat_stats="$(latency "$base/api/v1.0/stats/")"
 lat_live="$(latency "$base/api/v1.0/stats/?live=true")"
+command -v wrk >/dev/null || apt-get install -y -qq wrk >/dev/null 2>&1 || true
 if command -v wrk >/dev/null; then
 	log "200 concurrent clients for 10 s (wrk)"
 	wrk -c200 -t2 -d10s "$base/api/v1.0/stats/" >"$work/wrk.txt" 2>&1 || true

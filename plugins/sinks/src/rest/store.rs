@@ -165,7 +165,7 @@ impl HistoryStore {
         // sees this batch.
         self.ingested.store(true, Ordering::Release);
         for ds in &batch.domains {
-            let mut values = Vec::new();
+            let mut values = Vec::with_capacity(ds.samples.len());
             prepare_with(&plan, &batch.metrics, &ds.samples, &mut values);
             let history = domains
                 .entry(ds.domain.uuid.clone())
