@@ -27,19 +27,12 @@ SECONDS_COUNTED="${1:-60}"
 if ! command -v valgrind >/dev/null || ! command -v callgrind_annotate >/dev/null; then
 	apt-get install -y -qq valgrind >/dev/null
 fi
-BIN="${BENCH_BIN:-}"
-if [ -z "$BIN" ]; then
-	cargo build --release -q
-	BIN=target/release/vadvisor
-fi
-
 # shellcheck source=scripts/lib/agent-run.sh
 . scripts/lib/agent-run.sh
+bench_bin
 agent_workdir
 port="$(free_port)"
-sed -e "s|listen: 0.0.0.0:8181|listen: 127.0.0.1:$port|" \
-	-e "s|path: /var/lib/vadvisor/events.db|path: $work/events.db|" \
-	"${BENCH_CONFIG:-config.example.yaml}" >"$work/config.yaml"
+agent_config "$port"
 base="http://127.0.0.1:$port"
 runs() { curl -s "$base/metrics" | awk '/^vadvisor_collector_runs_total\{collector="cpu"\}/ { print $2 }'; }
 

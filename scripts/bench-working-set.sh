@@ -18,19 +18,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 WAIT="${1:-60}"
-BIN="${BENCH_BIN:-}"
-if [ -z "$BIN" ]; then
-	cargo build --release -q
-	BIN=target/release/vadvisor
-fi
-
 # shellcheck source=scripts/lib/agent-run.sh
 . scripts/lib/agent-run.sh
+bench_bin
 agent_workdir
 port="$(free_port)"
-sed -e "s|listen: 0.0.0.0:8181|listen: 127.0.0.1:$port|" \
-	-e "s|path: /var/lib/vadvisor/events.db|path: $work/events.db|" \
-	"${BENCH_CONFIG:-config.example.yaml}" >"$work/config.yaml"
+agent_config "$port"
 mkdir "$work/lib"
 cp "$BIN" "$work/vadvisor"
 ldd "$BIN" | awk '/=> \// { print $3 }' | while read -r lib; do cp -L "$lib" "$work/lib/"; done

@@ -76,9 +76,7 @@ fi
 . scripts/lib/agent-run.sh
 agent_workdir
 port="$(free_port)"
-sed -e "s|listen: 0.0.0.0:8181|listen: 127.0.0.1:$port|" \
-	-e "s|path: /var/lib/vadvisor/events.db|path: $work/events.db|" \
-	-e "s|^  bulk_shards: auto$|  bulk_shards: ${SHARDS:-auto}|" "${BENCH_CONFIG:-config.example.yaml}" >"$work/config.yaml"
+agent_config "$port" -e "s|^  bulk_shards: auto$|  bulk_shards: ${SHARDS:-auto}|"
 base="http://127.0.0.1:$port"
 
 # shellcheck source=scripts/lib/proc-cpu.sh

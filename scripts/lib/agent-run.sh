@@ -15,3 +15,23 @@ agent_workdir_cleanup() {
 	[ -n "$agent_pid" ] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null
 	rm -rf "$work"
 }
+
+# Sets `BIN`: $BENCH_BIN if given, else the release binary, built first.
+bench_bin() {
+	BIN="${BENCH_BIN:-}"
+	if [ -z "$BIN" ]; then
+		cargo build --release -q --bin vadvisor
+		BIN=target/release/vadvisor
+	fi
+}
+
+# Writes "$work/config.yaml": the pipeline file ($BENCH_CONFIG, default
+# config.example.yaml) listening on loopback port $1, with its events DB in `work`.
+# Further arguments are extra `sed` arguments (e.g. -e 's|…|…|').
+agent_config() {
+	local port="$1"
+	shift
+	sed -e "s|listen: 0.0.0.0:8181|listen: 127.0.0.1:$port|" \
+		-e "s|path: /var/lib/vadvisor/events.db|path: $work/events.db|" \
+		"$@" "${BENCH_CONFIG:-config.example.yaml}" >"$work/config.yaml"
+}

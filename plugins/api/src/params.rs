@@ -279,22 +279,13 @@ impl IndexedKey {
             len: 0,
             overflow: false,
         };
-        // Spelled by hand: `write!` through `fmt` costs several times more, and this
-        // runs for every device field of every domain on every tick.
-        let mut digits = [0u8; 10];
-        let mut at = digits.len();
-        let mut rest = n;
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (rest % 10) as u8;
-            rest /= 10;
-            if rest == 0 {
-                break;
-            }
-        }
+        // Spelled without `fmt` (several times dearer): this runs for every device field
+        // of every domain on every tick.
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(n).as_bytes();
         k.push(group.as_bytes());
         k.push(b".");
-        k.push(&digits[at..]);
+        k.push(digits);
         k.push(b".");
         k.push(field.as_bytes());
         k
