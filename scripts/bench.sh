@@ -26,7 +26,13 @@
 #   3. RSS after the CPU phases (idle: no request served yet), latency of /metrics,
 #      /api/v1.0/stats/ and ?live=true (median, p99; requests every 0.37 s so they land
 #      at every point of the 1 s tick), then 200 concurrent clients (wrk, 10 s) and RSS
-#      after that load.
+#      after that load, and again 12 s later (the agent returns free heap pages to the
+#      kernel within 10 s of its anonymous memory growing). RSS counts the shared
+#      libraries' pages that libvirtd maps too; PSS divides shared pages among the
+#      processes that map them (what the agent adds to the host).
+#      The client floor: the same client reading the same /api/v1.0/stats/ body from a
+#      minimal server that answers every request with one send of prepared bytes (what
+#      the client, the loopback and this machine's scheduling take for ~1 MB anyway).
 #   4. The raw bulk call: `virsh domstats` with the same groups (state, cpu-total,
 #      balloon, vcpu, interface, block), the same way, in the same run.
 set -euo pipefail
@@ -125,8 +131,9 @@ done
 # process that maps them: libvirtd maps the same libvirt libraries).
 rss() {
 	awk '/^VmRSS/ { t = $2 } /^RssAnon/ { a = $2 } /^RssFile/ { f = $2 }
-		END { printf "%.1f MiB (anon %.1f + file %.1f)", t / 1024, a / 1024, f / 1024 }' \
+		END { printf "%.1f MiB (anon %.1f + file %.1f", t / 1024, a / 1024, f / 1024 }' \
 		"/proc/$agent_pid/status"
+	awk '/^Pss:/ { printf "; PSS %.1f)", $2 / 1024 }' "/proc/$agent_pid/smaps_rollup"
 }
 rss_idle="$(rss)"
 # latency URL [FILE]: median and p99 of REQUESTS requests; with FILE, the cpu collector's
@@ -171,6 +178,33 @@ EOF
 )"
 lat_stats="$(latency "$base/api/v1.0/stats/")"
 lat_live="$(latency "$base/api/v1.0/stats/?live=true")"
+# The client floor: the same body from a server that only sends prepared bytes.
+curl -s "$base/api/v1.0/stats/" >"$work/stats-body.json"
+python3 - "$work/stats-body.json" >"$work/floor-port" <<'EOF' &
+import socket, sys
+body = open(sys.argv[1], "rb").read()
+reply = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(body) + body
+srv = socket.socket()
+srv.bind(("127.0.0.1", 0))
+srv.listen(4)
+print(srv.getsockname()[1], flush=True)
+while True:
+    conn, _ = srv.accept()
+    pending = b""
+    while True:
+        data = conn.recv(65536)
+        if not data:
+            break
+        pending += data
+        while b"\r\n\r\n" in pending:
+            pending = pending.split(b"\r\n\r\n", 1)[1]
+            conn.sendall(reply)
+    conn.close()
+EOF
+floor_pid=$!
+for _ in $(seq 50); do [ -s "$work/floor-port" ] && break; sleep 0.1; done
+lat_floor="$(latency "http://127.0.0.1:$(cat "$work/floor-port")/stats")"
+kill "$floor_pid" 2>/dev/null || true
 command -v wrk >/dev/null || apt-get install -y -qq wrk >/dev/null 2>&1 || true
 if command -v wrk >/dev/null; then
 	log "200 concurrent clients for 10 s (wrk)"
@@ -181,6 +215,8 @@ else
 fi
 sleep 2
 rss_load="$(rss)"
+sleep 12
+rss_after="$(rss)"
 names="$(printf '%s|' "${guests[@]}")"
 partial="$(grep 'partial data' "$work/agent.log" | grep -cE "name=(${names%|})( |$)" || true)"
 partial_all="$(grep -c 'partial data' "$work/agent.log" || true)"
@@ -229,7 +265,8 @@ EOF
 # ---------------------------------------------------------------- report
 python3 - "$HZ" "$idle_d" "$idle_q" "$idle_s" "$ag_a" "$ag_d" "$ag_q" "$ag_s" "$ag_ticks" \
 	"${#guests[@]}" "$samples" "$rss_idle" "$rss_load" "$lat_metrics" "$lat_stats" "$lat_live" \
-	"$rps" "$raw" "$partial" "$partial_all" "$collection" "${SHARDS:-auto}" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'EOF'
+	"$rps" "$raw" "$partial" "$partial_all" "$collection" "${SHARDS:-auto}" "$(cut -d' ' -f1-3 /proc/loadavg)" \
+	"$rss_after" "$lat_floor" <<'EOF'
 import sys
 a = sys.argv[1:]
 hz = int(a[0])
@@ -237,6 +274,7 @@ idle_d, idle_q, idle_s, ag_a, ag_d, ag_q, ag_s = (int(x) for x in a[1:8])
 ticks, domains = float(a[8]), int(a[9])
 per_min, period, fewest = a[10].split()
 rss_idle, rss_load, lat_m, lat_s, lat_l, rps, raw, partial, partial_all, collection, shards, load = a[11:23]
+rss_after, lat_floor = a[23:25]
 c_med, c_max, p_med, p_max = collection.split()
 ms = lambda t: t * 1000.0 / hz
 # Per second of phase, then per tick.
@@ -256,9 +294,12 @@ row("ticks per second (cpu collector runs)", f"{tick_rate:.2f}")
 row("samples per VM per 60 s (median, fewest)", f"{per_min}, {fewest} (actual period {period} s)")
 row("collection time median / max (cpu)", f"{c_med} ms / {c_max} ms")
 row("period self-metric median / max", f"{p_med} ms / {p_max} ms")
-row("RSS idle / after load", f"{rss_idle} / {rss_load}")
+row("RSS idle", rss_idle)
+row("RSS 2 s after 200 clients", rss_load)
+row("RSS 14 s after 200 clients", rss_after)
 row("/metrics median / p99", " / ".join(x + " ms" for x in lat_m.split()))
 row("/api/v1.0/stats/ median / p99", " / ".join(x + " ms" for x in lat_s.split()))
+row("  same body, minimal server (client floor)", " / ".join(x + " ms" for x in lat_floor.split()))
 row("?live=true median / p99", " / ".join(x + " ms" for x in lat_l.split()))
 row("/api/v1.0/stats/ with 200 clients (wrk)", f"{rps} requests/s")
 row("raw bulk call (virsh domstats) median / p99", " / ".join(x + " ms" for x in raw.split()))

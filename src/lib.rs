@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod connections;
 pub mod healthcheck;
+pub mod heap_trim;
 pub mod http;
 pub mod limits;
 pub mod metrics_doc;

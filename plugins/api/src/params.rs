@@ -78,7 +78,7 @@ impl Params {
         let cmp = |a: &Entry, b: &Entry| {
             a.prefix
                 .cmp(&b.prefix)
-                .then_with(|| tail(keys, a).cmp(tail(keys, b)))
+                .then_with(|| cmp_tails(keys, a, b.len, || tail(keys, b)))
         };
         if !self.entries.is_sorted_by(|a, b| cmp(a, b).is_lt()) {
             self.entries.sort_unstable_by(cmp);
@@ -110,8 +110,12 @@ impl Params {
         let prefix = key_prefix(key);
         let rest = key.get(PREFIX_BYTES..).unwrap_or(&[]);
         let keys = self.keys.as_bytes();
-        self.entries
-            .binary_search_by(|e| e.prefix.cmp(&prefix).then_with(|| tail(keys, e).cmp(rest)))
+        let len = key.len() as u32;
+        self.entries.binary_search_by(|e| {
+            e.prefix
+                .cmp(&prefix)
+                .then_with(|| cmp_tails(keys, e, len, || rest))
+        })
     }
 
     pub fn get(&self, key: &str) -> Option<&TypedValue> {
@@ -178,7 +182,14 @@ impl Params {
         &'a self,
         prefix: &'a str,
     ) -> impl Iterator<Item = (&'a str, &'a TypedValue)> + 'a {
-        let from = self.entries.partition_point(|e| self.key_of(e) < prefix);
+        // A prefix of at most 16 bytes orders against a key as its integer form does
+        // against the key's (keys hold no NUL): no key bytes are read.
+        let from = if prefix.len() <= PREFIX_BYTES {
+            let p = key_prefix(prefix.as_bytes());
+            self.entries.partition_point(|e| e.prefix < p)
+        } else {
+            self.entries.partition_point(|e| self.key_of(e) < prefix)
+        };
         self.entries[from..]
             .iter()
             .map(|e| (self.key_of(e), &e.value))
@@ -197,6 +208,24 @@ fn key_prefix(key: &[u8]) -> u128 {
     let n = key.len().min(PREFIX_BYTES);
     buf[..n].copy_from_slice(&key[..n]);
     u128::from_be_bytes(buf)
+}
+
+/// Orders `e`'s key after the prefix against another key of `other_len` bytes with an
+/// equal prefix, whose bytes after the prefix `other_tail` gives. Two keys of at most
+/// 16 bytes with equal prefixes are equal (zero padding, no NUL in keys): no key bytes
+/// are read for them, which is most lookups.
+fn cmp_tails<'a>(
+    keys: &'a [u8],
+    e: &Entry,
+    other_len: u32,
+    other_tail: impl FnOnce() -> &'a [u8],
+) -> std::cmp::Ordering {
+    let short = PREFIX_BYTES as u32;
+    if e.len <= short && other_len <= short {
+        std::cmp::Ordering::Equal
+    } else {
+        tail(keys, e).cmp(other_tail())
+    }
 }
 
 /// The bytes of `e`'s key after its prefix (empty for keys of at most 16 bytes).

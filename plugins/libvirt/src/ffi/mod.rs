@@ -16,7 +16,9 @@
 //! - the domain lifecycle event callback (`virConnectDomainEventRegisterAny` for
 //!   `VIR_DOMAIN_EVENT_ID_LIFECYCLE`), whose `opaque` is a registry key, not a pointer;
 //! - `virDomainGetJobStats` with the libvirt-allocated array freed by libvirt;
-//! - `virNodeGetCPUStats` and `virNodeGetMemoryStats` (no `virt` wrappers).
+//! - `virNodeGetCPUStats` and `virNodeGetMemoryStats` (no `virt` wrappers);
+//! - the process's C heap: free pages handed back to the kernel (`malloc_trim`), the
+//!   one non-libvirt call here, kept here so that `unsafe` stays in this module.
 //!
 //!
 //! Every function here returns owned Rust values and never panics on libvirt output.
@@ -25,6 +27,7 @@ mod bulk;
 mod close;
 mod domain;
 mod domain_events;
+mod heap;
 mod job;
 mod lifecycle;
 mod node;
@@ -36,6 +39,7 @@ pub use domain::{block_info, cpu_total_stats, domain_state, vcpu_info, VcpuInfo}
 pub use domain_events::{
     live_domain_event_registrations, DomainEventKind, DomainEventRegistration, RawDomainEvent,
 };
+pub use heap::release_free_heap;
 pub use job::job_stats;
 pub use lifecycle::{
     live_lifecycle_registrations, Deregistered, LifecycleRegistration, LifecycleShared,

@@ -1,22 +1,17 @@
 //! A `{uuid: [samples oldest first]}` response assembled from stored sample
 //! fragments: a [`Snapshot`] holds references to the fragments of one moment (no copy of
-//! the history), and [`JsonBody`] streams it in chunks of at most [`CHUNK`] bytes, so a
-//! response never needs the whole body in memory and concurrent responses share the
-//! fragments instead of each holding a copy.
+//! the history), and its text is written once, on the first read of that moment, into
+//! one buffer that every response of the moment sends ([`Snapshot::body`]). A new tick
+//! replaces the snapshot; its buffer is freed when the last response using it is sent.
+//! (Streaming each response in chunks copied the whole text once per response, and 200
+//! concurrent clients held up to 400 KiB of queued chunks each.)
 
-use std::convert::Infallible;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::OnceLock;
 
-use http_body::{Frame, SizeHint};
 use vadvisor_api::axum::body::Bytes;
 
 use super::sample::Fragment;
 use crate::json_write::write_str;
-
-/// Largest chunk a response body hands to the HTTP layer at once.
-pub const CHUNK: usize = 16 * 1024;
 
 /// One domain's history as of the snapshot.
 pub struct DomainSnapshot {
@@ -46,6 +41,8 @@ impl DomainSnapshot {
 pub struct Snapshot {
     domains: Vec<DomainSnapshot>,
     len: usize,
+    /// The text, written on the first read.
+    body: OnceLock<Bytes>,
 }
 
 /// Where writing a snapshot stands: the unit being written and how much of it is out.
@@ -62,7 +59,11 @@ enum Unit {
 impl Snapshot {
     /// `domains` in the order they are written (callers sort them by UUID).
     pub fn new(domains: Vec<DomainSnapshot>) -> Self {
-        let mut s = Self { domains, len: 0 };
+        let mut s = Self {
+            domains,
+            len: 0,
+            body: OnceLock::new(),
+        };
         let mut unit = Unit::Open;
         while unit != Unit::Done {
             s.len += s.pieces(unit).iter().map(|p| p.len()).sum::<usize>();
@@ -120,104 +121,40 @@ impl Snapshot {
         }
     }
 
-    /// The whole text in one buffer (small responses, tests).
-    pub fn to_vec(self: &Arc<Self>) -> Vec<u8> {
-        let mut body = JsonBody::new(self.clone());
-        let mut out = Vec::with_capacity(self.len);
-        body.fill(&mut out, self.len);
-        out
-    }
-}
-
-/// Streams a [`Snapshot`] as an HTTP body, [`CHUNK`] bytes at a time, with its exact
-/// length announced.
-pub struct JsonBody {
-    snapshot: Arc<Snapshot>,
-    unit: Unit,
-    /// Bytes of the current unit already written.
-    offset: usize,
-    remaining: usize,
-}
-
-impl JsonBody {
-    pub fn new(snapshot: Arc<Snapshot>) -> Self {
-        Self {
-            remaining: snapshot.len,
-            snapshot,
-            unit: Unit::Open,
-            offset: 0,
-        }
-    }
-
-    /// Appends up to `max` bytes of what is left.
-    fn fill(&mut self, out: &mut Vec<u8>, max: usize) {
-        let start = out.len();
-        let limit = start + max.min(self.remaining);
-        while out.len() < limit && self.unit != Unit::Done {
-            let mut skip = self.offset;
-            let mut complete = true;
-            for piece in self.snapshot.pieces(self.unit) {
-                if skip >= piece.len() {
-                    skip -= piece.len();
-                    continue;
+    /// The text, shared by every caller (written on the first call).
+    pub fn body(&self) -> Bytes {
+        self.body
+            .get_or_init(|| {
+                let mut out = Vec::with_capacity(self.len);
+                let mut unit = Unit::Open;
+                while unit != Unit::Done {
+                    for piece in self.pieces(unit) {
+                        out.extend_from_slice(piece);
+                    }
+                    unit = self.next(unit);
                 }
-                let piece = &piece[skip..];
-                skip = 0;
-                let room = limit - out.len();
-                if piece.len() > room {
-                    out.extend_from_slice(&piece[..room]);
-                    self.offset += room;
-                    complete = false;
-                    break;
-                }
-                out.extend_from_slice(piece);
-                self.offset += piece.len();
-            }
-            if complete {
-                self.unit = self.snapshot.next(self.unit);
-                self.offset = 0;
-            }
-        }
-        self.remaining -= out.len() - start;
-    }
-}
-
-impl http_body::Body for JsonBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        if self.remaining == 0 {
-            return Poll::Ready(None);
-        }
-        let mut chunk = Vec::with_capacity(CHUNK.min(self.remaining));
-        self.fill(&mut chunk, CHUNK);
-        Poll::Ready(Some(Ok(Frame::data(Bytes::from(chunk)))))
+                Bytes::from(out)
+            })
+            .clone()
     }
 
-    fn is_end_stream(&self) -> bool {
-        self.remaining == 0
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.remaining as u64)
+    /// The text in a buffer of its own.
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.body().to_vec()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::BodyExt;
+    use std::sync::Arc;
 
     fn fragment(text: &str) -> Fragment {
         Fragment::for_test(text)
     }
 
     fn snapshot() -> Arc<Snapshot> {
-        let big = format!("{{\"name\":,\"x\":\"{}\"}}", "y".repeat(3 * CHUNK));
+        let big = format!("{{\"name\":,\"x\":\"{}\"}}", "y".repeat(50_000));
         Arc::new(Snapshot::new(vec![
             DomainSnapshot::new("a", "n\"a", vec![fragment("{\"name\":}"), fragment(&big)]),
             DomainSnapshot::new("b", "nb", vec![]),
@@ -225,38 +162,20 @@ mod tests {
         ]))
     }
 
-    #[tokio::test]
-    async fn streams_in_bounded_chunks_with_the_exact_length() {
+    #[test]
+    fn the_text_is_written_once_and_shared() {
         let snap = snapshot();
-        let whole = snap.to_vec();
-        assert_eq!(whole.len(), snap.len());
-        let text = String::from_utf8(whole.clone()).unwrap();
+        let whole = snap.body();
+        assert_eq!(whole.len(), snap.len(), "the announced length");
+        let text = String::from_utf8(whole.to_vec()).unwrap();
         let v: serde_json::Value = serde_json::from_str(&text).expect(&text);
         assert_eq!(v["a"][0]["name"], "n\"a", "the name goes into its place");
-        assert_eq!(v["a"][1]["x"].as_str().unwrap().len(), 3 * CHUNK);
+        assert_eq!(v["a"][1]["x"].as_str().unwrap().len(), 50_000);
         assert_eq!(v["b"], serde_json::json!([]));
         assert_eq!(v["c"], serde_json::json!([{"k": 1}]));
-
-        let mut body = JsonBody::new(snap.clone());
-        assert_eq!(
-            http_body::Body::size_hint(&body).exact(),
-            Some(whole.len() as u64)
-        );
-        let mut streamed = Vec::new();
-        let mut frames = 0;
-        while let Some(frame) = body.frame().await {
-            let data = frame.unwrap().into_data().unwrap();
-            assert!(!data.is_empty() && data.len() <= CHUNK, "{}", data.len());
-            streamed.extend_from_slice(&data);
-            frames += 1;
-        }
-        assert_eq!(streamed, whole);
-        assert_eq!(
-            frames,
-            whole.len().div_ceil(CHUNK),
-            "full chunks but the last"
-        );
-        assert!(http_body::Body::is_end_stream(&body));
-        assert_eq!(Arc::new(Snapshot::new(vec![])).to_vec(), b"{}");
+        // A second read sends the same buffer: no copy per response.
+        assert_eq!(snap.body().as_ptr(), whole.as_ptr());
+        assert_eq!(snap.to_vec(), whole.to_vec());
+        assert_eq!(Snapshot::new(vec![]).to_vec(), b"{}");
     }
 }

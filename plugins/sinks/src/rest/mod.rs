@@ -28,7 +28,7 @@ use vadvisor_api::axum::routing::get;
 use vadvisor_api::{async_trait, LiveCollect, OptionError, Record, Registry, Sink, SinkInput};
 
 use crate::http_util::{json_error, parse_bool, parse_query};
-pub use body::{JsonBody, Snapshot, CHUNK};
+pub use body::Snapshot;
 pub use store::{HistoryStore, StoreFootprint};
 
 /// Options of the `rest` sink.
@@ -108,6 +108,10 @@ struct RestState {
     live: Arc<dyn LiveCollect>,
 }
 
+/// How long after a tick's last batch its snapshot is prepared (a tick's batches are
+/// published together, microseconds apart).
+const PREPARE_AFTER: std::time::Duration = std::time::Duration::from_millis(10);
+
 struct RestSink {
     state: Arc<RestState>,
     specs: Arc<specs::SpecCache>,
@@ -116,11 +120,29 @@ struct RestSink {
 #[async_trait]
 impl Sink for RestSink {
     async fn run(self: Box<Self>, mut input: SinkInput) -> Result<(), String> {
+        // While the history is read every tick, its next snapshot is prepared once the
+        // tick's batches are in: PREPARE_AFTER after the last of them.
+        let mut prepare_at: Option<tokio::time::Instant> = None;
         loop {
+            let prepare_due = async {
+                match prepare_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = input.shutdown.cancelled() => return Ok(()),
+                _ = prepare_due => {
+                    prepare_at = None;
+                    self.state.store.prepare();
+                }
                 record = input.records.recv() => match record {
-                    Some(Record::Batch(b)) => self.state.store.ingest(&b),
+                    Some(Record::Batch(b)) => {
+                        self.state.store.ingest(&b);
+                        if self.state.store.wants_prepare() {
+                            prepare_at = Some(tokio::time::Instant::now() + PREPARE_AFTER);
+                        }
+                    }
                     Some(Record::Spec(s)) => self.specs.ingest(&s),
                     Some(_) => {}
                     None => return Ok(()),
@@ -162,9 +184,9 @@ async fn render(state: &RestState, query: Option<String>, only: Option<&str>) ->
             }
         }
     } else {
-        // Streamed from the stored fragments: no copy of the whole body is made.
+        // The moment's text, written once and shared by every response of the moment.
         state.store.snapshot(only).map(|s| {
-            let body = Body::new(JsonBody::new(s));
+            let body = Body::from(s.body());
             ([(header::CONTENT_TYPE, "application/json")], body).into_response()
         })
     };

@@ -10,7 +10,10 @@
 //! sealed — written once as its JSON text ([`Fragment`], a few hundred bytes) and its
 //! values dropped. A read takes a [`Snapshot`] of references to the fragments (the
 //! newest samples written on demand and kept until they change), shared by the reads
-//! that arrive until the next change, and responses stream from it.
+//! that arrive until the next change, and its text is written once for all of them.
+//! While the all-domains history is being read every tick, the next tick's snapshot and
+//! text are prepared as soon as the tick's batches are in ([`HistoryStore::prepare`]),
+//! off the request path; with no reader nothing is prepared.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -103,6 +106,10 @@ pub struct HistoryStore {
     /// Whether any batch has arrived: before the first collection ends, a domain with
     /// no samples is not (yet) evidence that it does not exist.
     ingested: AtomicBool,
+    /// Reads of the all-domains snapshot since the last change.
+    reads: AtomicU64,
+    /// Set by a change that replaced a snapshot someone read: prepare the next one.
+    prepare_next: AtomicBool,
 }
 
 impl HistoryStore {
@@ -116,6 +123,8 @@ impl HistoryStore {
             generation: AtomicU64::new(0),
             snapshot: Mutex::new(None),
             ingested: AtomicBool::new(false),
+            reads: AtomicU64::new(0),
+            prepare_next: AtomicBool::new(false),
         }
     }
 
@@ -149,6 +158,9 @@ impl HistoryStore {
     /// Marks a change; called with the write lock held.
     fn changed(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
+        if self.reads.swap(0, Ordering::AcqRel) > 0 {
+            self.prepare_next.store(true, Ordering::Release);
+        }
         *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
@@ -306,6 +318,32 @@ impl HistoryStore {
     /// when that domain has no history). The all-domains snapshot is shared by every
     /// read until the history changes.
     pub fn snapshot(&self, only: Option<&str>) -> Option<Arc<Snapshot>> {
+        if only.is_none() {
+            self.reads.fetch_add(1, Ordering::AcqRel);
+        }
+        self.snapshot_uncounted(only)
+    }
+
+    /// Whether [`prepare`](Self::prepare) has work: the snapshot the last change
+    /// replaced had been read.
+    pub fn wants_prepare(&self) -> bool {
+        self.prepare_next.load(Ordering::Acquire)
+    }
+
+    /// Builds the all-domains snapshot and writes its text now, if the one the last
+    /// change replaced had been read (so a reader polling every tick finds it ready);
+    /// returns whether it did. Called once a tick's batches are in.
+    pub fn prepare(&self) -> bool {
+        if !self.prepare_next.swap(false, Ordering::AcqRel) {
+            return false;
+        }
+        if let Some(s) = self.snapshot_uncounted(None) {
+            s.body();
+        }
+        true
+    }
+
+    fn snapshot_uncounted(&self, only: Option<&str>) -> Option<Arc<Snapshot>> {
         self.expire_now();
         if only.is_none() {
             let cached = self.snapshot.lock().unwrap_or_else(|e| e.into_inner());

@@ -439,7 +439,7 @@ proptest! {
 }
 
 #[test]
-fn the_streamed_body_is_the_rendered_text() {
+fn the_served_body_is_the_rendered_text_shared_until_the_next_tick() {
     let store = HistoryStore::new(Duration::from_secs(60), 60);
     let t0 = SystemTime::now() - Duration::from_secs(50);
     for t in 0..40u64 {
@@ -447,19 +447,52 @@ fn the_streamed_body_is_the_rendered_text() {
         store.ingest(&batch(at, 0, &["a", "b", "c"], t as f64 * 1e9));
         store.ingest(&batch(at, 1, &["a", "c"], t as f64));
     }
-    let snap = store.snapshot(None).unwrap();
-    let mut body = super::JsonBody::new(snap.clone());
-    let mut streamed = Vec::new();
-    let cx = &mut std::task::Context::from_waker(std::task::Waker::noop());
-    while let std::task::Poll::Ready(Some(frame)) =
-        http_body::Body::poll_frame(std::pin::Pin::new(&mut body), cx)
-    {
-        let data = frame.unwrap().into_data().unwrap();
-        assert!(data.len() <= super::CHUNK);
-        streamed.extend_from_slice(&data);
-    }
-    assert!(snap.len() > super::CHUNK, "several chunks: {}", snap.len());
-    assert_eq!(streamed, store.render_bytes(None).unwrap());
+    let body = store.snapshot(None).unwrap().body();
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v.as_object().unwrap().len(), 3);
+    assert_eq!(v["a"].as_array().unwrap().len(), 40);
+    // Every read of the same moment sends the same buffer.
+    assert_eq!(store.snapshot(None).unwrap().body().as_ptr(), body.as_ptr());
+    // A new tick: a new text, which holds the new sample.
+    let at = t0 + Duration::from_secs(40);
+    store.ingest(&batch(at, 0, &["a", "b", "c"], 40e9));
+    let after = store.snapshot(None).unwrap().body();
+    assert_ne!(after.as_ptr(), body.as_ptr());
+    let v: Value = serde_json::from_slice(&after).unwrap();
+    assert_eq!(v["a"].as_array().unwrap().len(), 41);
+    assert_eq!(v["b"].as_array().unwrap().len(), 41);
+}
+
+#[test]
+fn the_next_snapshot_is_prepared_only_while_someone_reads() {
+    let store = HistoryStore::new(Duration::from_secs(60), 60);
+    let t0 = SystemTime::now() - Duration::from_secs(50);
+    let tick = |t: u64| {
+        let at = t0 + Duration::from_secs(t);
+        store.ingest(&batch(at, 0, &["a", "b"], t as f64));
+        store.ingest(&batch(at, 1, &["a"], t as f64));
+    };
+    tick(0);
+    tick(1);
+    assert!(!store.wants_prepare() && !store.prepare(), "nobody read");
+    let read = store.snapshot(None).unwrap();
+    tick(2);
+    assert!(store.wants_prepare());
+    assert!(store.prepare());
+    assert!(!store.wants_prepare(), "once per tick");
+    // The read after it gets the prepared snapshot and text, with tick 2.
+    let prepared = store.snapshot(None).unwrap();
+    assert!(!Arc::ptr_eq(&prepared, &read));
+    let v: Value = serde_json::from_slice(&prepared.body()).unwrap();
+    assert_eq!(v["a"].as_array().unwrap().len(), 3);
+    // That read keeps it going for the next tick; a tick nobody reads stops it.
+    tick(3);
+    assert!(store.prepare());
+    tick(4);
+    assert!(
+        !store.prepare(),
+        "tick 3's snapshot was prepared but not read"
+    );
 }
 
 /// The history stays bounded: a sample per tick up to `max_samples`, only the newest
