@@ -121,25 +121,45 @@ struct RestSink {
 impl Sink for RestSink {
     async fn run(self: Box<Self>, mut input: SinkInput) -> Result<(), String> {
         // While the history is read every tick, its next snapshot is prepared once the
-        // tick's batches are in: PREPARE_AFTER after the last of them.
+        // tick's batches are in (PREPARE_AFTER after the last of them), and again when
+        // the oldest sample expires between two ticks.
+        let store = &self.state.store;
         let mut prepare_at: Option<tokio::time::Instant> = None;
+        let mut expire_at: Option<tokio::time::Instant> = None;
+        let at_or_never = |at: Option<tokio::time::Instant>| async move {
+            match at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let expiry_instant = || {
+            store.next_expiry().map(|at| {
+                let wait = at
+                    .duration_since(std::time::SystemTime::now())
+                    .unwrap_or_default();
+                tokio::time::Instant::now() + wait + std::time::Duration::from_millis(1)
+            })
+        };
         loop {
-            let prepare_due = async {
-                match prepare_at {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 _ = input.shutdown.cancelled() => return Ok(()),
-                _ = prepare_due => {
+                _ = at_or_never(prepare_at) => {
                     prepare_at = None;
-                    self.state.store.prepare();
+                    if store.prepare() {
+                        expire_at = expiry_instant();
+                    }
+                }
+                _ = at_or_never(expire_at) => {
+                    expire_at = None;
+                    store.expire_now();
+                    if store.prepare() {
+                        expire_at = expiry_instant();
+                    }
                 }
                 record = input.records.recv() => match record {
                     Some(Record::Batch(b)) => {
-                        self.state.store.ingest(&b);
-                        if self.state.store.wants_prepare() {
+                        store.ingest(&b);
+                        if store.wants_prepare() {
                             prepare_at = Some(tokio::time::Instant::now() + PREPARE_AFTER);
                         }
                     }

@@ -294,6 +294,16 @@ impl HistoryStore {
         dropped
     }
 
+    /// When the oldest stored sample expires (`None`: nothing stored).
+    pub fn next_expiry(&self) -> Option<SystemTime> {
+        let domains = self.domains.read().unwrap_or_else(|e| e.into_inner());
+        domains
+            .values()
+            .filter_map(|h| h.samples.front())
+            .map(|s| s.at + self.retention)
+            .min()
+    }
+
     /// Drops expired samples (called on reads too, so a vanished VM ages out without
     /// new batches).
     pub fn expire_now(&self) {
