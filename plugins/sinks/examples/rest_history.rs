@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use vadvisor_api::{Batch, DomainRef, DomainSamples, DomainState, MetricDesc, Sample};
 use vadvisor_collectors::{block, cpu, memory, net};
-use vadvisor_sinks::rest::{HistoryStore, JsonBody};
+use vadvisor_sinks::rest::HistoryStore;
 
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -82,18 +82,10 @@ fn tick(at: SystemTime, t: u64, domains: usize) -> Vec<Batch> {
     .collect()
 }
 
-/// One `/api/v1.0/stats/` response, streamed as the HTTP layer does; its length.
+/// One `/api/v1.0/stats/` response as the HTTP layer gets it (the snapshot's text,
+/// written on its first read and shared by the next ones); its length.
 fn read_all(store: &HistoryStore) -> usize {
-    use http_body::Body;
-    let snapshot = store.snapshot(None).expect("all domains");
-    let mut body = JsonBody::new(snapshot);
-    let cx = &mut std::task::Context::from_waker(std::task::Waker::noop());
-    let mut len = 0;
-    while let std::task::Poll::Ready(Some(Ok(frame))) = std::pin::Pin::new(&mut body).poll_frame(cx)
-    {
-        len += frame.into_data().map(|d| d.len()).unwrap_or(0);
-    }
-    len
+    store.snapshot(None).expect("all domains").body().len()
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
