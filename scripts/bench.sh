@@ -202,6 +202,7 @@ while True:
     conn.close()
 EOF
 floor_pid=$!
+helper_pids+=("$floor_pid")
 for _ in $(seq 50); do [ -s "$work/floor-port" ] && break; sleep 0.1; done
 lat_floor="$(latency "http://127.0.0.1:$(cat "$work/floor-port")/stats")"
 kill "$floor_pid" 2>/dev/null || true

@@ -4,15 +4,18 @@
 # A TCP port nothing listens on (loopback).
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# Sets `work` (a new temporary directory) and `agent_pid` (empty: the caller stores the
-# agent's pid there), and on exit stops that agent and removes `work`.
+# Sets `work` (a new temporary directory), `agent_pid` (empty: the caller stores the
+# agent's pid there) and `helper_pids` (empty: other processes the caller starts), and
+# on exit stops them and removes `work`.
 agent_workdir() {
 	work="$(mktemp -d)"
 	agent_pid=""
+	helper_pids=()
 	trap agent_workdir_cleanup EXIT
 }
 agent_workdir_cleanup() {
 	[ -n "$agent_pid" ] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null
+	for pid in "${helper_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
 	rm -rf "$work"
 }
 
