@@ -184,6 +184,7 @@ fn settings(config: &AgentConfig) -> LibvirtSettings {
         reconnect_max: config.libvirt.reconnect_max,
         hedge_after: config.libvirt.hedge_after,
         bulk_shards: config.libvirt.bulk_shards,
+        stats_transport: config.libvirt.stats_transport,
         ..LibvirtSettings::default()
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 use vadvisor_api::PluginOptions;
-use vadvisor_libvirt::BulkShards;
+use vadvisor_libvirt::{BulkShards, StatsTransport};
 
 use crate::yaml::{self, Locations, Position};
 
@@ -93,6 +93,9 @@ pub struct LibvirtSection {
     /// Split each bulk statistics collection into this many parallel calls over domain
     /// subsets (`auto`: by the number of running domains).
     pub bulk_shards: BulkShards,
+    /// How the bulk statistics call reaches the daemon: `auto` (libvirt's RPC protocol
+    /// directly on a local socket, else the client library) or `library`.
+    pub stats_transport: StatsTransport,
 }
 
 impl Default for LibvirtSection {
@@ -105,6 +108,7 @@ impl Default for LibvirtSection {
             reconnect_max: Duration::from_secs(30),
             hedge_after: Duration::from_millis(750),
             bulk_shards: BulkShards::Auto,
+            stats_transport: StatsTransport::Auto,
         }
     }
 }
@@ -728,6 +732,23 @@ mod tests {
         let err = load("sinks:\n  rest: [\n", "s.yaml", &kinds()).unwrap_err();
         assert_eq!(err.diagnostics.len(), 1);
         assert!(err.diagnostics[0].position.line >= 2, "{err}");
+    }
+
+    #[test]
+    fn stats_transport_is_auto_or_library() {
+        let c = load("sinks:\n  rest: {}\n", "f.yaml", &kinds()).unwrap();
+        assert_eq!(c.libvirt.stats_transport, StatsTransport::Auto, "default");
+        let c = load("libvirt:\n  stats_transport: library\n", "f.yaml", &kinds()).unwrap();
+        assert_eq!(c.libvirt.stats_transport, StatsTransport::Library);
+        let err = load("libvirt:\n  stats_transport: grpc\n", "s.yaml", &kinds())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("s.yaml:2:20: libvirt.stats_transport:")
+                && err.contains("auto")
+                && err.contains("library"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -159,7 +159,7 @@ async fn healthz(hv: Arc<dyn Hypervisor>, health: Arc<Health>, brief: bool) -> R
     Json(serde_json::json!({
         "status": "ok",
         "libvirt": {"connected": status.connected, "reconnects": status.reconnects, "calls": status.calls,
-                    "last_error": status.last_error},
+                    "native_calls": status.native_calls, "last_error": status.last_error},
         "collectors": collectors,
         "domains": domains,
         "sinks": sinks,

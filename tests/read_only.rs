@@ -14,6 +14,9 @@
 //! - The libvirt backend's source (`plugins/libvirt/src`, test modules left out): every
 //!   `Connect::open*` is `open_read_only`, no mutating libvirt function is called through
 //!   FFI and no mutating `virt` method is called.
+//! - The native statistics client (`plugins/libvirt/src/wire`), which speaks libvirt's
+//!   RPC protocol without the library: every procedure it can send (its `Procedure`
+//!   enum) passes the same rule, and its one open asks for `VIR_CONNECT_RO`.
 //! - Against the lab (ignored by a plain `cargo test`): the whole pipeline (every
 //!   collector and sink) on libvirtd's read-only socket works, and the same socket
 //!   refuses `virsh suspend` with libvirt's read-only error.
@@ -635,6 +638,53 @@ fn the_libvirt_backend_source_opens_read_only_and_calls_nothing_mutating() {
         found.violations.is_empty(),
         "the libvirt backend is not read-only:\n{}",
         found.violations.join("\n")
+    );
+}
+
+/// The variants of `enum Procedure` in the native client's protocol module.
+fn native_procedures(protocol: &str) -> Vec<String> {
+    let Some(start) = protocol.find("pub enum Procedure {") else {
+        return Vec::new();
+    };
+    let body = &protocol[start..];
+    let body = &body[body.find('{').map_or(0, |i| i + 1)..body.find('}').unwrap_or(0)];
+    body.split(',')
+        .filter_map(|v| v.split('=').next())
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+#[test]
+fn the_native_client_sends_only_read_only_procedures() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/libvirt/src/wire");
+    let protocol =
+        code_only(&std::fs::read_to_string(dir.join("protocol.rs")).expect("protocol.rs"));
+    let client = code_only(&std::fs::read_to_string(dir.join("client.rs")).expect("client.rs"));
+    let procs = native_procedures(&protocol);
+    println!("native procedures: {procs:?}");
+    assert!(
+        procs.iter().any(|p| p == "ConnectGetAllDomainStats"),
+        "the enum moved? {procs:?}"
+    );
+    // `ConnectOpen` is judged by its flags below; every other one by the rule, under its
+    // library name (`ConnectListAllDomains` is `virConnectListAllDomains`).
+    let mutating: Vec<&String> = procs
+        .iter()
+        .filter(|p| *p != "ConnectOpen" && is_mutating(&format!("vir{p}")))
+        .collect();
+    assert!(mutating.is_empty(), "mutating procedures: {mutating:?}");
+    assert!(!is_mutating("virConnectListAllDomains") && is_mutating("virDomainSuspend"));
+    let opens = calls(&client, |id| id == "encode_open");
+    assert_eq!(opens.len(), 1, "one open: {opens:?}");
+    let line = client.lines().nth(opens[0].1 - 1).unwrap_or("");
+    assert!(
+        line.contains("CONNECT_RO"),
+        "the open is not read-only: {line}"
+    );
+    assert!(
+        protocol.contains("pub const CONNECT_RO: u32 = 1;"),
+        "VIR_CONNECT_RO is 1"
     );
 }
 

@@ -343,6 +343,7 @@ impl Hypervisor for FakeHypervisor {
             connected: down.is_none(),
             reconnects: 0,
             calls: self.calls(),
+            native_calls: 0,
             last_error: down,
         }
     }

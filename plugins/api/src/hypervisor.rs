@@ -153,6 +153,9 @@ pub struct ConnectionStatus {
     pub reconnects: u64,
     /// libvirt API calls made so far.
     pub calls: u64,
+    /// Of `calls`, those made over libvirt's RPC protocol directly rather than through
+    /// its client library (the bulk statistics path on a local socket).
+    pub native_calls: u64,
     /// The last connection error, when not connected.
     pub last_error: Option<String>,
 }

@@ -19,6 +19,7 @@ use crate::errors::close_reason_text;
 use crate::ffi;
 use crate::live::{retire, Live};
 use crate::supervisor::{lock, with_tolerance, Supervisor};
+use crate::wire::WireSlot;
 
 /// How often a healthy connection is checked with `virConnectIsAlive` (a local check).
 const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(5);
@@ -100,6 +101,7 @@ impl Supervisor {
                 job_events,
                 close,
                 conn,
+                wire: WireSlot::open(&self.settings),
                 generation,
             },
             hold,

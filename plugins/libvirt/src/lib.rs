@@ -31,9 +31,10 @@ pub mod settings;
 mod shards;
 mod stats;
 mod supervisor;
+mod wire;
 
 pub use hypervisor::LibvirtHypervisor;
-pub use settings::{BulkShards, LibvirtSettings};
+pub use settings::{BulkShards, LibvirtSettings, StatsTransport};
 
 /// The process-wide libvirt setup [`LibvirtHypervisor::start`] does: silences libvirt's
 /// stderr error printing, registers libvirt's default event loop and runs it on a

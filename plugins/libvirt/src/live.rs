@@ -7,6 +7,7 @@ use virt::connect::Connect;
 
 use crate::ffi;
 use crate::settings::LibvirtSettings;
+use crate::wire::WireSlot;
 
 /// One open connection. Dropping it deregisters the lifecycle callback, unregisters the
 /// close callback and closes the connection, which may do I/O: drop it on a blocking
@@ -21,6 +22,8 @@ pub(crate) struct Live {
     pub(crate) job_events: Vec<ffi::DomainEventRegistration>,
     pub(crate) close: Option<ffi::CloseCallback>,
     pub(crate) conn: Connect,
+    /// The native client beside `conn`, for the bulk statistics call (`wire`).
+    pub(crate) wire: WireSlot,
     pub(crate) generation: u64,
 }
 
@@ -38,6 +41,7 @@ impl Live {
             job_events: Vec::new(),
             close: None,
             conn,
+            wire: WireSlot::open(settings),
             generation,
         })
     }

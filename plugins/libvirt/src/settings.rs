@@ -71,6 +71,28 @@ impl<'de> Deserialize<'de> for BulkShards {
     }
 }
 
+/// How the bulk statistics call reaches the daemon.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StatsTransport {
+    /// libvirt's RPC protocol spoken directly over the daemon's local unix socket when
+    /// the URI names one (read-only; no authentication, or polkit, which the daemon
+    /// waives for root), else (or after a failure) libvirt's client library.
+    #[default]
+    Auto,
+    /// Always libvirt's client library.
+    Library,
+}
+
+impl fmt::Display for StatsTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StatsTransport::Auto => "auto",
+            StatsTransport::Library => "library",
+        })
+    }
+}
+
 /// How the libvirt backend connects and how it bounds its calls.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LibvirtSettings {
@@ -97,6 +119,9 @@ pub struct LibvirtSettings {
     /// Sharding of the bulk statistics call: `Auto` (default) or a fixed count. Each
     /// shard holds a concurrency permit and its own connection while it runs.
     pub bulk_shards: BulkShards,
+    /// How the bulk statistics call and its shard listing reach the daemon. Default
+    /// `Auto` (native client on a local socket).
+    pub stats_transport: StatsTransport,
     /// First delay between reconnect attempts. Default 1 s.
     pub reconnect_min: Duration,
     /// Cap of the exponential reconnect backoff. Default 30 s.
@@ -116,6 +141,7 @@ impl Default for LibvirtSettings {
             max_concurrent_calls: 4,
             hedge_after: Duration::from_millis(750),
             bulk_shards: BulkShards::Auto,
+            stats_transport: StatsTransport::Auto,
             reconnect_min: Duration::from_secs(1),
             reconnect_max: Duration::from_secs(30),
             keepalive_interval: 5,
@@ -140,6 +166,7 @@ mod tests {
         assert_eq!(s.keepalive_interval, 5);
         assert_eq!(s.keepalive_count, 3);
         assert_eq!(s.bulk_shards, BulkShards::Auto);
+        assert_eq!(s.stats_transport, StatsTransport::Auto);
     }
 
     fn shards(json: &str) -> Result<BulkShards, String> {

@@ -22,6 +22,7 @@ use crate::lanes::Lease;
 use crate::live::Live;
 use crate::shards::{self, ShardPlan};
 use crate::supervisor::Supervisor;
+use crate::wire;
 
 /// Before the bulk call starts: still waiting for a concurrency permit.
 const QUEUED: &str = "virConnectGetAllDomainStats (queued behind other calls)";
@@ -91,6 +92,55 @@ fn shard_records(
     ffi::domain_list_stats(&mine, stats, BULK_FLAGS, keep_domain)
 }
 
+/// The records of `scope` over the connection's native client (`wire`), blocking;
+/// `None` when that is not available or failed, and the library must answer; an error
+/// only when the daemon did not answer in time (the library would wait too, past the
+/// deadline). The domains `keep_domain` names get a library handle (looked up by UUID)
+/// for the per-domain fallback; one that vanished meanwhile is left without.
+fn native_records(
+    sup: &Supervisor,
+    live: &Live,
+    stats: u32,
+    scope: &Scope,
+    keep_domain: &dyn Fn(&Params) -> bool,
+) -> Option<Result<Vec<ffi::RawRecord>, HypervisorError>> {
+    let reply = live.wire.call(&sup.settings, |client| match scope {
+        Scope::All => {
+            sup.count_native_calls(1);
+            client.domain_stats(&[], stats, BULK_FLAGS)
+        }
+        Scope::Shard { index, plan } => {
+            sup.count_native_calls(1);
+            let mine: Vec<wire::DomainId> = client
+                .list_active_domains()?
+                .into_iter()
+                .filter(|d| plan.shard_of(&d.uuid_string()) == *index)
+                .collect();
+            if mine.is_empty() {
+                return Ok(Vec::new());
+            }
+            sup.count_native_calls(1);
+            client.domain_stats(&mine, stats, BULK_FLAGS)
+        }
+    })?;
+    let mut records = match reply {
+        Ok(records) => records,
+        Err(e) if e.is_timeout() => {
+            return Some(Err(HypervisorError::Call {
+                call: scope.call(),
+                message: format!("no answer from libvirt: {e}"),
+            }))
+        }
+        Err(_) => return None,
+    };
+    for rec in &mut records {
+        if keep_domain(&rec.params) {
+            rec.domain = live.conn.lookup_domain_by_uuid_string(&rec.uuid).ok();
+        }
+    }
+    Some(Ok(records))
+}
+
 /// One bulk attempt (blocking): the call for `bulk_groups` over `scope`, on the
 /// connection of the lane that comes with `permit`.
 fn bulk_attempt(
@@ -110,14 +160,18 @@ fn bulk_attempt(
     let stats_bits = (bulk_groups | StatsGroups::STATE).0;
     // Only a domain the per-domain fallback will ask needs its handle kept.
     let keep_domain = |params: &Params| needs_fallback(params, groups);
-    let records = match scope {
-        Scope::All => {
-            sup.count_calls(1);
-            ffi::get_all_domain_stats(&live.conn, stats_bits, BULK_FLAGS, &keep_domain)
-        }
-        Scope::Shard { index, plan } => {
-            shard_records(sup, &live, stats_bits, *index, plan, &keep_domain)
-        }
+    let records = match native_records(sup, &live, stats_bits, scope, &keep_domain) {
+        Some(Ok(records)) => Ok(records),
+        Some(Err(e)) => return Err(e),
+        None => match scope {
+            Scope::All => {
+                sup.count_calls(1);
+                ffi::get_all_domain_stats(&live.conn, stats_bits, BULK_FLAGS, &keep_domain)
+            }
+            Scope::Shard { index, plan } => {
+                shard_records(sup, &live, stats_bits, *index, plan, &keep_domain)
+            }
+        },
     };
     let records = match records {
         Ok(r) => r,

@@ -46,6 +46,8 @@ pub(crate) struct Supervisor {
     pub(crate) live: Mutex<Option<Arc<Live>>>,
     pub(crate) state: Mutex<State>,
     pub(crate) calls: AtomicU64,
+    /// Of `calls`, those made over the native client (`wire`).
+    pub(crate) native_calls: AtomicU64,
     pub(crate) attempts: AtomicU64,
     pub(crate) generation: AtomicU64,
     pub(crate) last_attempt: Mutex<Option<Instant>>,
@@ -95,6 +97,7 @@ impl Supervisor {
             live: Mutex::new(None),
             state: Mutex::new(State::default()),
             calls: AtomicU64::new(0),
+            native_calls: AtomicU64::new(0),
             attempts: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             last_attempt: Mutex::new(None),
@@ -131,6 +134,12 @@ impl Supervisor {
         self.calls.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Counts calls made over the native client (they count as calls too).
+    pub(crate) fn count_native_calls(&self, n: u64) {
+        self.calls.fetch_add(n, Ordering::Relaxed);
+        self.native_calls.fetch_add(n, Ordering::Relaxed);
+    }
+
     /// The open connection, if any.
     pub(crate) fn current(&self) -> Option<Arc<Live>> {
         lock(&self.live).clone()
@@ -142,6 +151,7 @@ impl Supervisor {
             connected: st.connected,
             reconnects: st.reconnects,
             calls: self.calls.load(Ordering::Relaxed),
+            native_calls: self.native_calls.load(Ordering::Relaxed),
             last_error: if st.connected {
                 None
             } else {

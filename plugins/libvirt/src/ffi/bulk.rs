@@ -105,7 +105,7 @@ fn copy_record(
 }
 
 /// A raw UUID as libvirt writes it: lower-case hex, dashed 8-4-4-4-12.
-fn format_uuid(bytes: &[u8; sys::VIR_UUID_BUFLEN as usize]) -> String {
+pub fn format_uuid(bytes: &[u8; sys::VIR_UUID_BUFLEN as usize]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(36);
     for (i, b) in bytes.iter().enumerate() {

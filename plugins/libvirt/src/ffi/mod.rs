@@ -33,7 +33,7 @@ mod lifecycle;
 mod node;
 mod params;
 
-pub use bulk::{domain_list_stats, get_all_domain_stats, RawRecord};
+pub use bulk::{domain_list_stats, format_uuid, get_all_domain_stats, RawRecord};
 pub use close::{CloseCallback, CloseSignal};
 pub use domain::{block_info, cpu_total_stats, domain_state, vcpu_info, VcpuInfo};
 pub use domain_events::{

@@ -1,0 +1,155 @@
+//! [`WireClient`]: one read-only connection to a local libvirt daemon over its RPC
+//! protocol, without libvirt's client library: authentication (none, or polkit, which
+//! the daemon waives for root), the read-only open, the domain listing and the bulk
+//! statistics call. Blocking and one call at a time: it runs on the blocking thread
+//! that makes a bulk call, reads each reply into one reused buffer and decodes it there.
+
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use super::endpoint::Endpoint;
+use super::protocol::{
+    self, decode_auth_list, decode_auth_polkit, decode_domain_stats, decode_list_all_domains,
+    encode_get_all_domain_stats, encode_list_all_domains, encode_open, DomainId, Header, Procedure,
+    RemoteError, StatsDecodeError, AUTH_NONE, AUTH_POLKIT, CONNECT_RO, HEADER_LEN,
+    LIST_DOMAINS_ACTIVE, MESSAGE_MAX, PROGRAM, STATUS_ERROR, STATUS_OK, TYPE_REPLY,
+};
+use super::xdr::{Reader, XdrError};
+use crate::ffi::RawRecord;
+
+/// Why a call over the native client failed.
+#[derive(Debug, Error)]
+pub enum WireError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("malformed reply from the daemon: {0}")]
+    Protocol(String),
+    #[error("{}", .0.message)]
+    Remote(RemoteError),
+    #[error("the daemon asks for authentication this client does not do ({0})")]
+    Unsupported(String),
+}
+
+impl WireError {
+    /// The daemon did not answer in time (libvirt's client library would not either).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, WireError::Io(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
+    }
+}
+
+impl From<XdrError> for WireError {
+    fn from(e: XdrError) -> Self {
+        WireError::Protocol(e.to_string())
+    }
+}
+
+impl From<StatsDecodeError> for WireError {
+    fn from(e: StatsDecodeError) -> Self {
+        WireError::Protocol(e.to_string())
+    }
+}
+
+/// An open, authenticated, read-only connection.
+pub struct WireClient {
+    stream: UnixStream,
+    serial: u32,
+    /// The last reply, length word excluded; reused so a tick allocates no buffer.
+    buf: Vec<u8>,
+}
+
+impl WireClient {
+    /// Connects to `endpoint`, authenticates and opens its driver read-only. Every read
+    /// and write gives up after `timeout` (`None`: never; the connection is then dropped
+    /// by its owner).
+    pub fn connect(endpoint: &Endpoint, timeout: Option<Duration>) -> Result<Self, WireError> {
+        let stream = UnixStream::connect(&endpoint.socket)?;
+        stream.set_read_timeout(timeout)?;
+        stream.set_write_timeout(timeout)?;
+        let mut c = Self {
+            stream,
+            serial: 0,
+            buf: Vec::new(),
+        };
+        let types = decode_auth_list(c.call(Procedure::AuthList, |_| {})?)?;
+        if !types.is_empty() && !types.contains(&AUTH_NONE) {
+            if !types.contains(&AUTH_POLKIT) {
+                return Err(WireError::Unsupported(format!("types {types:?}")));
+            }
+            if !decode_auth_polkit(c.call(Procedure::AuthPolkit, |_| {})?)? {
+                return Err(WireError::Unsupported("polkit refused".into()));
+            }
+        }
+        c.call(Procedure::ConnectOpen, |w| {
+            encode_open(w, &endpoint.name, CONNECT_RO)
+        })?;
+        Ok(c)
+    }
+
+    /// Sends one call and returns its reply's body. Messages that are not this call's
+    /// reply (keepalive, events: this client registers none) are read and skipped.
+    fn call(
+        &mut self,
+        procedure: Procedure,
+        args: impl FnOnce(&mut protocol::Writer),
+    ) -> Result<&[u8], WireError> {
+        self.serial = self.serial.wrapping_add(1);
+        let msg = protocol::call(procedure, self.serial, args);
+        self.stream.write_all(&msg)?;
+        loop {
+            let mut len = [0u8; 4];
+            self.stream.read_exact(&mut len)?;
+            let len = u32::from_be_bytes(len) as usize;
+            if !(HEADER_LEN..=MESSAGE_MAX).contains(&len) {
+                return Err(WireError::Protocol(format!("message length {len}")));
+            }
+            let body_len = len - 4;
+            self.buf.clear();
+            self.buf.reserve(body_len);
+            let read = (&mut self.stream)
+                .take(body_len as u64)
+                .read_to_end(&mut self.buf)?;
+            if read < body_len {
+                return Err(WireError::Io(io::ErrorKind::UnexpectedEof.into()));
+            }
+            let mut r = Reader::new(&self.buf);
+            let h = Header::decode(&mut r)?;
+            if h.program != PROGRAM
+                || h.kind != TYPE_REPLY
+                || h.serial != self.serial
+                || h.procedure != procedure as i32
+            {
+                continue;
+            }
+            return match h.status {
+                STATUS_OK => Ok(&self.buf[HEADER_LEN - 4..]),
+                STATUS_ERROR => Err(WireError::Remote(RemoteError::decode(&mut r)?)),
+                s => Err(WireError::Protocol(format!("reply status {s}"))),
+            };
+        }
+    }
+
+    /// `virConnectListAllDomains(ACTIVE)`: the running domains.
+    pub fn list_active_domains(&mut self) -> Result<Vec<DomainId>, WireError> {
+        let body = self.call(Procedure::ConnectListAllDomains, |w| {
+            encode_list_all_domains(w, LIST_DOMAINS_ACTIVE)
+        })?;
+        Ok(decode_list_all_domains(body)?)
+    }
+
+    /// `virConnectGetAllDomainStats(stats, flags)` when `doms` is empty, else
+    /// `virDomainListGetStats(doms, stats, flags)`.
+    pub fn domain_stats(
+        &mut self,
+        doms: &[DomainId],
+        stats: u32,
+        flags: u32,
+    ) -> Result<Vec<RawRecord>, WireError> {
+        let body = self.call(Procedure::ConnectGetAllDomainStats, |w| {
+            encode_get_all_domain_stats(w, doms, stats, flags)
+        })?;
+        Ok(decode_domain_stats(body)?)
+    }
+}

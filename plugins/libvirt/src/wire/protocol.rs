@@ -1,0 +1,420 @@
+//! The few messages of libvirt's remote protocol (`remote_protocol.x`,
+//! `virnetprotocol.x`) that the bulk statistics path sends and reads: the message
+//! header, error replies, authentication, the read-only open, the domain listing and
+//! `virConnectGetAllDomainStats`. Encoding and decoding only; no I/O.
+
+use std::borrow::Cow;
+
+use vadvisor_api::{Params, TypedValue};
+
+pub use super::xdr::Writer;
+use super::xdr::{Reader, XdrError};
+use crate::ffi::{format_uuid, RawRecord};
+
+/// `REMOTE_PROGRAM` and `REMOTE_PROTOCOL_VERSION`.
+pub const PROGRAM: u32 = 0x2000_8086;
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The largest message libvirt sends (`VIR_NET_MESSAGE_MAX`, 32 MiB), length word
+/// included.
+pub const MESSAGE_MAX: usize = 32 * 1024 * 1024;
+
+/// Length word plus header: six 4-byte words after the length.
+pub const HEADER_LEN: usize = 4 + 24;
+
+/// `REMOTE_DOMAIN_LIST_MAX`, `REMOTE_CONNECT_GET_ALL_DOMAIN_STATS_MAX`,
+/// `REMOTE_AUTH_TYPE_LIST_MAX`.
+const DOMAIN_LIST_MAX: usize = 16_384;
+const STATS_PARAMS_MAX: usize = 262_144;
+const AUTH_TYPE_LIST_MAX: usize = 20;
+
+/// The procedures this client calls. All of them read; the connection is opened with
+/// `VIR_CONNECT_RO`, so the daemon refuses anything else anyway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Procedure {
+    ConnectOpen = 1,
+    AuthList = 66,
+    AuthPolkit = 70,
+    ConnectListAllDomains = 273,
+    ConnectGetAllDomainStats = 344,
+}
+
+/// `virNetMessageType`: a call, and the reply to one.
+const TYPE_CALL: u32 = 0;
+pub const TYPE_REPLY: u32 = 1;
+/// `virNetMessageStatus`.
+pub const STATUS_OK: u32 = 0;
+pub const STATUS_ERROR: u32 = 1;
+
+/// `remote_auth_type`.
+pub const AUTH_NONE: i32 = 0;
+pub const AUTH_POLKIT: i32 = 2;
+
+/// `VIR_CONNECT_RO`, the only open flag this client uses.
+pub const CONNECT_RO: u32 = 1;
+/// `VIR_CONNECT_LIST_DOMAINS_ACTIVE`.
+pub const LIST_DOMAINS_ACTIVE: u32 = 1;
+
+/// `virNetMessageHeader`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub program: u32,
+    pub version: u32,
+    pub procedure: i32,
+    pub kind: u32,
+    pub serial: u32,
+    pub status: u32,
+}
+
+impl Header {
+    pub fn decode(r: &mut Reader<'_>) -> Result<Self, XdrError> {
+        Ok(Self {
+            program: r.u32()?,
+            version: r.u32()?,
+            procedure: r.i32()?,
+            kind: r.u32()?,
+            serial: r.u32()?,
+            status: r.u32()?,
+        })
+    }
+}
+
+/// A whole call message, length word included: the header for `procedure` and
+/// `serial`, then what `args` writes.
+pub fn call(procedure: Procedure, serial: u32, args: impl FnOnce(&mut Writer)) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.u32(0); // the length, patched below
+    w.u32(PROGRAM);
+    w.u32(PROTOCOL_VERSION);
+    w.i32(procedure as i32);
+    w.u32(TYPE_CALL);
+    w.u32(serial);
+    w.u32(STATUS_OK);
+    args(&mut w);
+    let len = u32::try_from(w.len()).unwrap_or(u32::MAX);
+    w.patch_u32(0, len);
+    w.into_bytes()
+}
+
+/// The part of an error reply (`virNetMessageError`) a caller needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteError {
+    /// `virErrorNumber`.
+    pub code: i32,
+    pub message: String,
+}
+
+impl RemoteError {
+    pub fn decode(r: &mut Reader<'_>) -> Result<Self, XdrError> {
+        let code = r.i32()?;
+        let _domain = r.i32()?;
+        let message = if r.present()? {
+            String::from_utf8_lossy(r.bytes()?).into_owned()
+        } else {
+            String::new()
+        };
+        Ok(Self { code, message })
+    }
+}
+
+/// `remote_nonnull_domain`, owned: what names a domain in a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainId {
+    pub name: String,
+    pub uuid: [u8; 16],
+    pub id: i32,
+}
+
+impl DomainId {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, XdrError> {
+        let name = String::from_utf8_lossy(r.bytes()?).into_owned();
+        Ok(Self {
+            name,
+            uuid: r.fixed::<16>()?,
+            id: r.i32()?,
+        })
+    }
+
+    fn encode(&self, w: &mut Writer) {
+        w.string(&self.name);
+        w.fixed(&self.uuid);
+        w.i32(self.id);
+    }
+
+    /// Lower-case dashed, as libvirt formats it.
+    pub fn uuid_string(&self) -> String {
+        format_uuid(&self.uuid)
+    }
+}
+
+/// `remote_auth_list_ret`: the authentication types the daemon asks for.
+pub fn decode_auth_list(body: &[u8]) -> Result<Vec<i32>, XdrError> {
+    let mut r = Reader::new(body);
+    let n = r.count("authentication types", AUTH_TYPE_LIST_MAX, 4)?;
+    (0..n).map(|_| r.i32()).collect()
+}
+
+/// `remote_auth_polkit_ret`: whether the daemon let the client in.
+pub fn decode_auth_polkit(body: &[u8]) -> Result<bool, XdrError> {
+    Ok(Reader::new(body).i32()? != 0)
+}
+
+/// `remote_connect_open_args`.
+pub fn encode_open(w: &mut Writer, name: &str, flags: u32) {
+    w.opt_string(Some(name));
+    w.u32(flags);
+}
+
+/// `remote_connect_list_all_domains_args`.
+pub fn encode_list_all_domains(w: &mut Writer, flags: u32) {
+    w.i32(1); // need_results
+    w.u32(flags);
+}
+
+/// `remote_connect_list_all_domains_ret`: the domains (the count after them is their
+/// number again).
+pub fn decode_list_all_domains(body: &[u8]) -> Result<Vec<DomainId>, XdrError> {
+    let mut r = Reader::new(body);
+    let n = r.count("domains", DOMAIN_LIST_MAX, 24)?;
+    (0..n).map(|_| DomainId::decode(&mut r)).collect()
+}
+
+/// `remote_connect_get_all_domain_stats_args`: an empty `doms` asks for every domain
+/// (`virConnectGetAllDomainStats`), a list for those only (`virDomainListGetStats`).
+pub fn encode_get_all_domain_stats(w: &mut Writer, doms: &[DomainId], stats: u32, flags: u32) {
+    w.u32(u32::try_from(doms.len()).unwrap_or(u32::MAX));
+    for d in doms {
+        d.encode(w);
+    }
+    w.u32(stats);
+    w.u32(flags);
+}
+
+/// `virTypedParameterType` values (`remote_typed_param_value`'s discriminant).
+const PARAM_INT: i32 = 1;
+const PARAM_UINT: i32 = 2;
+const PARAM_LLONG: i32 = 3;
+const PARAM_ULLONG: i32 = 4;
+const PARAM_DOUBLE: i32 = 5;
+const PARAM_BOOLEAN: i32 = 6;
+const PARAM_STRING: i32 = 7;
+
+/// Why a statistics reply does not decode.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StatsDecodeError {
+    #[error(transparent)]
+    Xdr(#[from] XdrError),
+    #[error("parameter `{field}` has an unknown type {kind}")]
+    UnknownType { field: String, kind: i32 },
+}
+
+/// `remote_connect_get_all_domain_stats_ret`, straight into owned records: field names
+/// are borrowed from the message while a record's [`Params`] are built (one key buffer
+/// per record); only string values allocate. `scratch` is reused between records.
+pub fn decode_domain_stats(body: &[u8]) -> Result<Vec<RawRecord>, StatsDecodeError> {
+    let mut r = Reader::new(body);
+    let n = r.count("domain statistics records", DOMAIN_LIST_MAX, 28)?;
+    let mut out = Vec::with_capacity(n);
+    let mut scratch: Vec<(Cow<'_, str>, TypedValue)> = Vec::new();
+    for _ in 0..n {
+        let dom = DomainId::decode(&mut r)?;
+        let params = r.count("statistics parameters", STATS_PARAMS_MAX, 12)?;
+        scratch.clear();
+        scratch.reserve(params);
+        let mut key_bytes = 0;
+        for _ in 0..params {
+            let field = String::from_utf8_lossy(r.bytes()?);
+            let kind = r.i32()?;
+            let value = match kind {
+                PARAM_INT => TypedValue::Int(r.i32()?),
+                PARAM_UINT => TypedValue::UInt(r.u32()?),
+                PARAM_LLONG => TypedValue::LLong(r.i64()?),
+                PARAM_ULLONG => TypedValue::ULLong(r.u64()?),
+                PARAM_DOUBLE => TypedValue::Double(r.f64()?),
+                PARAM_BOOLEAN => TypedValue::Boolean(r.i32()? != 0),
+                PARAM_STRING => {
+                    TypedValue::String(String::from_utf8_lossy(r.bytes()?).into_owned())
+                }
+                kind => {
+                    return Err(StatsDecodeError::UnknownType {
+                        field: field.into_owned(),
+                        kind,
+                    })
+                }
+            };
+            key_bytes += field.len();
+            scratch.push((field, value));
+        }
+        let params = Params::from_unsorted_sized(scratch.drain(..), key_bytes);
+        out.push(RawRecord {
+            uuid: dom.uuid_string(),
+            name: dom.name,
+            params,
+            domain: None,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn domain(name: &str, last: u8, id: i32) -> DomainId {
+        let mut uuid = [0x5a; 16];
+        uuid[15] = last;
+        DomainId {
+            name: name.to_string(),
+            uuid,
+            id,
+        }
+    }
+
+    /// One encoded parameter: field, type, value bytes.
+    type RawParam<'a> = (&'a str, i32, Vec<u8>);
+
+    /// A reply body as libvirtd's encoder writes it (`xdr_remote_connect_get_all_domain_stats_ret`).
+    fn stats_reply(records: &[(DomainId, Vec<RawParam<'_>>)]) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u32(records.len() as u32);
+        for (dom, params) in records {
+            dom.encode(&mut w);
+            w.u32(params.len() as u32);
+            for (field, kind, value) in params {
+                w.string(field);
+                w.i32(*kind);
+                w.fixed(value);
+            }
+        }
+        w.into_bytes()
+    }
+
+    fn string_value(s: &str) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.string(s);
+        w.into_bytes()
+    }
+
+    #[test]
+    fn a_call_has_its_length_program_procedure_and_serial() {
+        let msg = call(Procedure::ConnectGetAllDomainStats, 7, |w| {
+            encode_get_all_domain_stats(w, &[domain("a", 1, 3)], 0x3f, 0x8000_0010)
+        });
+        let mut r = Reader::new(&msg);
+        assert_eq!(r.u32().unwrap() as usize, msg.len());
+        let h = Header::decode(&mut r).unwrap();
+        assert_eq!(
+            h,
+            Header {
+                program: PROGRAM,
+                version: 1,
+                procedure: 344,
+                kind: TYPE_CALL,
+                serial: 7,
+                status: STATUS_OK
+            }
+        );
+        assert_eq!(r.u32(), Ok(1), "one domain");
+        assert_eq!(r.bytes(), Ok(&b"a"[..]));
+        assert_eq!(r.fixed::<16>().unwrap()[15], 1);
+        assert_eq!(r.i32(), Ok(3));
+        assert_eq!((r.u32(), r.u32()), (Ok(0x3f), Ok(0x8000_0010)));
+        assert_eq!(r.remaining(), 0);
+    }
+
+    #[test]
+    fn every_parameter_type_decodes_into_sorted_params() {
+        let body = stats_reply(&[
+            (
+                domain("web", 0xab, 4),
+                vec![
+                    ("state.state", PARAM_INT, 1i32.to_be_bytes().to_vec()),
+                    ("cpu.time", PARAM_ULLONG, u64::MAX.to_be_bytes().to_vec()),
+                    ("vcpu.current", PARAM_UINT, 2u32.to_be_bytes().to_vec()),
+                    ("x.llong", PARAM_LLONG, (-7i64).to_be_bytes().to_vec()),
+                    ("x.double", PARAM_DOUBLE, 0.25f64.to_be_bytes().to_vec()),
+                    ("x.bool", PARAM_BOOLEAN, 1i32.to_be_bytes().to_vec()),
+                    ("block.0.name", PARAM_STRING, string_value("vda")),
+                ],
+            ),
+            (domain("db", 2, 5), vec![]),
+        ]);
+        let recs = decode_domain_stats(&body).expect("decodes");
+        assert_eq!(recs.len(), 2);
+        let web = &recs[0];
+        assert_eq!(web.name, "web");
+        assert_eq!(web.uuid, "5a5a5a5a-5a5a-5a5a-5a5a-5a5a5a5a5aab");
+        let p = &web.params;
+        assert_eq!(p.len(), 7);
+        assert_eq!(p.get("state.state"), Some(&TypedValue::Int(1)));
+        assert_eq!(p.get("cpu.time"), Some(&TypedValue::ULLong(u64::MAX)));
+        assert_eq!(p.get("vcpu.current"), Some(&TypedValue::UInt(2)));
+        assert_eq!(p.get("x.llong"), Some(&TypedValue::LLong(-7)));
+        assert_eq!(p.get("x.double"), Some(&TypedValue::Double(0.25)));
+        assert_eq!(p.get("x.bool"), Some(&TypedValue::Boolean(true)));
+        assert_eq!(
+            p.get("block.0.name"),
+            Some(&TypedValue::String("vda".into()))
+        );
+        let keys: Vec<&str> = p.keys().collect();
+        let mut sorted = keys.clone();
+        sorted.sort_unstable();
+        assert_eq!(keys, sorted);
+        assert!(recs[1].params.is_empty());
+        assert!(web.domain.is_none());
+    }
+
+    #[test]
+    fn a_truncated_or_unknown_reply_is_an_error() {
+        let body = stats_reply(&[(
+            domain("web", 1, 4),
+            vec![("cpu.time", PARAM_ULLONG, 5u64.to_be_bytes().to_vec())],
+        )]);
+        for cut in [0, 3, 20, body.len() - 1] {
+            assert!(
+                decode_domain_stats(&body[..cut]).is_err(),
+                "cut at {cut} of {}",
+                body.len()
+            );
+        }
+        let unknown = stats_reply(&[(domain("web", 1, 4), vec![("x.new", 9, vec![0; 4])])]);
+        assert_eq!(
+            decode_domain_stats(&unknown).map(|_| ()),
+            Err(StatsDecodeError::UnknownType {
+                field: "x.new".into(),
+                kind: 9
+            })
+        );
+    }
+
+    #[test]
+    fn domain_lists_auth_lists_and_errors_decode() {
+        let mut w = Writer::default();
+        w.u32(2);
+        domain("a", 1, 1).encode(&mut w);
+        domain("b", 2, -1).encode(&mut w);
+        w.u32(2);
+        let doms = decode_list_all_domains(&w.into_bytes()).unwrap();
+        assert_eq!(doms, vec![domain("a", 1, 1), domain("b", 2, -1)]);
+        assert_eq!(
+            doms[1].uuid_string(),
+            "5a5a5a5a-5a5a-5a5a-5a5a-5a5a5a5a5a02"
+        );
+
+        let mut w = Writer::default();
+        w.u32(1);
+        w.i32(AUTH_POLKIT);
+        assert_eq!(decode_auth_list(&w.into_bytes()), Ok(vec![AUTH_POLKIT]));
+
+        let mut w = Writer::default();
+        w.i32(42);
+        w.i32(10);
+        w.opt_string(Some("Domain not found"));
+        w.i32(2);
+        let bytes = w.into_bytes();
+        let mut r = Reader::new(&bytes);
+        // (the rest of virNetMessageError is not read)
+        let e = RemoteError::decode(&mut r).unwrap();
+        assert_eq!((e.code, e.message.as_str()), (42, "Domain not found"));
+    }
+}
