@@ -1,7 +1,9 @@
 //! The host itself: the blocking bodies of `node_stats` (`virNodeGetInfo`,
 //! `virNodeGetCPUStats`, `virNodeGetMemoryStats`, `virNodeGetFreeMemory`) and `machine`
 //! (hostname, host UUID from the capabilities, hypervisor and libvirt versions, node
-//! info). A counter the driver does not offer is left out, not an error.
+//! info). A counter the driver does not offer is left out, not an error. `node_stats`,
+//! which the host collector asks for every interval, goes over the native client
+//! (`wire`) when the connection has one.
 
 use vadvisor_api::{version_string, HypervisorError, Machine, NodeInfo, NodeStats};
 use virt::connect::Connect;
@@ -12,6 +14,7 @@ use crate::domains::fail;
 use crate::ffi;
 use crate::live::Live;
 use crate::supervisor::Supervisor;
+use crate::wire::WireError;
 
 pub(crate) const NODE_QUEUED: &str = "virNodeGetInfo (queued behind other calls)";
 
@@ -50,6 +53,9 @@ pub(crate) fn node_stats(
     live: &Live,
     progress: &Progress,
 ) -> Result<NodeStats, HypervisorError> {
+    if let Some(stats) = native_node_stats(sup, live, progress) {
+        return stats;
+    }
     let info = node_info(sup, live, progress)?;
     // Optional counters: a driver without them still gives the node info.
     let cpu = call(
@@ -85,6 +91,51 @@ pub(crate) fn node_stats(
         memory,
         free_memory,
     })
+}
+
+/// [`node_stats`] over the connection's native client (`wire`), the same four calls;
+/// `None` when the library must answer instead (not available, or failed other than
+/// by a timeout).
+fn native_node_stats(
+    sup: &Supervisor,
+    live: &Live,
+    progress: &Progress,
+) -> Option<Result<NodeStats, HypervisorError>> {
+    // An optional counter the daemon refuses gives nothing, as on the library path.
+    fn optional<T: Default>(r: Result<T, WireError>) -> Result<T, WireError> {
+        match r {
+            Err(WireError::Remote(_)) => Ok(T::default()),
+            r => r,
+        }
+    }
+    let reply = live.wire.call(&sup.settings, |c| {
+        let step = |name| {
+            sup.count_native_calls(1);
+            progress.set(name);
+        };
+        step("virNodeGetInfo");
+        let info = c.node_info()?;
+        step("virNodeGetCPUStats");
+        let cpu = optional(c.node_cpu_stats())?.into_iter().collect();
+        step("virNodeGetMemoryStats");
+        let memory = optional(c.node_memory_stats())?.into_iter().collect();
+        step("virNodeGetFreeMemory");
+        let free_memory = optional(c.free_memory().map(Some))?;
+        Ok(NodeStats {
+            info,
+            cpu,
+            memory,
+            free_memory,
+        })
+    })?;
+    match reply {
+        Ok(stats) => Some(Ok(stats)),
+        Err(e) if e.is_timeout() => Some(Err(HypervisorError::Call {
+            call: "virNodeGetInfo",
+            message: format!("no answer from libvirt: {e}"),
+        })),
+        Err(_) => None,
+    }
 }
 
 /// A failed optional call gives nothing, unless the connection is gone.

@@ -213,6 +213,29 @@ async fn lab_native_client_reads_what_the_library_reads() {
         differ.is_empty(),
         "never the same: {differ:?}\n{last_difference}"
     );
+    // The host's counters (the host collector's call) the same way.
+    let before = native.status().native_calls;
+    let a = native.node_stats().await.expect("native node stats");
+    let b = library.node_stats().await.expect("library node stats");
+    assert_eq!(
+        native.status().native_calls - before,
+        4,
+        "four native calls"
+    );
+    assert_eq!(a.info, b.info, "node info");
+    assert!(!a.info.model.is_empty() && a.info.cpus > 0, "{:?}", a.info);
+    let keys = |m: &std::collections::BTreeMap<String, u64>| m.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&a.cpu), keys(&b.cpu));
+    assert!(a.cpu.contains_key("idle"), "{:?}", a.cpu);
+    assert_eq!(keys(&a.memory), keys(&b.memory));
+    assert_eq!(a.memory.get("total"), b.memory.get("total"));
+    assert!(
+        a.memory.get("total").is_some_and(|&t| t > 0),
+        "{:?}",
+        a.memory
+    );
+    assert!(a.free_memory.is_some() && b.free_memory.is_some());
+    println!("node: {:?}; cpu {:?}; memory {:?}", a.info, a.cpu, a.memory);
     let (n, l) = (native.status(), library.status());
     println!(
         "{} domains alike in {rounds} round(s); native backend: {} of {} calls native; library backend: {} of {}",
@@ -222,13 +245,16 @@ async fn lab_native_client_reads_what_the_library_reads() {
         l.native_calls,
         l.calls
     );
-    assert_eq!(
-        n.native_calls, rounds,
-        "every bulk call of `auto` went native"
-    );
-    // (`calls` also counts the domain listing that follows a connect.)
+    // Every bulk call and the four node calls went native with `auto`, none with
+    // `library`; the rest (the domain listing after a connect) is the same on both.
+    assert_eq!(n.native_calls, rounds + 4, "{n:?}");
     assert_eq!(l.native_calls, 0, "`library` never goes native");
-    assert!(l.calls >= rounds, "{l:?}");
+    assert!(l.calls >= rounds + 4, "{l:?}");
+    assert_eq!(
+        n.calls - n.native_calls,
+        l.calls - rounds - 4,
+        "{n:?} {l:?}"
+    );
     native.shutdown();
     library.shutdown();
 }

@@ -12,13 +12,15 @@ use thiserror::Error;
 
 use super::endpoint::Endpoint;
 use super::protocol::{
-    self, decode_auth_list, decode_auth_polkit, decode_domain_stats, decode_list_all_domains,
-    encode_get_all_domain_stats, encode_list_all_domains, encode_open, DomainId, Header, Procedure,
-    RemoteError, StatsDecodeError, AUTH_NONE, AUTH_POLKIT, CONNECT_RO, HEADER_LEN,
-    LIST_DOMAINS_ACTIVE, MESSAGE_MAX, PROGRAM, STATUS_ERROR, STATUS_OK, TYPE_REPLY,
+    self, decode_auth_list, decode_auth_polkit, decode_domain_stats, decode_free_memory,
+    decode_list_all_domains, decode_node_info, decode_node_stats, encode_get_all_domain_stats,
+    encode_list_all_domains, encode_node_cpu_stats, encode_node_memory_stats, encode_open,
+    DomainId, Header, Procedure, RemoteError, StatsDecodeError, AUTH_NONE, AUTH_POLKIT, CONNECT_RO,
+    HEADER_LEN, LIST_DOMAINS_ACTIVE, MESSAGE_MAX, PROGRAM, STATUS_ERROR, STATUS_OK, TYPE_REPLY,
 };
 use super::xdr::{Reader, XdrError};
 use crate::ffi::RawRecord;
+use vadvisor_api::NodeInfo;
 
 /// Why a call over the native client failed.
 #[derive(Debug, Error)]
@@ -151,5 +153,46 @@ impl WireClient {
             encode_get_all_domain_stats(w, doms, stats, flags)
         })?;
         Ok(decode_domain_stats(body)?)
+    }
+
+    /// `virNodeGetInfo`.
+    pub fn node_info(&mut self) -> Result<NodeInfo, WireError> {
+        Ok(decode_node_info(
+            self.call(Procedure::NodeGetInfo, |_| {})?,
+        )?)
+    }
+
+    /// `virNodeGetCPUStats` of all CPUs: the count, then the values (libvirt wants the
+    /// exact count).
+    pub fn node_cpu_stats(&mut self) -> Result<Vec<(String, u64)>, WireError> {
+        let (_, n) = decode_node_stats(
+            self.call(Procedure::NodeGetCpuStats, |w| encode_node_cpu_stats(w, 0))?,
+        )?;
+        if n <= 0 {
+            return Ok(Vec::new());
+        }
+        let body = self.call(Procedure::NodeGetCpuStats, |w| encode_node_cpu_stats(w, n))?;
+        Ok(decode_node_stats(body)?.0)
+    }
+
+    /// `virNodeGetMemoryStats` of all cells, the same way.
+    pub fn node_memory_stats(&mut self) -> Result<Vec<(String, u64)>, WireError> {
+        let (_, n) = decode_node_stats(self.call(Procedure::NodeGetMemoryStats, |w| {
+            encode_node_memory_stats(w, 0)
+        })?)?;
+        if n <= 0 {
+            return Ok(Vec::new());
+        }
+        let body = self.call(Procedure::NodeGetMemoryStats, |w| {
+            encode_node_memory_stats(w, n)
+        })?;
+        Ok(decode_node_stats(body)?.0)
+    }
+
+    /// `virNodeGetFreeMemory`, in bytes.
+    pub fn free_memory(&mut self) -> Result<u64, WireError> {
+        Ok(decode_free_memory(
+            self.call(Procedure::NodeGetFreeMemory, |_| {})?,
+        )?)
     }
 }

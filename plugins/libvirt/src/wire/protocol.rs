@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use vadvisor_api::{Params, TypedValue};
+use vadvisor_api::{NodeInfo, Params, TypedValue};
 
 pub use super::xdr::Writer;
 use super::xdr::{Reader, XdrError};
@@ -33,7 +33,11 @@ const AUTH_TYPE_LIST_MAX: usize = 20;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Procedure {
     ConnectOpen = 1,
+    NodeGetInfo = 6,
     AuthList = 66,
+    NodeGetFreeMemory = 102,
+    NodeGetCpuStats = 227,
+    NodeGetMemoryStats = 228,
     AuthPolkit = 70,
     ConnectListAllDomains = 273,
     ConnectGetAllDomainStats = 344,
@@ -188,6 +192,69 @@ pub fn encode_get_all_domain_stats(w: &mut Writer, doms: &[DomainId], stats: u32
     }
     w.u32(stats);
     w.u32(flags);
+}
+
+/// `VIR_NODE_CPU_STATS_ALL_CPUS`, `VIR_NODE_MEMORY_STATS_ALL_CELLS`.
+pub const ALL_CPUS: i32 = -1;
+pub const ALL_CELLS: i32 = -1;
+/// `REMOTE_NODE_CPU_STATS_MAX`, `REMOTE_NODE_MEMORY_STATS_MAX`.
+const NODE_STATS_MAX: usize = 16;
+
+/// `remote_node_get_info_ret`: `char model[32]` (each `char` an XDR int, as rpcgen
+/// writes it), memory in KiB, then the six CPU counts.
+pub fn decode_node_info(body: &[u8]) -> Result<NodeInfo, XdrError> {
+    let mut r = Reader::new(body);
+    let mut model = Vec::with_capacity(32);
+    for _ in 0..32 {
+        // The low byte of each word is the character.
+        model.push(r.u32()?.to_be_bytes()[3]);
+    }
+    let end = model.iter().position(|&b| b == 0).unwrap_or(model.len());
+    let model = String::from_utf8_lossy(&model[..end]).into_owned();
+    let memory_kib = r.u64()?;
+    let mut count = || r.i32().map(|v| u32::try_from(v).unwrap_or(0));
+    Ok(NodeInfo {
+        model,
+        memory_kib,
+        cpus: count()?,
+        mhz: count()?,
+        nodes: count()?,
+        sockets: count()?,
+        cores: count()?,
+        threads: count()?,
+    })
+}
+
+/// `remote_node_get_cpu_stats_args` for every CPU, or `remote_node_get_memory_stats_args`
+/// for every cell: `nparams` 0 asks for the count.
+pub fn encode_node_cpu_stats(w: &mut Writer, nparams: i32) {
+    w.i32(ALL_CPUS);
+    w.i32(nparams);
+    w.u32(0);
+}
+
+pub fn encode_node_memory_stats(w: &mut Writer, nparams: i32) {
+    w.i32(nparams);
+    w.i32(ALL_CELLS);
+    w.u32(0);
+}
+
+/// `remote_node_get_cpu_stats_ret` / `remote_node_get_memory_stats_ret` (same shape):
+/// the `(field, value)` pairs and the count the daemon has.
+pub fn decode_node_stats(body: &[u8]) -> Result<(Vec<(String, u64)>, i32), XdrError> {
+    let mut r = Reader::new(body);
+    let n = r.count("node statistics", NODE_STATS_MAX, 12)?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let field = String::from_utf8_lossy(r.bytes()?).into_owned();
+        out.push((field, r.u64()?));
+    }
+    Ok((out, r.i32()?))
+}
+
+/// `remote_node_get_free_memory_ret`: bytes.
+pub fn decode_free_memory(body: &[u8]) -> Result<u64, XdrError> {
+    Reader::new(body).u64()
 }
 
 /// `virTypedParameterType` values (`remote_typed_param_value`'s discriminant).
@@ -385,6 +452,37 @@ mod tests {
                 kind: 9
             })
         );
+    }
+
+    #[test]
+    fn node_replies_decode() {
+        let mut w = Writer::default();
+        for b in b"x86_64".iter().chain([0u8; 26].iter()) {
+            w.i32(i32::from(*b));
+        }
+        w.u32(0);
+        w.u32(24_000_000);
+        for v in [2, 2400, 1, 1, 2, 1] {
+            w.i32(v);
+        }
+        let info = decode_node_info(&w.into_bytes()).unwrap();
+        assert_eq!(info.model, "x86_64");
+        assert_eq!(info.memory_kib, 24_000_000);
+        assert_eq!((info.cpus, info.mhz, info.cores), (2, 2400, 2));
+
+        let mut w = Writer::default();
+        w.u32(2);
+        w.string("kernel");
+        w.u32(0);
+        w.u32(7);
+        w.string("idle");
+        w.u32(1);
+        w.u32(0);
+        w.i32(2);
+        let (pairs, n) = decode_node_stats(&w.into_bytes()).unwrap();
+        assert_eq!(pairs, vec![("kernel".into(), 7), ("idle".into(), 1 << 32)]);
+        assert_eq!(n, 2);
+        assert_eq!(decode_free_memory(&[0, 0, 0, 1, 0, 0, 0, 0]), Ok(1 << 32));
     }
 
     #[test]
