@@ -16,7 +16,8 @@
 # at 1 s; rest, prometheus, events sinks), on a free loopback port.
 #   1. CPU: phases without and with the agent alternate (idle, agent, idle, agent, …) to
 #      cancel drift. Per phase: the agent's CPU, libvirtd's (or virtqemud's) and the QEMU
-#      processes' of the measured domains, from /proc/<pid>/stat. What the agent causes
+#      processes' of the measured domains, from /proc/<pid>/stat (10 ms clock ticks);
+#      with perf installed also the agent's exact task-clock. What the agent causes
 #      = agent phase − mean of the idle phases; host cost per tick = (agent + caused
 #      libvirtd + caused QEMU) / ticks.
 #   2. Samples per VM per 60 s (median and fewest) and the actual period, from the REST
@@ -107,7 +108,14 @@ stop_agent() {
 
 # ---------------------------------------------------------------- 1. CPU phases
 log "${#guests[@]} domains, $ROUNDS rounds of ${PHASE}s idle + ${PHASE}s with the agent"
-idle_d=0 idle_q=0 idle_s=0 ag_a=0 ag_d=0 ag_q=0 ag_s=0 ag_ticks=0
+idle_d=0 idle_q=0 idle_s=0 ag_a=0 ag_d=0 ag_q=0 ag_s=0 ag_ticks=0 ag_exact=0
+# /proc/<pid>/stat counts CPU time in clock ticks (10 ms): over a 20 s phase that is
+# ±0.5 ms per 1 s tick. With perf (Debian: linux-perf), the agent's task-clock gives its
+# CPU time exactly as well.
+perf_ok=""
+if command -v perf >/dev/null 2>&1 && perf stat -e task-clock -- true >/dev/null 2>&1; then
+	perf_ok=1
+fi
 for r in $(seq "$ROUNDS"); do
 	d0=$(ticks "${daemon_pids[@]}") q0=$(ticks "${qemu_pids[@]}") t0=$(date +%s%N)
 	sleep "$PHASE"
@@ -116,7 +124,13 @@ for r in $(seq "$ROUNDS"); do
 	start_agent
 	sleep 3 # first ticks, connection set-up
 	a0=$(ticks "$agent_pid") d0=$(ticks "${daemon_pids[@]}") q0=$(ticks "${qemu_pids[@]}") n0=$(runs) t0=$(date +%s%N)
-	sleep "$PHASE"
+	if [ -n "$perf_ok" ]; then
+		# The agent's exact CPU time in the phase (its threads and those they start).
+		perf stat -x, -e task-clock -p "$agent_pid" -o "$work/perf-$r.csv" -- sleep "$PHASE" 2>/dev/null
+		ag_exact=$(awk -F, -v sum="$ag_exact" '$3 == "task-clock" { sum += $1 } END { printf "%.3f", sum }' "$work/perf-$r.csv")
+	else
+		sleep "$PHASE"
+	fi
 	a1=$(ticks "$agent_pid") d1=$(ticks "${daemon_pids[@]}") q1=$(ticks "${qemu_pids[@]}") n1=$(runs) t1=$(date +%s%N)
 	ag_a=$((ag_a + a1 - a0)) ag_d=$((ag_d + d1 - d0)) ag_q=$((ag_q + q1 - q0))
 	ag_s=$((ag_s + (t1 - t0) / 1000000))
@@ -267,7 +281,7 @@ EOF
 python3 - "$HZ" "$idle_d" "$idle_q" "$idle_s" "$ag_a" "$ag_d" "$ag_q" "$ag_s" "$ag_ticks" \
 	"${#guests[@]}" "$samples" "$rss_idle" "$rss_load" "$lat_metrics" "$lat_stats" "$lat_live" \
 	"$rps" "$raw" "$partial" "$partial_all" "$collection" "${SHARDS:-auto}" "$(cut -d' ' -f1-3 /proc/loadavg)" \
-	"$rss_after" "$lat_floor" <<'EOF'
+	"$rss_after" "$lat_floor" "${perf_ok:+$ag_exact}" <<'EOF'
 import sys
 a = sys.argv[1:]
 hz = int(a[0])
@@ -275,7 +289,7 @@ idle_d, idle_q, idle_s, ag_a, ag_d, ag_q, ag_s = (int(x) for x in a[1:8])
 ticks, domains = float(a[8]), int(a[9])
 per_min, period, fewest = a[10].split()
 rss_idle, rss_load, lat_m, lat_s, lat_l, rps, raw, partial, partial_all, collection, shards, load = a[11:23]
-rss_after, lat_floor = a[23:25]
+rss_after, lat_floor, exact = a[23:26]
 c_med, c_max, p_med, p_max = collection.split()
 ms = lambda t: t * 1000.0 / hz
 # Per second of phase, then per tick.
@@ -288,6 +302,10 @@ row = lambda k, v: print(f"  {k:<44} {v}")
 print(f"vadvisor bench: {domains} domains, {ag_s/1000:.0f} s with the agent, {idle_s/1000:.0f} s without, bulk_shards {shards}")
 print(f"  load average at the end: {load}")
 row("agent CPU", f"{agent/10:.2f} % of a core ({agent/tick_rate:.1f} ms per tick)")
+if exact:
+    row("agent CPU, exact (perf task-clock)", f"{float(exact)/ag_s*100:.3f} % of a core ({float(exact)/ag_s*1000/tick_rate:.2f} ms per tick)")
+else:
+    row("agent CPU, exact (perf task-clock)", "perf not available")
 row("libvirtd CPU caused", f"{d_caused/10:.2f} % of a core ({d_caused/tick_rate:.1f} ms per tick)")
 row(f"QEMU CPU caused ({domains} processes)", f"{q_caused/10:.2f} % of a core ({q_caused/tick_rate:.1f} ms per tick)")
 row("host cost per tick (agent+libvirtd+QEMU)", f"{(agent + d_caused + q_caused)/tick_rate:.1f} ms CPU")
