@@ -28,14 +28,15 @@ pub(crate) struct Live {
 }
 
 impl Live {
-    /// Opens a plain read-only connection for a lane (blocking): keepalive, nothing
-    /// registered.
+    /// Opens a plain read-only connection for a lane (blocking): nothing registered,
+    /// and no keepalive. The supervised connection's keepalive and close callback
+    /// decide when the daemon is lost, and lanes are replaced along with it; a lane's
+    /// library connection mostly idles (its statistics go over its native companion,
+    /// which gives up on a silent daemon after the keepalive's span), and its pings
+    /// cost the agent several event-loop wake-ups every interval, per lane.
     pub(crate) fn open_plain(settings: &LibvirtSettings, generation: u64) -> Result<Live, String> {
         let uri = settings.uri.as_str();
         let conn = Connect::open_read_only(Some(uri)).map_err(|e| e.message().to_string())?;
-        if settings.keepalive_interval > 0 {
-            let _ = conn.set_keep_alive(settings.keepalive_interval, settings.keepalive_count);
-        }
         Ok(Live {
             lifecycle: None,
             job_events: Vec::new(),

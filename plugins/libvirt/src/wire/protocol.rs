@@ -275,6 +275,15 @@ pub enum StatsDecodeError {
     UnknownType { field: String, kind: i32 },
 }
 
+/// A field name: borrowed when it is UTF-8 (libvirt's always are; the plain check is
+/// several times cheaper than the lossy decoder), decoded lossily otherwise.
+fn text(bytes: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
 /// `remote_connect_get_all_domain_stats_ret`, straight into owned records: field names
 /// are borrowed from the message while a record's [`Params`] are built (one key buffer
 /// per record); only string values allocate. `scratch` is reused between records.
@@ -290,7 +299,7 @@ pub fn decode_domain_stats(body: &[u8]) -> Result<Vec<RawRecord>, StatsDecodeErr
         scratch.reserve(params);
         let mut key_bytes = 0;
         for _ in 0..params {
-            let field = String::from_utf8_lossy(r.bytes()?);
+            let field = text(r.bytes()?);
             let kind = r.i32()?;
             let value = match kind {
                 PARAM_INT => TypedValue::Int(r.i32()?),
