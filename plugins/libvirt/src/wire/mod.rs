@@ -1,11 +1,12 @@
-//! The native bulk-statistics path: libvirt's RPC protocol spoken directly over the
-//! local daemon's unix socket, read-only, instead of through libvirt's client library
-//! (whose reply decoding, per-value allocations and event-loop wake-ups were most of a
-//! tick's CPU: docs/performance.md#native-statistics-client). Only the bulk statistics
-//! call and its shard listing go this way; everything else (events, domain XML, the
-//! per-domain fallback) stays on the library connection. [`WireSlot`] is one library
-//! connection's native companion: opened on first use, dropped on any failure, and
-//! then the library answers instead (tried again after [`RETRY_AFTER`]).
+//! The native statistics path: libvirt's RPC protocol spoken directly over the local
+//! daemon's unix socket, read-only, instead of through libvirt's client library (whose
+//! reply decoding, per-value allocations and event-loop wake-ups were most of a tick's
+//! CPU: docs/performance.md#native-statistics-client). The bulk statistics call, its
+//! shard listing and the host collector's node counters go this way; everything else
+//! (events, domain XML, the per-domain fallback) stays on the library connection.
+//! [`WireSlot`] is one library connection's native companion: opened right after it,
+//! dropped on an I/O or protocol failure, and then the library answers instead (the
+//! native client is tried again after [`RETRY_AFTER`]).
 
 mod client;
 mod endpoint;
@@ -35,7 +36,7 @@ static ANNOUNCED: AtomicBool = AtomicBool::new(false);
 static WARNED: AtomicBool = AtomicBool::new(false);
 
 enum State {
-    /// Not opened yet (or dropped after a success and to be reopened).
+    /// Not opened yet.
     Closed,
     Open(WireClient),
     /// Failed at this instant: the library answers until [`RETRY_AFTER`] has passed.
