@@ -150,3 +150,146 @@ fn note_failure(settings: &LibvirtSettings, e: &WireError) {
         debug!(uri = %settings.uri, error = %e, "native libvirt statistics client failed");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::protocol::{Header, Writer, PROGRAM, STATUS_OK, TYPE_REPLY};
+    use super::xdr::Reader;
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::unix::net::{UnixListener, UnixStream};
+
+    /// How the fake daemon answers a call to procedure `proc` (after the handshake).
+    #[derive(Clone, Copy)]
+    enum Answer {
+        /// A reply whose body does not decode.
+        Garbage,
+        /// No reply at all.
+        Silence,
+    }
+
+    /// Reads one call: (procedure, serial).
+    fn read_call(s: &mut UnixStream) -> Option<(i32, u32)> {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).ok()?;
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize - 4];
+        s.read_exact(&mut body).ok()?;
+        let h = Header::decode(&mut Reader::new(&body)).ok()?;
+        Some((h.procedure, h.serial))
+    }
+
+    fn reply(s: &mut UnixStream, procedure: i32, serial: u32, body: &[u8]) {
+        let mut w = Writer::default();
+        w.u32(0);
+        for v in [PROGRAM, 1, procedure as u32, TYPE_REPLY, serial, STATUS_OK] {
+            w.u32(v);
+        }
+        let mut msg = w.into_bytes();
+        msg.extend_from_slice(body);
+        let len = (msg.len() as u32).to_be_bytes();
+        msg[..4].copy_from_slice(&len);
+        let _ = s.write_all(&msg);
+    }
+
+    /// A daemon on a socket of its own: the handshake (no authentication, open) works,
+    /// every later call gets `answer`. Serves connections one after the other.
+    fn fake_daemon(answer: Answer) -> (tempfile::TempDir, LibvirtSettings) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("libvirt-sock");
+        let listener = UnixListener::bind(&path).expect("bind");
+        std::thread::spawn(move || {
+            for mut s in listener.incoming().flatten() {
+                while let Some((procedure, serial)) = read_call(&mut s) {
+                    match procedure {
+                        66 => reply(&mut s, procedure, serial, &[0, 0, 0, 1, 0, 0, 0, 0]),
+                        1 => reply(&mut s, procedure, serial, &[]),
+                        _ => match answer {
+                            Answer::Garbage => reply(&mut s, procedure, serial, &[0xff; 8]),
+                            Answer::Silence => {}
+                        },
+                    }
+                }
+            }
+        });
+        let settings = LibvirtSettings {
+            uri: format!("qemu:///system?socket={}", path.display()),
+            keepalive_interval: 1,
+            keepalive_count: 0,
+            ..LibvirtSettings::default()
+        };
+        (dir, settings)
+    }
+
+    #[test]
+    fn a_reply_that_does_not_decode_hands_the_calls_to_the_library_until_the_retry() {
+        let (_dir, settings) = fake_daemon(Answer::Garbage);
+        let slot = WireSlot::open(&settings);
+        assert!(
+            matches!(*slot.state.lock().unwrap(), State::Open(_)),
+            "the handshake works"
+        );
+        let first = slot.call(&settings, |c| c.domain_stats(&[], 0, 0));
+        assert!(
+            matches!(first, Some(Err(WireError::Protocol(_)))),
+            "{first:?}"
+        );
+        // Dropped: the library answers the next calls, without a native attempt.
+        let mut tried = false;
+        let next = slot.call(&settings, |_| {
+            tried = true;
+            Ok(())
+        });
+        assert!(next.is_none() && !tried);
+        assert!(matches!(*slot.state.lock().unwrap(), State::Failed(_)));
+        // After RETRY_AFTER it reconnects and tries again.
+        *slot.state.lock().unwrap() = State::Failed(Instant::now() - RETRY_AFTER);
+        let again = slot.call(&settings, |c| c.node_info());
+        assert!(
+            matches!(again, Some(Err(WireError::Protocol(_)))),
+            "{again:?}"
+        );
+    }
+
+    #[test]
+    fn a_silent_daemon_is_a_timeout_after_the_keepalive_span() {
+        let (_dir, settings) = fake_daemon(Answer::Silence);
+        assert_eq!(silence_limit(&settings), Some(Duration::from_secs(1)));
+        let slot = WireSlot::open(&settings);
+        let t = Instant::now();
+        let r = slot.call(&settings, |c| c.domain_stats(&[], 0, 0));
+        let took = t.elapsed();
+        match r {
+            Some(Err(e)) => assert!(e.is_timeout(), "{e:?}"),
+            other => panic!("expected a timeout: {other:?}"),
+        }
+        assert!(took >= Duration::from_millis(900), "{took:?}");
+        // No keepalive: wait as long as the library would, for ever.
+        let off = LibvirtSettings {
+            keepalive_interval: 0,
+            ..LibvirtSettings::default()
+        };
+        assert_eq!(silence_limit(&off), None);
+    }
+
+    #[test]
+    fn a_uri_without_a_local_socket_or_the_library_setting_never_goes_native() {
+        for settings in [
+            LibvirtSettings {
+                uri: "test:///default".into(),
+                ..LibvirtSettings::default()
+            },
+            LibvirtSettings {
+                uri: "qemu:///system?socket=/nonexistent/sock".into(),
+                stats_transport: StatsTransport::Library,
+                ..LibvirtSettings::default()
+            },
+        ] {
+            let slot = WireSlot::open(&settings);
+            assert!(
+                matches!(*slot.state.lock().unwrap(), State::Off),
+                "{settings:?}"
+            );
+            assert!(slot.call(&settings, |_| Ok(())).is_none());
+        }
+    }
+}
