@@ -344,11 +344,16 @@ fn spawn_reader(
 }
 
 /// Drains a client that did not read so far: events read, how the stream ended (`None`:
-/// still open, no event for 3 s — heartbeats do not count).
+/// still open, no event for `SILENCE` — heartbeats do not count).
 fn drain(s: &mut RawStream) -> (usize, Option<StreamEnd>) {
+    // How long a stream may stay silent before it counts as not ended. A dropped
+    // client's connection closes once the agent's last write to it finishes; on this
+    // loaded 2-core machine (100 streams, virsh cycling domains) that took over 3 s once
+    // (a fresh-clone run of 2026-12-03: 345 events, then neither data nor end for 3 s).
+    const SILENCE: Duration = Duration::from_secs(10);
     let mut n = 0;
     let mut last_event = Instant::now();
-    while last_event.elapsed() < Duration::from_secs(3) {
+    while last_event.elapsed() < SILENCE {
         match s.next_line(Duration::from_secs(1)) {
             Next::Line(line) => {
                 if key(&line).is_some() {
