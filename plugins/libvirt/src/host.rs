@@ -108,7 +108,7 @@ fn native_node_stats(
             r => r,
         }
     }
-    let reply = live.wire.call(&sup.settings, |c| {
+    live.wire.answer(&sup.settings, "virNodeGetInfo", |c| {
         let step = |name| {
             sup.count_native_calls(1);
             progress.set(name);
@@ -127,15 +127,7 @@ fn native_node_stats(
             memory,
             free_memory,
         })
-    })?;
-    match reply {
-        Ok(stats) => Some(Ok(stats)),
-        Err(e) if e.is_timeout() => Some(Err(HypervisorError::Call {
-            call: "virNodeGetInfo",
-            message: format!("no answer from libvirt: {e}"),
-        })),
-        Err(_) => None,
-    }
+    })
 }
 
 /// A failed optional call gives nothing, unless the connection is gone.

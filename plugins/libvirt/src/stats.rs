@@ -104,34 +104,30 @@ fn native_records(
     scope: &Scope,
     keep_domain: &dyn Fn(&Params) -> bool,
 ) -> Option<Result<Vec<ffi::RawRecord>, HypervisorError>> {
-    let reply = live.wire.call(&sup.settings, |client| match scope {
-        Scope::All => {
-            sup.count_native_calls(1);
-            client.domain_stats(&[], stats, BULK_FLAGS)
-        }
-        Scope::Shard { index, plan } => {
-            sup.count_native_calls(1);
-            let mine: Vec<wire::DomainId> = client
-                .list_active_domains()?
-                .into_iter()
-                .filter(|d| plan.shard_of(&d.uuid_string()) == *index)
-                .collect();
-            if mine.is_empty() {
-                return Ok(Vec::new());
+    let reply = live
+        .wire
+        .answer(&sup.settings, scope.call(), |client| match scope {
+            Scope::All => {
+                sup.count_native_calls(1);
+                client.domain_stats(&[], stats, BULK_FLAGS)
             }
-            sup.count_native_calls(1);
-            client.domain_stats(&mine, stats, BULK_FLAGS)
-        }
-    })?;
+            Scope::Shard { index, plan } => {
+                sup.count_native_calls(1);
+                let mine: Vec<wire::DomainId> = client
+                    .list_active_domains()?
+                    .into_iter()
+                    .filter(|d| plan.shard_of(&d.uuid_string()) == *index)
+                    .collect();
+                if mine.is_empty() {
+                    return Ok(Vec::new());
+                }
+                sup.count_native_calls(1);
+                client.domain_stats(&mine, stats, BULK_FLAGS)
+            }
+        })?;
     let mut records = match reply {
         Ok(records) => records,
-        Err(e) if e.is_timeout() => {
-            return Some(Err(HypervisorError::Call {
-                call: scope.call(),
-                message: format!("no answer from libvirt: {e}"),
-            }))
-        }
-        Err(_) => return None,
+        Err(e) => return Some(Err(e)),
     };
     for rec in &mut records {
         if keep_domain(&rec.params) {

@@ -19,6 +19,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
+use vadvisor_api::HypervisorError;
 
 pub use client::{WireClient, WireError};
 pub use endpoint::endpoint;
@@ -92,6 +93,26 @@ impl WireSlot {
             }
         }
         Some(result)
+    }
+
+    /// [`WireSlot::call`] as its callers use it: `None` when the library must answer
+    /// (native not available, or failed other than by a timeout); an error only when
+    /// the daemon did not answer in time (the library would wait too, past the
+    /// deadline), named after `call_name`.
+    pub(crate) fn answer<T>(
+        &self,
+        settings: &LibvirtSettings,
+        call_name: &'static str,
+        call: impl FnOnce(&mut WireClient) -> Result<T, WireError>,
+    ) -> Option<Result<T, HypervisorError>> {
+        match self.call(settings, call)? {
+            Ok(value) => Some(Ok(value)),
+            Err(e) if e.is_timeout() => Some(Err(HypervisorError::Call {
+                call: call_name,
+                message: format!("no answer from libvirt: {e}"),
+            })),
+            Err(_) => None,
+        }
     }
 }
 
