@@ -356,7 +356,21 @@ fn check_downtime(agent: &Agent, uri: &str, uuid: &str) {
 fn last_sample_time(agent: &Agent, uuid: &str) -> Option<SystemTime> {
     let v = agent.get_json(&format!("/api/v1.0/stats/{uuid}"));
     let samples = v.as_array().or_else(|| v[uuid].as_array())?;
-    let ts = samples.last()?["timestamp"].as_str()?;
+    let tail: Vec<(&str, &str)> = samples
+        .iter()
+        .rev()
+        .take(4)
+        .map(|s| {
+            (
+                s["timestamp"].as_str().unwrap_or("?"),
+                s["state"].as_str().unwrap_or("?"),
+            )
+        })
+        .collect();
+    println!("source's last samples of the guest, newest first: {tail:?}");
+    // The sink's rule: a domain is reported while it is present and not shut off. At the
+    // migration's end the source may list the guest once more, already shut off.
+    let ts = samples.iter().rev().find(|s| s["state"] != "Shutoff")?["timestamp"].as_str()?;
     humantime::parse_rfc3339_weak(ts).ok()
 }
 
@@ -516,9 +530,10 @@ fn a_guest_live_migrates_to_the_second_host_and_back_and_each_agent_tells_its_ha
         std::thread::sleep(Duration::from_millis(250));
     };
     let (gone, gone_wall) = gone;
-    // The grace counts from the last collection that had the guest (its last REST sample),
-    // which may be a tick or two before the Stopped event: during the migration's final
-    // pause libvirt answers the statistics call late or without the guest.
+    // The grace counts from the last collection that reported the guest (its last REST
+    // sample in which it is not shut off), which may be a tick or two before the Stopped
+    // event: during the migration's final pause libvirt answers the statistics call late
+    // or without the guest.
     let last_sample = last_sample_time(&a, &uuid).expect("the source's REST history");
     let since_last = gone_wall.duration_since(last_sample).unwrap_or_default();
     let since_stop = gone.saturating_duration_since(stopped);
