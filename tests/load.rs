@@ -660,7 +660,9 @@ fn hundred_stream_clients_ten_never_read_memory_bounded_readers_get_every_event(
             );
         }
         assert!(
-            drained.iter().any(|(_, end)| *end == Some(StreamEnd::Aborted)),
+            drained
+                .iter()
+                .any(|(_, end)| *end == Some(StreamEnd::Aborted)),
             "no drained non-reader saw its stream aborted: {drained:?}"
         );
     }

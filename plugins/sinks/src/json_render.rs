@@ -38,10 +38,14 @@ impl JsonScalar {
 #[derive(Clone, Debug)]
 pub struct PreparedValue {
     pub(crate) path: Arc<JsonPath>,
-    /// Label values for the path's list segments, in order.
-    pub(crate) keys: Vec<Arc<str>>,
+    /// Label values for the path's list segments, in order (inline: paths have at
+    /// most two lists, so preparing a value allocates nothing).
+    pub(crate) keys: Keys,
     pub(crate) value: JsonScalar,
 }
+
+/// A prepared value's list keys.
+pub type Keys = smallvec::SmallVec<[Arc<str>; 2]>;
 
 /// Converts samples to [`PreparedValue`]s, caching parsed paths.
 #[derive(Default)]
@@ -108,7 +112,7 @@ pub fn prepare_with(
         let Some(json) = desc.json else { continue };
         let value = scalar(desc, json.unit, sample.value);
         for path in paths {
-            let mut keys = Vec::new();
+            let mut keys = Keys::new();
             for seg in &path.segments {
                 if let JsonSegment::Item { label, .. } = seg {
                     let idx = desc.labels.iter().position(|l| l == label);

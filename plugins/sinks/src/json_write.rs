@@ -25,6 +25,9 @@ pub enum Leaf<'a> {
     /// Nothing is written here; [`Tree::write`] reports where it would have been, for
     /// the caller to insert a value later (a domain name that may change).
     Hole,
+    /// Nothing is written here; [`Tree::write_template`] records where value `id`
+    /// goes, for a template that is filled in later.
+    Slot(u32),
 }
 
 /// A leaf as `serde_json::Value` compares it (list items are matched by equality).
@@ -53,7 +56,7 @@ impl<'a> Leaf<'a> {
             Leaf::Float(f) => float(f),
             Leaf::Scalar(JsonScalar::Str(s)) => Comparable::Str(s),
             Leaf::Str(s) => Comparable::Str(s),
-            Leaf::Hole => Comparable::Other,
+            Leaf::Hole | Leaf::Slot(_) => Comparable::Other,
         }
     }
 }
@@ -220,6 +223,18 @@ impl<'a> Tree<'a> {
         }
     }
 
+    /// [`Tree::place_all`] for a template: each number becomes [`Leaf::Slot`] `first_id
+    /// + its index`; strings are written as they are.
+    pub fn place_all_as_slots(&mut self, values: &'a [PreparedValue], first_id: u32) {
+        for (i, v) in values.iter().enumerate() {
+            let leaf = match v.value {
+                JsonScalar::Str(_) => Leaf::Scalar(&v.value),
+                _ => Leaf::Slot(first_id + i as u32),
+            };
+            self.place(Self::ROOT, &v.path.segments, &v.keys, leaf);
+        }
+    }
+
     fn place(
         &mut self,
         obj: u32,
@@ -271,12 +286,20 @@ impl<'a> Tree<'a> {
     /// Appends the document to `out`; returns the offset of the [`Leaf::Hole`] that was
     /// written (the last one, if several), if any.
     pub fn write(&self, out: &mut Vec<u8>) -> Option<usize> {
-        let mut hole = None;
-        self.write_node(Self::ROOT, out, &mut hole);
-        hole
+        let mut marks = Marks::default();
+        self.write_node(Self::ROOT, out, &mut marks);
+        marks.hole
     }
 
-    fn write_node(&self, n: u32, out: &mut Vec<u8>, hole: &mut Option<usize>) {
+    /// [`Tree::write`] for a template: also returns where each written [`Leaf::Slot`]
+    /// goes, as (offset in `out`, slot id), in order.
+    pub fn write_template(&self, out: &mut Vec<u8>) -> (Option<usize>, Vec<(usize, u32)>) {
+        let mut marks = Marks::default();
+        self.write_node(Self::ROOT, out, &mut marks);
+        (marks.hole, marks.slots)
+    }
+
+    fn write_node(&self, n: u32, out: &mut Vec<u8>, marks: &mut Marks) {
         match self.nodes[n as usize].kind {
             Kind::Object => {
                 // Children are kept in key order (see `append`).
@@ -287,7 +310,7 @@ impl<'a> Tree<'a> {
                     }
                     write_str(out, self.nodes[c as usize].key);
                     out.push(b':');
-                    self.write_node(c, out, hole);
+                    self.write_node(c, out, marks);
                 }
                 out.push(b'}');
             }
@@ -297,21 +320,39 @@ impl<'a> Tree<'a> {
                     if i > 0 {
                         out.push(b',');
                     }
-                    self.write_node(c, out, hole);
+                    self.write_node(c, out, marks);
                 }
                 out.push(b']');
             }
-            Kind::Leaf(Leaf::Hole) => *hole = Some(out.len()),
-            Kind::Leaf(Leaf::Scalar(s)) => match *s {
-                JsonScalar::Int(i) => write_json(out, &i),
-                JsonScalar::Float(f) => write_json(out, &f),
-                JsonScalar::Str(s) => write_str(out, s),
-            },
+            Kind::Leaf(Leaf::Hole) => marks.hole = Some(out.len()),
+            Kind::Leaf(Leaf::Slot(id)) => marks.slots.push((out.len(), id)),
+            Kind::Leaf(Leaf::Scalar(s)) => write_scalar(out, s),
             Kind::Leaf(Leaf::Int(i)) => write_json(out, &i),
             Kind::Leaf(Leaf::Float(f)) => write_json(out, &f),
             Kind::Leaf(Leaf::Str(s)) => write_str(out, s),
         }
     }
+}
+
+/// Where [`Leaf::Hole`] and [`Leaf::Slot`]s were written.
+#[derive(Default)]
+struct Marks {
+    hole: Option<usize>,
+    slots: Vec<(usize, u32)>,
+}
+
+/// A prepared value's JSON text.
+pub fn write_scalar(out: &mut Vec<u8>, s: &JsonScalar) {
+    match *s {
+        JsonScalar::Int(i) => write_json(out, &i),
+        JsonScalar::Float(f) => write_json(out, &f),
+        JsonScalar::Str(s) => write_str(out, s),
+    }
+}
+
+/// A float's JSON text (`null` when not finite), as [`Leaf::Float`] is written.
+pub fn write_float(out: &mut Vec<u8>, f: f64) {
+    write_json(out, &f);
 }
 
 /// A JSON string, escaped as serde_json escapes it.

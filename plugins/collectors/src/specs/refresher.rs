@@ -17,7 +17,10 @@ use super::xml_json;
 const EVENT_UNDEFINED: u32 = 1;
 
 enum Fetch {
-    Spec(serde_json::Value),
+    /// A new document, and the hash of the XML it was converted from.
+    Spec(serde_json::Value, u64),
+    /// The XML is the one the last published spec was converted from.
+    Unchanged(Arc<DomainSpec>),
     /// The domain vanished between the listing and the fetch.
     Gone,
     Failed(String),
@@ -30,6 +33,10 @@ pub(super) struct Refresher {
     concurrency: usize,
     /// Domains whose last published record carried a spec, by UUID.
     published: HashMap<Arc<str>, DomainRef>,
+    /// Each domain's last published spec and the hash of its XML: a refresh that reads
+    /// the same XML republishes it instead of converting the XML again (a conversion
+    /// is about a million instructions; the full refresh reads every domain's XML).
+    converted: HashMap<Arc<str>, (u64, Arc<DomainSpec>)>,
     /// Consecutive failed listings (the first is only a debug message: at start-up the
     /// connection may not be up yet).
     list_failures: u32,
@@ -45,6 +52,7 @@ impl Refresher {
             bus,
             concurrency: concurrency.max(1),
             published: HashMap::new(),
+            converted: HashMap::new(),
             list_failures: 0,
             failing: HashMap::new(),
         }
@@ -126,15 +134,28 @@ impl Refresher {
 
     async fn fetch_and_publish(&mut self, entries: Vec<DomainEntry>) {
         let hv = self.hv.clone();
+        let entries: Vec<(DomainEntry, Option<(u64, Arc<DomainSpec>)>)> = entries
+            .into_iter()
+            .map(|e| {
+                let last = self.converted.get(&e.domain.uuid).cloned();
+                (e, last)
+            })
+            .collect();
         let mut results = futures::stream::iter(entries)
-            .map(|entry| {
+            .map(|(entry, last)| {
                 let hv = hv.clone();
                 async move {
                     let fetched = match hv.domain_xml(&entry.domain.uuid).await {
-                        Ok(xml) => match xml_json::convert(&xml) {
-                            Ok(spec) => Fetch::Spec(spec),
-                            Err(e) => Fetch::Failed(e.to_string()),
-                        },
+                        Ok(xml) => {
+                            let hash = xml_hash(&xml);
+                            match last {
+                                Some((h, spec)) if h == hash => Fetch::Unchanged(spec),
+                                _ => match xml_json::convert(&xml) {
+                                    Ok(spec) => Fetch::Spec(spec, hash),
+                                    Err(e) => Fetch::Failed(e.to_string()),
+                                },
+                            }
+                        }
                         Err(HypervisorError::NoDomain(_)) => Fetch::Gone,
                         Err(e) => Fetch::Failed(e.to_string()),
                     };
@@ -144,11 +165,37 @@ impl Refresher {
             .buffer_unordered(self.concurrency);
         while let Some((entry, fetched)) = results.next().await {
             match fetched {
-                Fetch::Spec(spec) => {
+                Fetch::Spec(..) | Fetch::Unchanged(_) => {
                     if let Some(previous) = self.failing.remove(&entry.domain.uuid) {
                         tracing::info!(collector = %self.id, domain = %entry.domain.name, %previous, "domain spec available again");
                     }
-                    self.publish(entry.domain.clone(), entry.active, Some(spec));
+                    let (record, hash) = match fetched {
+                        Fetch::Unchanged(last)
+                            if last.active == entry.active && last.domain == entry.domain =>
+                        {
+                            let hash = self.converted.get(&entry.domain.uuid).map_or(0, |c| c.0);
+                            (last, hash)
+                        }
+                        Fetch::Unchanged(last) => {
+                            let hash = self.converted.get(&entry.domain.uuid).map_or(0, |c| c.0);
+                            let record = DomainSpec {
+                                spec: last.spec.clone(),
+                                ..self.record(entry.domain.clone(), entry.active)
+                            };
+                            (Arc::new(record), hash)
+                        }
+                        Fetch::Spec(spec, hash) => {
+                            let record = DomainSpec {
+                                spec: Some(spec),
+                                ..self.record(entry.domain.clone(), entry.active)
+                            };
+                            (Arc::new(record), hash)
+                        }
+                        Fetch::Gone | Fetch::Failed(_) => continue,
+                    };
+                    self.converted
+                        .insert(entry.domain.uuid.clone(), (hash, record.clone()));
+                    self.bus.publish(Record::Spec(record));
                     self.published
                         .insert(entry.domain.uuid.clone(), entry.domain);
                 }
@@ -169,6 +216,7 @@ impl Refresher {
 
     /// Publishes the removal of a domain whose spec was published.
     fn remove(&mut self, domain: DomainRef) {
+        self.converted.remove(&domain.uuid);
         if let Some(known) = self.published.remove(&domain.uuid) {
             self.publish(known, false, None);
         }
@@ -176,11 +224,28 @@ impl Refresher {
 
     fn publish(&self, domain: DomainRef, active: bool, spec: Option<serde_json::Value>) {
         let record = DomainSpec {
-            at: SystemTime::now(),
-            domain,
-            active,
             spec,
+            ..self.record(domain, active)
         };
         self.bus.publish(Record::Spec(Arc::new(record)));
     }
+
+    /// A record of `domain` without a spec, stamped now.
+    fn record(&self, domain: DomainRef, active: bool) -> DomainSpec {
+        DomainSpec {
+            at: SystemTime::now(),
+            domain,
+            active,
+            spec: None,
+        }
+    }
+}
+
+/// A 64-bit hash of a domain's XML: equal hashes mean the same XML (a collision would
+/// keep the previous spec until the XML changes again).
+fn xml_hash(xml: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    xml.hash(&mut h);
+    h.finish()
 }

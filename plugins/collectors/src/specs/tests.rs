@@ -298,3 +298,33 @@ fn options_are_validated() {
     let errs = build(serde_json::json!({"interval": "1s"})).unwrap();
     assert_eq!(errs[0].path, vec!["interval"]);
 }
+
+#[tokio::test]
+async fn an_unchanged_xml_republishes_its_spec_and_a_changed_one_is_converted() {
+    let hv = lab();
+    let mut run = start(hv.clone(), long());
+    let first = run.specs(2).await;
+    // The same XML: the same record again, not a new conversion.
+    hv.emit_event(event(U1, "one", 4));
+    let again = run.next_spec().await;
+    assert!(Arc::ptr_eq(&again, &first[0]), "{again:?}");
+    // The domain stopped (same XML): the spec is kept, the record says inactive.
+    hv.remove_domain(U1);
+    hv.put_inactive(U1, "one");
+    hv.emit_event(event(U1, "one", 5));
+    let stopped = run.next_spec().await;
+    assert!(!Arc::ptr_eq(&stopped, &first[0]));
+    assert_eq!((stopped.active, &stopped.spec), (false, &first[0].spec));
+    // A new XML is converted.
+    hv.set_xml(
+        U1,
+        "<domain type='qemu'><name>one</name><memory unit='KiB'>2048</memory></domain>",
+    );
+    hv.emit_event(event(U1, "one", 4));
+    let changed = run.next_spec().await;
+    assert_eq!(
+        changed.spec.as_ref().unwrap()["domain"]["memory"]["value"],
+        2048
+    );
+    run.stop().await;
+}

@@ -20,11 +20,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, SystemTime};
 
-use vadvisor_api::{Batch, DomainState, HealthView};
+use vadvisor_api::{Batch, DomainState, HealthView, MetricDesc};
 
 use super::body::{DomainSnapshot, Snapshot};
-use super::sample::{self, sections_of, Fragment, Part};
-use crate::json_render::{prepare_with, Preparer};
+use super::sample::{self, sections_of, Fragment, Part, Template};
+use crate::json_render::{prepare_with, PathPlan, Preparer};
 
 /// The newest sample of a domain, still receiving its tick's batches.
 struct OpenSample {
@@ -60,15 +60,18 @@ impl StoredSample {
         }
     }
 
-    /// Writes the sample's text and drops its values.
-    fn seal(&mut self) {
-        if let Content::Open(open) = &mut self.content {
-            let fragment = match open.json.take() {
-                Some(f) => f,
-                None => sample::render(self.at, open.state, &open.parts),
-            };
-            self.content = Content::Sealed(fragment);
-        }
+    /// Writes the sample's text (through the domain's `template`) and drops its
+    /// values; returns whether it was still open.
+    fn seal(&mut self, template: &mut Option<Template>) -> bool {
+        let Content::Open(open) = &mut self.content else {
+            return false;
+        };
+        let fragment = match open.json.take() {
+            Some(f) => f,
+            None => sample::render_templated(self.at, open.state, &open.parts, template),
+        };
+        self.content = Content::Sealed(fragment);
+        true
     }
 }
 
@@ -77,6 +80,8 @@ struct DomainHistory {
     samples: VecDeque<StoredSample>,
     /// Each collector's latest part for this domain.
     latest: Vec<Part>,
+    /// The text of its samples' current shape, to seal the next ones quickly.
+    template: Option<Template>,
 }
 
 /// What the history holds, for the memory benchmark.
@@ -110,6 +115,17 @@ pub struct HistoryStore {
     reads: AtomicU64,
     /// Set by a change that replaced a snapshot someone read: prepare the next one.
     prepare_next: AtomicBool,
+    /// Per collector: its metric declarations' paths and sections, worked out once for
+    /// as long as it declares the same metrics.
+    plans: Mutex<HashMap<Arc<str>, CollectorPlan>>,
+}
+
+/// What [`HistoryStore::ingest`] needs of a collector's declarations.
+#[derive(Clone)]
+struct CollectorPlan {
+    metrics: Arc<[MetricDesc]>,
+    paths: Arc<PathPlan>,
+    sections: Arc<[Arc<str>]>,
 }
 
 impl HistoryStore {
@@ -125,6 +141,24 @@ impl HistoryStore {
             ingested: AtomicBool::new(false),
             reads: AtomicU64::new(0),
             prepare_next: AtomicBool::new(false),
+            plans: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The paths and sections of `batch`'s metrics (cached per collector).
+    fn plan_of(&self, batch: &Batch) -> CollectorPlan {
+        let mut plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
+        match plans.get(&batch.collector) {
+            Some(p) if Arc::ptr_eq(&p.metrics, &batch.metrics) => p.clone(),
+            _ => {
+                let plan = CollectorPlan {
+                    metrics: batch.metrics.clone(),
+                    paths: Arc::new(self.preparer.plan(&batch.metrics)),
+                    sections: sections_of(&batch.metrics),
+                };
+                plans.insert(batch.collector.clone(), plan.clone());
+                plan
+            }
         }
     }
 
@@ -170,8 +204,11 @@ impl HistoryStore {
     /// for a tick whose sample is already sealed (it arrived after a later tick's
     /// batch, which the scheduler never does) is left out of the history.
     pub fn ingest(&self, batch: &Batch) {
-        let sections = sections_of(&batch.metrics);
-        let plan = self.preparer.plan(&batch.metrics);
+        let CollectorPlan {
+            paths: plan,
+            sections,
+            ..
+        } = self.plan_of(batch);
         let mut domains = self.domains.write().unwrap_or_else(|e| e.into_inner());
         // Set under the write lock: a reader that sees it and then takes the read lock
         // sees this batch.
@@ -185,6 +222,7 @@ impl HistoryStore {
                     name: ds.domain.name.clone(),
                     samples: VecDeque::new(),
                     latest: Vec::new(),
+                    template: None,
                 });
             history.name = ds.domain.name.clone();
             // A second batch of one collector in one tick adds to its first.
@@ -200,7 +238,7 @@ impl HistoryStore {
             let part = Part {
                 collector: batch.collector.clone(),
                 at: batch.at,
-                values: values.into(),
+                values: Arc::new(values),
                 sections: sections.clone(),
             };
             match history
@@ -214,6 +252,7 @@ impl HistoryStore {
             }
             // The sample of this tick: found from the newest end, or inserted in order.
             let pos = history.samples.iter().rposition(|s| s.at <= batch.at);
+            let mut inserted_before_newest = false;
             let idx = match pos {
                 Some(i) if history.samples[i].at == batch.at => i,
                 _ => {
@@ -225,6 +264,7 @@ impl HistoryStore {
                         .cloned()
                         .collect();
                     let i = pos.map_or(0, |i| i + 1);
+                    inserted_before_newest = i < history.samples.len();
                     let open = OpenSample {
                         state: None,
                         parts: carried,
@@ -258,15 +298,24 @@ impl HistoryStore {
             while history.samples.len() > self.max_samples {
                 history.samples.pop_front();
             }
+            // Every sample but the newest is sealed after each batch, so only the one
+            // before the newest can still be open, unless one was inserted in between.
             let newest = history.samples.len().saturating_sub(1);
-            for s in history.samples.range_mut(..newest) {
-                s.seal();
+            let template = &mut history.template;
+            for s in history.samples.range_mut(..newest).rev() {
+                if !s.seal(template) && !inserted_before_newest {
+                    break;
+                }
             }
         }
-        // A domain the collector no longer reports keeps no value of it to carry.
-        let reported: HashSet<&str> = batch.domains.iter().map(|d| &*d.domain.uuid).collect();
-        for (uuid, history) in domains.iter_mut() {
-            if !reported.contains(&**uuid) {
+        // A domain the collector no longer reports keeps no value of it to carry. (With
+        // no more domains than the batch has, each was in the batch.)
+        if domains.len() > batch.domains.len() {
+            let reported: HashSet<&str> = batch.domains.iter().map(|d| &*d.domain.uuid).collect();
+            for (uuid, history) in domains.iter_mut() {
+                if reported.contains(&**uuid) {
+                    continue;
+                }
                 history
                     .latest
                     .retain(|p| p.collector != batch.collector || p.at >= batch.at);
