@@ -26,6 +26,9 @@ enum Fetch {
     Failed(String),
 }
 
+/// A published spec and the hash of the XML it was converted from.
+type Converted = (u64, Arc<DomainSpec>);
+
 pub(super) struct Refresher {
     id: Arc<str>,
     hv: Arc<dyn Hypervisor>,
@@ -36,7 +39,7 @@ pub(super) struct Refresher {
     /// Each domain's last published spec and the hash of its XML: a refresh that reads
     /// the same XML republishes it instead of converting the XML again (a conversion
     /// is about a million instructions; the full refresh reads every domain's XML).
-    converted: HashMap<Arc<str>, (u64, Arc<DomainSpec>)>,
+    converted: HashMap<Arc<str>, Converted>,
     /// Consecutive failed listings (the first is only a debug message: at start-up the
     /// connection may not be up yet).
     list_failures: u32,
@@ -134,7 +137,7 @@ impl Refresher {
 
     async fn fetch_and_publish(&mut self, entries: Vec<DomainEntry>) {
         let hv = self.hv.clone();
-        let entries: Vec<(DomainEntry, Option<(u64, Arc<DomainSpec>)>)> = entries
+        let entries: Vec<(DomainEntry, Option<Converted>)> = entries
             .into_iter()
             .map(|e| {
                 let last = self.converted.get(&e.domain.uuid).cloned();
