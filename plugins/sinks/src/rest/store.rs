@@ -7,10 +7,11 @@
 //!
 //! Compact by construction: only a domain's newest sample keeps its collector runs
 //! (its tick's later batches still merge into it); once a newer tick arrives, it is
-//! sealed — written once as its JSON text ([`Fragment`], a few hundred bytes) and its
-//! values dropped. A read takes a [`Snapshot`] of references to the fragments (the
-//! newest samples written on demand and kept until they change), shared by the reads
-//! that arrive until the next change, and its text is written once for all of them.
+//! sealed — written once as its JSON text ([`Fragment`], a few hundred bytes; through
+//! the domain's [`Template`] while its shape holds) and its values dropped. A read
+//! takes a [`Snapshot`] of references to the fragments (the newest samples written on
+//! demand and kept until they change), shared by the reads that arrive until the next
+//! change, and its text is written once for all of them.
 //! While the all-domains history is being read every tick, the next tick's snapshot and
 //! text are prepared as soon as the tick's batches are in ([`HistoryStore::prepare`]),
 //! off the request path; with no reader nothing is prepared.
