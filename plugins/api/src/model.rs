@@ -272,6 +272,8 @@ pub struct LifecycleEvent {
 /// A domain's specification (its XML converted to JSON), or its removal.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DomainSpec {
+    /// When this record was made. A refresh that reads the same XML for a domain whose
+    /// name and state did not change republishes the same record, with its first time.
     pub at: SystemTime,
     pub domain: DomainRef,
     /// Whether the domain runs (or is paused): vAdvisor's `/specs/` lists only those.
