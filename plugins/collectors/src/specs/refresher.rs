@@ -20,7 +20,7 @@ enum Fetch {
     /// A new document, and the hash of the XML it was converted from.
     Spec(serde_json::Value, u64),
     /// The XML is the one the last published spec was converted from.
-    Unchanged(Arc<DomainSpec>),
+    Unchanged(Converted),
     /// The domain vanished between the listing and the fetch.
     Gone,
     Failed(String),
@@ -34,9 +34,8 @@ pub(super) struct Refresher {
     hv: Arc<dyn Hypervisor>,
     bus: Bus,
     concurrency: usize,
-    /// Domains whose last published record carried a spec, by UUID.
-    published: HashMap<Arc<str>, DomainRef>,
-    /// Each domain's last published spec and the hash of its XML: a refresh that reads
+    /// Each domain whose last published record carried a spec, by UUID: that record
+    /// and the hash of the XML it was converted from. A refresh that reads
     /// the same XML republishes it instead of converting the XML again (a conversion
     /// is about a million instructions; the full refresh reads every domain's XML).
     converted: HashMap<Arc<str>, Converted>,
@@ -54,7 +53,6 @@ impl Refresher {
             hv,
             bus,
             concurrency: concurrency.max(1),
-            published: HashMap::new(),
             converted: HashMap::new(),
             list_failures: 0,
             failing: HashMap::new(),
@@ -96,8 +94,9 @@ impl Refresher {
             list.iter().map(|e| e.domain.uuid.clone()).collect();
         self.fetch_and_publish(list).await;
         let gone: Vec<DomainRef> = self
-            .published
+            .converted
             .values()
+            .map(|(_, spec)| &spec.domain)
             .filter(|d| !listed.contains(&d.uuid))
             .cloned()
             .collect();
@@ -152,7 +151,7 @@ impl Refresher {
                         Ok(xml) => {
                             let hash = xml_hash(&xml);
                             match last {
-                                Some((h, spec)) if h == hash => Fetch::Unchanged(spec),
+                                Some((h, spec)) if h == hash => Fetch::Unchanged((h, spec)),
                                 _ => match xml_json::convert(&xml) {
                                     Ok(spec) => Fetch::Spec(spec, hash),
                                     Err(e) => Fetch::Failed(e.to_string()),
@@ -173,14 +172,12 @@ impl Refresher {
                         tracing::info!(collector = %self.id, domain = %entry.domain.name, %previous, "domain spec available again");
                     }
                     let (record, hash) = match fetched {
-                        Fetch::Unchanged(last)
+                        Fetch::Unchanged((hash, last))
                             if last.active == entry.active && last.domain == entry.domain =>
                         {
-                            let hash = self.converted.get(&entry.domain.uuid).map_or(0, |c| c.0);
                             (last, hash)
                         }
-                        Fetch::Unchanged(last) => {
-                            let hash = self.converted.get(&entry.domain.uuid).map_or(0, |c| c.0);
+                        Fetch::Unchanged((hash, last)) => {
                             let record = DomainSpec {
                                 spec: last.spec.clone(),
                                 ..self.record(entry.domain.clone(), entry.active)
@@ -199,8 +196,6 @@ impl Refresher {
                     self.converted
                         .insert(entry.domain.uuid.clone(), (hash, record.clone()));
                     self.bus.publish(Record::Spec(record));
-                    self.published
-                        .insert(entry.domain.uuid.clone(), entry.domain);
                 }
                 Fetch::Gone => {
                     self.failing.remove(&entry.domain.uuid);
@@ -219,9 +214,8 @@ impl Refresher {
 
     /// Publishes the removal of a domain whose spec was published.
     fn remove(&mut self, domain: DomainRef) {
-        self.converted.remove(&domain.uuid);
-        if let Some(known) = self.published.remove(&domain.uuid) {
-            self.publish(known, false, None);
+        if let Some((_, known)) = self.converted.remove(&domain.uuid) {
+            self.publish(known.domain.clone(), false, None);
         }
     }
 
