@@ -421,4 +421,31 @@ mod tests {
         assert!(s.has_group("vcpu"));
         assert!(!s.has_group("block"));
     }
+
+    #[test]
+    fn indices_take_only_plain_decimal_numbers_within_u32() {
+        let mut s = DomainStats::new(DomainRef::new("u", "n"));
+        for k in [
+            "block.count",
+            "block.0.name",
+            "block.0.rd.reqs",
+            "block.1.name",
+            "block.10.name",
+            "block.10.rd.reqs",
+            "block.2",
+            "block..rd.reqs",
+            "block.x1.rd.reqs",
+            "block.+3.rd.reqs",
+            "block.4294967295.name",
+            "block.4294967296.name",
+            "block.99999999999999999999.name",
+            "blocks.5.name",
+            "block",
+        ] {
+            s.params.insert(k, TypedValue::ULLong(1));
+        }
+        assert_eq!(s.indices("block"), vec![0, 1, 2, 10, 4_294_967_295]);
+        assert_eq!(s.indices("blocks"), vec![5]);
+        assert!(s.indices("net").is_empty());
+    }
 }

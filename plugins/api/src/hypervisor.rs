@@ -10,7 +10,7 @@ use async_trait::async_trait;
 
 use crate::host::{JobStats, Machine, NodeStats};
 use crate::model::{DomainRef, DomainState, LifecycleEvent};
-pub use crate::params::{IndexedKey, Params};
+pub use crate::params::{IndexedKey, Params, SortMemo};
 pub use crate::typed_value::TypedValue;
 
 /// libvirt's `virDomainStatsTypes` bit set.
@@ -133,16 +133,40 @@ impl DomainStats {
 
     /// The distinct numeric indices `N` of keys `<prefix>.N.*`, sorted; tolerates gaps.
     pub fn indices(&self, prefix: &str) -> Vec<u32> {
-        let mut out: Vec<u32> = self
-            .params
-            .with_prefix(prefix)
-            .filter_map(|(k, _)| k[prefix.len()..].strip_prefix('.'))
-            .filter_map(|rest| rest.split('.').next()?.parse().ok())
-            .collect();
+        let mut out: Vec<u32> = Vec::new();
+        for (key, _) in self.params.with_prefix(prefix) {
+            let Some(n) = key
+                .as_bytes()
+                .get(prefix.len()..)
+                .and_then(|rest| rest.strip_prefix(b"."))
+                .and_then(leading_index)
+            else {
+                continue;
+            };
+            // A device's keys are adjacent in key order: most repeats are the last one.
+            if out.last() != Some(&n) {
+                out.push(n);
+            }
+        }
         out.sort_unstable();
         out.dedup();
         out
     }
+}
+
+/// The decimal number `N` of `N` or `N.<rest>`: ASCII digits only, within `u32`.
+fn leading_index(rest: &[u8]) -> Option<u32> {
+    let digits = rest.split(|&b| b == b'.').next()?;
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u32, |n, &b| {
+        if b.is_ascii_digit() {
+            n.checked_mul(10)?.checked_add(u32::from(b - b'0'))
+        } else {
+            None
+        }
+    })
 }
 
 /// Connection health as the backend sees it.

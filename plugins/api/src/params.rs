@@ -65,6 +65,58 @@ impl Params {
         out
     }
 
+    /// [`Params::from_unsorted_sized`] sorting through `memo`: a record whose keys come
+    /// in the same order as one sorted before is put in order by that record's
+    /// permutation, without comparing keys (a bulk reply lists the same keys in the
+    /// same order for every domain with the same devices, tick after tick).
+    pub fn from_unsorted_memo<K: AsRef<str>>(
+        pairs: impl IntoIterator<Item = (K, TypedValue)>,
+        key_bytes: usize,
+        memo: &mut SortMemo,
+    ) -> Self {
+        let pairs = pairs.into_iter();
+        let mut out = Self::with_capacity(pairs.size_hint().0, key_bytes);
+        for (k, v) in pairs {
+            out.push_unsorted(k.as_ref(), v);
+        }
+        out.finish_unsorted_memo(memo);
+        out
+    }
+
+    /// [`Params::finish_unsorted`] through `memo`.
+    fn finish_unsorted_memo(&mut self, memo: &mut SortMemo) {
+        if let Some(i) = memo.find(&self.keys, &self.entries) {
+            apply_order(&mut self.entries, &memo.shapes[i].order);
+            // Most recently used first: a host has few shapes, the first usually matches.
+            memo.shapes[..=i].rotate_right(1);
+            return;
+        }
+        let keys = self.keys.as_bytes();
+        let cmp = |a: &Entry, b: &Entry| {
+            a.prefix
+                .cmp(&b.prefix)
+                .then_with(|| cmp_tails(keys, a, b.len, || tail(keys, b)))
+        };
+        let n = self.entries.len();
+        let lens: Vec<u32> = self.entries.iter().map(|e| e.len).collect();
+        let mut order: Vec<u32> = (0..n as u32).collect();
+        order.sort_unstable_by(|&a, &b| cmp(&self.entries[a as usize], &self.entries[b as usize]));
+        let repeated = order
+            .windows(2)
+            .any(|w| cmp(&self.entries[w[0] as usize], &self.entries[w[1] as usize]).is_eq());
+        apply_order(&mut self.entries, &order);
+        if repeated {
+            // Which of a repeated key's values stays is not defined: not remembered.
+            self.entries.dedup_by(|a, b| cmp(a, b).is_eq());
+            return;
+        }
+        memo.remember(Shape {
+            keys: self.keys.clone(),
+            lens,
+            order,
+        });
+    }
+
     /// Appends without keeping the order; [`Params::finish_unsorted`] must follow before
     /// any lookup.
     pub(crate) fn push_unsorted(&mut self, key: &str, value: TypedValue) {
@@ -290,6 +342,55 @@ impl IntoIterator for Params {
     }
 }
 
+/// How many key orders a [`SortMemo`] keeps: a host's domains have few device layouts.
+const MEMO_SHAPES: usize = 8;
+
+/// Key orders [`Params::from_unsorted_memo`] has sorted, most recently used first.
+#[derive(Default)]
+pub struct SortMemo {
+    shapes: Vec<Shape>,
+}
+
+/// One record's keys as pushed (concatenated, with their lengths) and the permutation
+/// that sorted them: `order[j]` is the pushed position of the `j`-th key in order.
+struct Shape {
+    keys: String,
+    lens: Vec<u32>,
+    order: Vec<u32>,
+}
+
+impl SortMemo {
+    /// The remembered shape with exactly these keys pushed in this order: the same key
+    /// bytes and the same key lengths (so the same keys, not just the same text).
+    fn find(&self, keys: &str, entries: &[Entry]) -> Option<usize> {
+        self.shapes.iter().position(|s| {
+            s.keys.len() == keys.len()
+                && s.lens.len() == entries.len()
+                && s.keys == keys
+                // Unsorted entries are still in push order.
+                && s.lens.iter().zip(entries).all(|(&len, e)| len == e.len)
+        })
+    }
+
+    fn remember(&mut self, shape: Shape) {
+        self.shapes.truncate(MEMO_SHAPES - 1);
+        self.shapes.insert(0, shape);
+    }
+}
+
+/// Puts `entries` in the order `order` gives (`order[j]`: the position the `j`-th
+/// entry comes from), in place.
+fn apply_order(entries: &mut [Entry], order: &[u32]) {
+    for j in 0..entries.len() {
+        // Where the element meant for `j` is now: entries before `j` were swapped away.
+        let mut i = order[j] as usize;
+        while i < j {
+            i = order[i] as usize;
+        }
+        entries.swap(j, i);
+    }
+}
+
 /// The longest key [`IndexedKey`] spells; longer ones are not found.
 const INDEXED_KEY_MAX: usize = 96;
 
@@ -394,6 +495,87 @@ mod tests {
             }
             prop_assert_eq!(grown.keys().collect::<Vec<_>>(), expected);
         }
+    }
+
+    proptest! {
+        /// Records sorted through one memo (some repeating an earlier record's keys in
+        /// the same order with other values, some not) come out exactly as sorted alone.
+        #[test]
+        fn sorting_through_a_memo_gives_what_sorting_alone_gives(
+            shapes in proptest::collection::vec(
+                proptest::collection::vec(key(), 0..30), 1..12),
+            picks in proptest::collection::vec((0usize..12, 0i32..1000), 1..40),
+        ) {
+            let mut memo = SortMemo::default();
+            for (pick, salt) in picks {
+                let keys = &shapes[pick % shapes.len()];
+                let pairs = || keys.iter().enumerate().map(|(i, k)| {
+                    (k.as_str(), TypedValue::Int(salt + i as i32))
+                });
+                let alone = Params::from_unsorted(pairs());
+                let memo_sorted = Params::from_unsorted_memo(pairs(), 0, &mut memo);
+                // The same keys in the same order; the same value for every key given once
+                // (a repeated key may keep either of its values, as `from_unsorted` says).
+                prop_assert_eq!(
+                    memo_sorted.keys().collect::<Vec<_>>(),
+                    alone.keys().collect::<Vec<_>>()
+                );
+                for k in keys {
+                    if keys.iter().filter(|o| *o == k).count() == 1 {
+                        prop_assert_eq!(memo_sorted.get(k), alone.get(k));
+                    }
+                }
+                prop_assert!(memo.shapes.len() <= MEMO_SHAPES);
+            }
+        }
+    }
+
+    #[test]
+    fn a_remembered_order_is_used_only_for_the_same_keys_in_the_same_order() {
+        let mut memo = SortMemo::default();
+        let first = Params::from_unsorted_memo(
+            [("b", TypedValue::Int(1)), ("a", TypedValue::Int(2))],
+            0,
+            &mut memo,
+        );
+        assert_eq!(first.keys().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(memo.shapes.len(), 1);
+        // Same text, other split: "ba" + "" is not "b" + "a".
+        let other = Params::from_unsorted_memo(
+            [("ba", TypedValue::Int(1)), ("", TypedValue::Int(2))],
+            0,
+            &mut memo,
+        );
+        assert_eq!(other.keys().collect::<Vec<_>>(), ["", "ba"]);
+        assert_eq!(memo.shapes.len(), 2);
+        // Same keys, same order: found (no new shape), values follow their keys.
+        let again = Params::from_unsorted_memo(
+            [("b", TypedValue::Int(3)), ("a", TypedValue::Int(4))],
+            0,
+            &mut memo,
+        );
+        assert_eq!(memo.shapes.len(), 2);
+        assert_eq!(again.get("a"), Some(&TypedValue::Int(4)));
+        assert_eq!(again.get("b"), Some(&TypedValue::Int(3)));
+        // A record with a repeated key is not remembered.
+        let repeated = Params::from_unsorted_memo(
+            [("c", TypedValue::Int(1)), ("c", TypedValue::Int(2))],
+            0,
+            &mut memo,
+        );
+        assert_eq!(repeated.len(), 1);
+        assert_eq!(memo.shapes.len(), 2);
+    }
+
+    #[test]
+    fn a_memo_keeps_at_most_its_shapes_most_recent_first() {
+        let mut memo = SortMemo::default();
+        let names: Vec<String> = (0..MEMO_SHAPES + 3).map(|i| format!("k{i}")).collect();
+        for n in &names {
+            Params::from_unsorted_memo([(n.as_str(), TypedValue::Int(0))], 0, &mut memo);
+        }
+        assert_eq!(memo.shapes.len(), MEMO_SHAPES);
+        assert_eq!(memo.shapes[0].keys, names[names.len() - 1]);
     }
 
     fn sample() -> Params {

@@ -18,10 +18,15 @@ pub(crate) async fn for_each_domain(
     let stats = cx.domain_stats().await?;
     let mut out = Collected::default();
     out.domains.reserve_exact(stats.len());
+    // Domains of a host mostly have the same devices: sized as the previous domain's,
+    // a domain's samples are usually pushed without growing or shrinking the vector.
+    let mut previous = 0;
     for domain in stats.iter() {
         let mut ds = DomainSamples::new(domain.domain.clone());
         ds.state = domain.state();
+        ds.samples.reserve_exact(previous);
         f(domain, &mut ds.samples);
+        previous = ds.samples.len();
         ds.samples.shrink_to_fit();
         out.domains.push(ds);
     }

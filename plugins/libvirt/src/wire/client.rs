@@ -20,7 +20,7 @@ use super::protocol::{
 };
 use super::xdr::{Reader, XdrError};
 use crate::ffi::RawRecord;
-use vadvisor_api::NodeInfo;
+use vadvisor_api::{NodeInfo, SortMemo};
 
 /// Why a call over the native client failed.
 #[derive(Debug, Error)]
@@ -60,6 +60,9 @@ pub struct WireClient {
     serial: u32,
     /// The last reply, length word excluded; reused so a tick allocates no buffer.
     buf: Vec<u8>,
+    /// How the records of earlier replies sorted: a domain's keys come in the same
+    /// order tick after tick, so its record is put in order without comparing keys.
+    sort_memo: SortMemo,
 }
 
 impl WireClient {
@@ -74,6 +77,7 @@ impl WireClient {
             stream,
             serial: 0,
             buf: Vec::new(),
+            sort_memo: SortMemo::default(),
         };
         let types = decode_auth_list(c.call(Procedure::AuthList, |_| {})?)?;
         if !types.is_empty() && !types.contains(&AUTH_NONE) {
@@ -149,10 +153,15 @@ impl WireClient {
         stats: u32,
         flags: u32,
     ) -> Result<Vec<RawRecord>, WireError> {
-        let body = self.call(Procedure::ConnectGetAllDomainStats, |w| {
-            encode_get_all_domain_stats(w, doms, stats, flags)
-        })?;
-        Ok(decode_domain_stats(body)?)
+        // Taken out for the call, which borrows the whole client for its reply.
+        let mut memo = std::mem::take(&mut self.sort_memo);
+        let records = self
+            .call(Procedure::ConnectGetAllDomainStats, |w| {
+                encode_get_all_domain_stats(w, doms, stats, flags)
+            })
+            .and_then(|body| Ok(decode_domain_stats(body, &mut memo)?));
+        self.sort_memo = memo;
+        records
     }
 
     /// `virNodeGetInfo`.

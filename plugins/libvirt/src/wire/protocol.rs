@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use vadvisor_api::{NodeInfo, Params, TypedValue};
+use vadvisor_api::{NodeInfo, Params, SortMemo, TypedValue};
 
 pub use super::xdr::Writer;
 use super::xdr::{Reader, XdrError};
@@ -287,7 +287,10 @@ fn text(bytes: &[u8]) -> Cow<'_, str> {
 /// `remote_connect_get_all_domain_stats_ret`, straight into owned records: field names
 /// are borrowed from the message while a record's [`Params`] are built (one key buffer
 /// per record); only string values allocate. `scratch` is reused between records.
-pub fn decode_domain_stats(body: &[u8]) -> Result<Vec<RawRecord>, StatsDecodeError> {
+pub fn decode_domain_stats(
+    body: &[u8],
+    memo: &mut SortMemo,
+) -> Result<Vec<RawRecord>, StatsDecodeError> {
     let mut r = Reader::new(body);
     let n = r.count("domain statistics records", DOMAIN_LIST_MAX, 28)?;
     let mut out = Vec::with_capacity(n);
@@ -321,7 +324,7 @@ pub fn decode_domain_stats(body: &[u8]) -> Result<Vec<RawRecord>, StatsDecodeErr
             key_bytes += field.len();
             scratch.push((field, value));
         }
-        let params = Params::from_unsorted_sized(scratch.drain(..), key_bytes);
+        let params = Params::from_unsorted_memo(scratch.drain(..), key_bytes, memo);
         out.push(RawRecord {
             uuid: dom.uuid_string(),
             name: dom.name,
@@ -415,7 +418,7 @@ mod tests {
             ),
             (domain("db", 2, 5), vec![]),
         ]);
-        let recs = decode_domain_stats(&body).expect("decodes");
+        let recs = decode_domain_stats(&body, &mut SortMemo::default()).expect("decodes");
         assert_eq!(recs.len(), 2);
         let web = &recs[0];
         assert_eq!(web.name, "web");
@@ -448,14 +451,14 @@ mod tests {
         )]);
         for cut in [0, 3, 20, body.len() - 1] {
             assert!(
-                decode_domain_stats(&body[..cut]).is_err(),
+                decode_domain_stats(&body[..cut], &mut SortMemo::default()).is_err(),
                 "cut at {cut} of {}",
                 body.len()
             );
         }
         let unknown = stats_reply(&[(domain("web", 1, 4), vec![("x.new", 9, vec![0; 4])])]);
         assert_eq!(
-            decode_domain_stats(&unknown).map(|_| ()),
+            decode_domain_stats(&unknown, &mut SortMemo::default()).map(|_| ()),
             Err(StatsDecodeError::UnknownType {
                 field: "x.new".into(),
                 kind: 9

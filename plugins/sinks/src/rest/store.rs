@@ -257,13 +257,17 @@ impl HistoryStore {
             let idx = match pos {
                 Some(i) if history.samples[i].at == batch.at => i,
                 _ => {
-                    let carried = history
-                        .latest
-                        .iter()
-                        .filter(|p| p.collector != part.collector && p.at < batch.at)
-                        .filter(|p| self.carriable(p, batch.at))
-                        .cloned()
-                        .collect();
+                    // Room for a part of every collector the domain has: the sample
+                    // gets one per collector of the tick without growing.
+                    let mut carried = Vec::with_capacity(history.latest.len().max(1));
+                    carried.extend(
+                        history
+                            .latest
+                            .iter()
+                            .filter(|p| p.collector != part.collector && p.at < batch.at)
+                            .filter(|p| self.carriable(p, batch.at))
+                            .cloned(),
+                    );
                     let i = pos.map_or(0, |i| i + 1);
                     inserted_before_newest = i < history.samples.len();
                     let open = OpenSample {
