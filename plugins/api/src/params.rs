@@ -83,6 +83,56 @@ impl Params {
         out
     }
 
+    /// [`Params::from_unsorted_memo`] for keys given as bytes (as a wire message holds
+    /// them): the key buffer is checked for UTF-8 once, not key by key; a key that is
+    /// not UTF-8 is decoded lossily (invalid sequences replaced), on its own.
+    pub fn from_unsorted_bytes_memo<'k>(
+        pairs: impl IntoIterator<Item = (&'k [u8], TypedValue)>,
+        key_bytes: usize,
+        memo: &mut SortMemo,
+    ) -> Self {
+        let pairs = pairs.into_iter();
+        let mut raw: Vec<u8> = Vec::with_capacity(key_bytes);
+        let mut entries = Vec::with_capacity(pairs.size_hint().0);
+        for (k, value) in pairs {
+            entries.push(Entry {
+                prefix: key_prefix(k),
+                start: u32::try_from(raw.len()).unwrap_or(u32::MAX),
+                len: u32::try_from(k.len()).unwrap_or(0),
+                value,
+            });
+            raw.extend_from_slice(k);
+        }
+        // The whole buffer can be UTF-8 while a key alone is not (a character split
+        // between two keys): every key must also start on a character boundary.
+        let checked = String::from_utf8(raw)
+            .map_err(|e| e.into_bytes())
+            .and_then(|keys| {
+                if entries
+                    .iter()
+                    .all(|e| keys.is_char_boundary(e.start as usize))
+                {
+                    Ok(keys)
+                } else {
+                    Err(keys.into_bytes())
+                }
+            });
+        let mut out = match checked {
+            Ok(keys) => Self { keys, entries },
+            Err(raw) => {
+                let mut out = Self::with_capacity(entries.len(), raw.len());
+                for entry in entries {
+                    let start = entry.start as usize;
+                    let key = raw.get(start..start + entry.len as usize).unwrap_or(&[]);
+                    out.push_unsorted(&String::from_utf8_lossy(key), entry.value);
+                }
+                out
+            }
+        };
+        out.finish_unsorted_memo(memo);
+        out
+    }
+
     /// [`Params::finish_unsorted`] through `memo`.
     fn finish_unsorted_memo(&mut self, memo: &mut SortMemo) {
         if let Some(i) = memo.find(&self.keys, &self.entries) {
@@ -528,6 +578,48 @@ mod tests {
                 prop_assert!(memo.shapes.len() <= MEMO_SHAPES);
             }
         }
+    }
+
+    proptest! {
+        /// Keys given as bytes (valid UTF-8 or not) give what the same keys decoded
+        /// lossily one by one give.
+        #[test]
+        fn keys_as_bytes_give_what_keys_decoded_one_by_one_give(
+            keys in proptest::collection::vec(
+                prop_oneof![
+                    key().prop_map(String::into_bytes),
+                    proptest::collection::vec(any::<u8>(), 0..8),
+                ],
+                0..20),
+        ) {
+            let mut memo = SortMemo::default();
+            let from_bytes = Params::from_unsorted_bytes_memo(
+                keys.iter().map(|k| (k.as_slice(), TypedValue::Int(0))),
+                0,
+                &mut memo,
+            );
+            let one_by_one = Params::from_unsorted(
+                keys.iter().map(|k| (String::from_utf8_lossy(k), TypedValue::Int(0))),
+            );
+            prop_assert_eq!(from_bytes, one_by_one);
+        }
+    }
+
+    #[test]
+    fn a_character_split_between_two_keys_is_not_taken_for_valid_keys() {
+        // 0xE0 0xA0 0x80 is U+0800 as a whole; neither key is UTF-8 alone.
+        let p = Params::from_unsorted_bytes_memo(
+            [
+                (&[0xe0][..], TypedValue::Int(1)),
+                (&[0xa0, 0x80][..], TypedValue::Int(2)),
+            ],
+            3,
+            &mut SortMemo::default(),
+        );
+        assert_eq!(
+            p.keys().collect::<Vec<_>>(),
+            ["\u{fffd}", "\u{fffd}\u{fffd}"]
+        );
     }
 
     #[test]

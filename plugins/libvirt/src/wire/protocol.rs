@@ -294,7 +294,7 @@ pub fn decode_domain_stats(
     let mut r = Reader::new(body);
     let n = r.count("domain statistics records", DOMAIN_LIST_MAX, 28)?;
     let mut out = Vec::with_capacity(n);
-    let mut scratch: Vec<(Cow<'_, str>, TypedValue)> = Vec::new();
+    let mut scratch: Vec<(&[u8], TypedValue)> = Vec::new();
     for _ in 0..n {
         let dom = DomainId::decode(&mut r)?;
         let params = r.count("statistics parameters", STATS_PARAMS_MAX, 12)?;
@@ -302,7 +302,7 @@ pub fn decode_domain_stats(
         scratch.reserve(params);
         let mut key_bytes = 0;
         for _ in 0..params {
-            let field = text(r.bytes()?);
+            let field = r.bytes()?;
             let kind = r.i32()?;
             let value = match kind {
                 PARAM_INT => TypedValue::Int(r.i32()?),
@@ -316,7 +316,7 @@ pub fn decode_domain_stats(
                 }
                 kind => {
                     return Err(StatsDecodeError::UnknownType {
-                        field: field.into_owned(),
+                        field: text(field).into_owned(),
                         kind,
                     })
                 }
@@ -324,7 +324,7 @@ pub fn decode_domain_stats(
             key_bytes += field.len();
             scratch.push((field, value));
         }
-        let params = Params::from_unsorted_memo(scratch.drain(..), key_bytes, memo);
+        let params = Params::from_unsorted_bytes_memo(scratch.drain(..), key_bytes, memo);
         out.push(RawRecord {
             uuid: dom.uuid_string(),
             name: dom.name,
