@@ -423,6 +423,34 @@ mod tests {
     }
 
     #[test]
+    fn a_device_holds_its_own_fields_only() {
+        let mut s = DomainStats::new(DomainRef::new("u", "n"));
+        for (k, v) in [
+            ("block.1.rd.bytes", 1),
+            ("block.1.rd.bytes.x", 2),
+            ("block.10.rd.bytes", 10),
+            ("block.count", 2),
+            ("block1.rd.bytes", 3),
+        ] {
+            s.params.insert(k, TypedValue::ULLong(v));
+        }
+        let disk = s.device("block", 1);
+        assert_eq!(disk.len(), 2);
+        assert_eq!(disk.get("rd.bytes"), Some(&TypedValue::ULLong(1)));
+        assert_eq!(disk.get("rd.bytes.x"), Some(&TypedValue::ULLong(2)));
+        assert_eq!(disk.get("rd"), None);
+        assert_eq!(
+            s.device("block", 10).get("rd.bytes"),
+            Some(&TypedValue::ULLong(10))
+        );
+        assert!(s.device("block", 2).is_empty());
+        // A group too long to spell finds nothing, as `get_indexed` does.
+        let long = "g".repeat(200);
+        assert!(s.device(&long, 1).is_empty());
+        assert_eq!(s.get_indexed(&long, 1, "rd.bytes"), None);
+    }
+
+    #[test]
     fn indices_take_only_plain_decimal_numbers_within_u32() {
         let mut s = DomainStats::new(DomainRef::new("u", "n"));
         for k in [

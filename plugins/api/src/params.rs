@@ -299,6 +299,72 @@ impl Params {
     }
 }
 
+/// The parameters whose keys start with one prefix (a device's `block.0.`), to look
+/// several of them up by the rest of their key: the prefix is searched for once, then
+/// each lookup searches only the section and compares only what follows the prefix.
+#[derive(Clone, Copy)]
+pub struct Section<'a> {
+    keys: &'a str,
+    entries: &'a [Entry],
+    /// The prefix's length.
+    skip: usize,
+}
+
+impl Params {
+    /// The section of keys starting with `prefix`.
+    pub fn section(&self, prefix: &str) -> Section<'_> {
+        let from = if prefix.len() <= PREFIX_BYTES {
+            let p = key_prefix(prefix.as_bytes());
+            self.entries.partition_point(|e| e.prefix < p)
+        } else {
+            self.entries.partition_point(|e| self.key_of(e) < prefix)
+        };
+        let rest = &self.entries[from..];
+        // Keys with the prefix are adjacent in key order; a device has a few of them.
+        let len = rest
+            .iter()
+            .take_while(|e| self.key_of(e).starts_with(prefix))
+            .count();
+        Section {
+            keys: &self.keys,
+            entries: &rest[..len],
+            skip: prefix.len(),
+        }
+    }
+}
+
+impl<'a> Section<'a> {
+    /// A section without parameters.
+    pub const EMPTY: Section<'static> = Section {
+        keys: "",
+        entries: &[],
+        skip: 0,
+    };
+
+    /// The value of `<prefix><rest>`.
+    pub fn get(&self, rest: &str) -> Option<&'a TypedValue> {
+        let keys = self.keys.as_bytes();
+        let rest = rest.as_bytes();
+        self.entries
+            .binary_search_by(|e| {
+                let start = e.start as usize + self.skip;
+                let end = e.start as usize + e.len as usize;
+                keys.get(start..end).unwrap_or(&[]).cmp(rest)
+            })
+            .ok()
+            .map(|i| &self.entries[i].value)
+    }
+
+    /// How many parameters the section holds.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
 /// How many leading key bytes [`key_prefix`] holds.
 const PREFIX_BYTES: usize = 16;
 
@@ -602,6 +668,31 @@ mod tests {
                 keys.iter().map(|k| (String::from_utf8_lossy(k), TypedValue::Int(0))),
             );
             prop_assert_eq!(from_bytes, one_by_one);
+        }
+    }
+
+    proptest! {
+        /// A section finds exactly what a lookup of the whole key finds.
+        #[test]
+        fn a_section_finds_what_the_whole_key_finds(
+            pairs in proptest::collection::vec((key(), 0i32..100), 0..40),
+            prefix in key(),
+            probes in proptest::collection::vec(key(), 0..20),
+        ) {
+            let params = Params::from_unsorted(
+                pairs.iter().map(|(k, v)| (k.as_str(), TypedValue::Int(*v))),
+            );
+            let section = params.section(&prefix);
+            prop_assert_eq!(section.len(), params.with_prefix(&prefix).count());
+            for (k, _) in &pairs {
+                if let Some(rest) = k.strip_prefix(prefix.as_str()) {
+                    prop_assert_eq!(section.get(rest), params.get(k));
+                }
+            }
+            for probe in &probes {
+                let whole = format!("{prefix}{probe}");
+                prop_assert_eq!(section.get(probe), params.get(&whole));
+            }
         }
     }
 

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use serde::Deserialize;
 use vadvisor_api::{
     async_trait, CollectContext, CollectError, Collected, Collector, CollectorPlugin, Labels,
-    MetricDesc, Registry, Sample, StatsGroups, Unit,
+    MetricDesc, Registry, Sample, StatsGroups, TypedValue, Unit,
 };
 
 use crate::devices::device_labels;
-use crate::params::{for_each_domain, push_indexed};
+use crate::params::{for_each_domain, push_field};
 
 const D: &[&str] = &["device"];
 
@@ -178,12 +178,13 @@ impl Collector for BlockCollector {
     async fn collect(&self, cx: &CollectContext) -> Result<Collected, CollectError> {
         for_each_domain(cx, |domain, samples| {
             for (n, label) in device_labels(domain, "block") {
+                let disk = domain.device("block", n);
                 let labels = Labels::from([label.clone()]);
                 for (i, suffix) in KEYS.iter().enumerate() {
-                    push_indexed(samples, domain, ("block", n, suffix), i as u16, &labels);
+                    push_field(samples, &disk, suffix, i as u16, &labels);
                 }
-                let path: Arc<str> =
-                    Arc::from(domain.str_indexed("block", n, "path").unwrap_or(""));
+                let path = disk.get("path").and_then(TypedValue::as_str);
+                let path: Arc<str> = Arc::from(path.unwrap_or(""));
                 samples.push(Sample::labelled(INFO, [label, path], 1.0));
             }
         })

@@ -4,13 +4,17 @@
 
 use std::sync::Arc;
 
-use vadvisor_api::DomainStats;
+use vadvisor_api::{DomainStats, TypedValue};
 
 /// `(index, label)` for every `<group>.N.*` device of a domain.
 pub(crate) fn device_labels(stats: &DomainStats, group: &str) -> Vec<(u32, Arc<str>)> {
     let mut out: Vec<(u32, Arc<str>)> = Vec::new();
     for n in stats.indices(group) {
-        let base: Arc<str> = match stats.str_indexed(group, n, "name") {
+        let name = stats
+            .device(group, n)
+            .get("name")
+            .and_then(TypedValue::as_str);
+        let base: Arc<str> = match name {
             Some(name) if !name.is_empty() => Arc::from(name),
             _ => Arc::from(format!("{group}{n}")),
         };

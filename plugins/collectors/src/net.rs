@@ -9,7 +9,7 @@ use vadvisor_api::{
 };
 
 use crate::devices::device_labels;
-use crate::params::{for_each_domain, push_indexed};
+use crate::params::{for_each_domain, push_field};
 
 const I: &[&str] = &["interface"];
 
@@ -120,9 +120,10 @@ impl Collector for NetCollector {
     async fn collect(&self, cx: &CollectContext) -> Result<Collected, CollectError> {
         for_each_domain(cx, |domain, samples| {
             for (n, label) in device_labels(domain, "net") {
+                let interface = domain.device("net", n);
                 let labels = Labels::from([label]);
                 for (i, suffix) in KEYS.iter().enumerate() {
-                    push_indexed(samples, domain, ("net", n, suffix), i as u16, &labels);
+                    push_field(samples, &interface, suffix, i as u16, &labels);
                 }
             }
         })

@@ -6,7 +6,8 @@
 use std::sync::{Arc, OnceLock};
 
 use vadvisor_api::{
-    CollectContext, CollectError, Collected, DomainSamples, DomainStats, Labels, Sample,
+    CollectContext, CollectError, Collected, DomainSamples, DomainStats, Labels, Sample, Section,
+    TypedValue,
 };
 
 /// Runs `f` for every domain of the tick's shared statistics, collecting the samples it
@@ -53,6 +54,23 @@ pub(crate) fn push_indexed(
     labels: &Labels,
 ) -> bool {
     push_value(out, stats.f64_indexed(group, n, field), metric, labels)
+}
+
+/// Pushes `metric` from a device's `field` (of `DomainStats::device`) with `labels`
+/// when present and numeric.
+pub(crate) fn push_field(
+    out: &mut Vec<Sample>,
+    device: &Section<'_>,
+    field: &str,
+    metric: u16,
+    labels: &Labels,
+) -> bool {
+    push_value(
+        out,
+        device.get(field).and_then(TypedValue::as_f64),
+        metric,
+        labels,
+    )
 }
 
 fn push_value(out: &mut Vec<Sample>, value: Option<f64>, metric: u16, labels: &Labels) -> bool {
