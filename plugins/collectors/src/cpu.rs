@@ -9,7 +9,7 @@ use vadvisor_api::{
     MetricDesc, Registry, StatsGroups, Unit,
 };
 
-use crate::params::{for_each_domain, index_labels, push, push_indexed};
+use crate::params::{for_each_domain, index_labels, push, push_field};
 
 const VCPU_STATES: &[&str] = &["Offline", "Running", "Blocked"];
 
@@ -125,6 +125,7 @@ impl Collector for CpuCollector {
             if self.options.per_vcpu {
                 // Indices come from the keys present, so gaps (hot-unplugged vCPUs) are fine.
                 for n in domain.indices("vcpu") {
+                    let vcpu = domain.device("vcpu", n);
                     let labels = index_labels(n);
                     for (field, metric) in [
                         ("time", VCPU_TIME),
@@ -132,7 +133,7 @@ impl Collector for CpuCollector {
                         ("wait", VCPU_WAIT),
                         ("delay", VCPU_DELAY),
                     ] {
-                        push_indexed(s, domain, ("vcpu", n, field), metric, &labels);
+                        push_field(s, &vcpu, field, metric, &labels);
                     }
                 }
             }
