@@ -5,7 +5,10 @@
 //! instead of one per key and per tree node. [`IndexedKey`] spells `<group>.<n>.<field>`
 //! on the stack, so looking a device's field up allocates nothing either. Each entry
 //! also keeps its key's first 16 bytes as one big-endian integer, so sorting and
-//! searching compare integers, and bytes only where two keys share those 16.
+//! searching compare integers, and bytes only where two keys share those 16. A
+//! [`SortMemo`] remembers how records of a given key order sorted, so the next record
+//! with those keys in that order is sorted without comparing keys; a [`Section`] is the
+//! run of keys under one prefix (a device's), searched once for several lookups.
 
 use std::fmt;
 
