@@ -68,27 +68,13 @@ impl Params {
         out
     }
 
-    /// [`Params::from_unsorted_sized`] sorting through `memo`: a record whose keys come
-    /// in the same order as one sorted before is put in order by that record's
-    /// permutation, without comparing keys (a bulk reply lists the same keys in the
-    /// same order for every domain with the same devices, tick after tick).
-    pub fn from_unsorted_memo<K: AsRef<str>>(
-        pairs: impl IntoIterator<Item = (K, TypedValue)>,
-        key_bytes: usize,
-        memo: &mut SortMemo,
-    ) -> Self {
-        let pairs = pairs.into_iter();
-        let mut out = Self::with_capacity(pairs.size_hint().0, key_bytes);
-        for (k, v) in pairs {
-            out.push_unsorted(k.as_ref(), v);
-        }
-        out.finish_unsorted_memo(memo);
-        out
-    }
-
-    /// [`Params::from_unsorted_memo`] for keys given as bytes (as a wire message holds
-    /// them): the key buffer is checked for UTF-8 once, not key by key; a key that is
-    /// not UTF-8 is decoded lossily (invalid sequences replaced), on its own.
+    /// [`Params::from_unsorted_sized`] for keys given as bytes (as a wire message holds
+    /// them), sorting through `memo`: a record whose keys come in the same order as one
+    /// sorted before is put in order by that record's permutation, without comparing
+    /// keys (a bulk reply lists the same keys in the same order for every domain with
+    /// the same devices, tick after tick). The key buffer is checked for UTF-8 once, not
+    /// key by key; a key that is not UTF-8 is decoded lossily (invalid sequences
+    /// replaced), on its own.
     pub fn from_unsorted_bytes_memo<'k>(
         pairs: impl IntoIterator<Item = (&'k [u8], TypedValue)>,
         key_bytes: usize,
@@ -145,11 +131,7 @@ impl Params {
             return;
         }
         let keys = self.keys.as_bytes();
-        let cmp = |a: &Entry, b: &Entry| {
-            a.prefix
-                .cmp(&b.prefix)
-                .then_with(|| cmp_tails(keys, a, b.len, || tail(keys, b)))
-        };
+        let cmp = |a: &Entry, b: &Entry| cmp_entries(keys, a, b);
         let n = self.entries.len();
         let lens: Vec<u32> = self.entries.iter().map(|e| e.len).collect();
         let mut order: Vec<u32> = (0..n as u32).collect();
@@ -180,11 +162,7 @@ impl Params {
     /// Sorts what [`Params::push_unsorted`] appended and drops repeated keys.
     pub(crate) fn finish_unsorted(&mut self) {
         let keys = self.keys.as_bytes();
-        let cmp = |a: &Entry, b: &Entry| {
-            a.prefix
-                .cmp(&b.prefix)
-                .then_with(|| cmp_tails(keys, a, b.len, || tail(keys, b)))
-        };
+        let cmp = |a: &Entry, b: &Entry| cmp_entries(keys, a, b);
         if !self.entries.is_sorted_by(|a, b| cmp(a, b).is_lt()) {
             self.entries.sort_unstable_by(cmp);
             self.entries.dedup_by(|a, b| cmp(a, b).is_eq());
@@ -381,6 +359,13 @@ fn key_prefix(key: &[u8]) -> u128 {
     u128::from_be_bytes(buf)
 }
 
+/// Orders two entries of one key buffer by key.
+fn cmp_entries(keys: &[u8], a: &Entry, b: &Entry) -> std::cmp::Ordering {
+    a.prefix
+        .cmp(&b.prefix)
+        .then_with(|| cmp_tails(keys, a, b.len, || tail(keys, b)))
+}
+
 /// Orders `e`'s key after the prefix against another key of `other_len` bytes with an
 /// equal prefix, whose bytes after the prefix `other_tail` gives. Two keys of at most
 /// 16 bytes with equal prefixes are equal (zero padding, no NUL in keys): no key bytes
@@ -464,7 +449,7 @@ impl IntoIterator for Params {
 /// How many key orders a [`SortMemo`] keeps: a host's domains have few device layouts.
 const MEMO_SHAPES: usize = 8;
 
-/// Key orders [`Params::from_unsorted_memo`] has sorted, most recently used first.
+/// Key orders [`Params::from_unsorted_bytes_memo`] has sorted, most recently used first.
 #[derive(Default)]
 pub struct SortMemo {
     shapes: Vec<Shape>,
@@ -629,10 +614,12 @@ mod tests {
             for (pick, salt) in picks {
                 let keys = &shapes[pick % shapes.len()];
                 let pairs = || keys.iter().enumerate().map(|(i, k)| {
-                    (k.as_str(), TypedValue::Int(salt + i as i32))
+                    (k.as_bytes(), TypedValue::Int(salt + i as i32))
                 });
-                let alone = Params::from_unsorted(pairs());
-                let memo_sorted = Params::from_unsorted_memo(pairs(), 0, &mut memo);
+                let alone = Params::from_unsorted(
+                    pairs().map(|(k, v)| (String::from_utf8_lossy(k), v)),
+                );
+                let memo_sorted = Params::from_unsorted_bytes_memo(pairs(), 0, &mut memo);
                 // The same keys in the same order; the same value for every key given once
                 // (a repeated key may keep either of its values, as `from_unsorted` says).
                 prop_assert_eq!(
@@ -719,24 +706,33 @@ mod tests {
     #[test]
     fn a_remembered_order_is_used_only_for_the_same_keys_in_the_same_order() {
         let mut memo = SortMemo::default();
-        let first = Params::from_unsorted_memo(
-            [("b", TypedValue::Int(1)), ("a", TypedValue::Int(2))],
+        let first = Params::from_unsorted_bytes_memo(
+            [
+                (&b"b"[..], TypedValue::Int(1)),
+                (&b"a"[..], TypedValue::Int(2)),
+            ],
             0,
             &mut memo,
         );
         assert_eq!(first.keys().collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(memo.shapes.len(), 1);
         // Same text, other split: "ba" + "" is not "b" + "a".
-        let other = Params::from_unsorted_memo(
-            [("ba", TypedValue::Int(1)), ("", TypedValue::Int(2))],
+        let other = Params::from_unsorted_bytes_memo(
+            [
+                (&b"ba"[..], TypedValue::Int(1)),
+                (&b""[..], TypedValue::Int(2)),
+            ],
             0,
             &mut memo,
         );
         assert_eq!(other.keys().collect::<Vec<_>>(), ["", "ba"]);
         assert_eq!(memo.shapes.len(), 2);
         // Same keys, same order: found (no new shape), values follow their keys.
-        let again = Params::from_unsorted_memo(
-            [("b", TypedValue::Int(3)), ("a", TypedValue::Int(4))],
+        let again = Params::from_unsorted_bytes_memo(
+            [
+                (&b"b"[..], TypedValue::Int(3)),
+                (&b"a"[..], TypedValue::Int(4)),
+            ],
             0,
             &mut memo,
         );
@@ -744,8 +740,11 @@ mod tests {
         assert_eq!(again.get("a"), Some(&TypedValue::Int(4)));
         assert_eq!(again.get("b"), Some(&TypedValue::Int(3)));
         // A record with a repeated key is not remembered.
-        let repeated = Params::from_unsorted_memo(
-            [("c", TypedValue::Int(1)), ("c", TypedValue::Int(2))],
+        let repeated = Params::from_unsorted_bytes_memo(
+            [
+                (&b"c"[..], TypedValue::Int(1)),
+                (&b"c"[..], TypedValue::Int(2)),
+            ],
             0,
             &mut memo,
         );
@@ -758,7 +757,7 @@ mod tests {
         let mut memo = SortMemo::default();
         let names: Vec<String> = (0..MEMO_SHAPES + 3).map(|i| format!("k{i}")).collect();
         for n in &names {
-            Params::from_unsorted_memo([(n.as_str(), TypedValue::Int(0))], 0, &mut memo);
+            Params::from_unsorted_bytes_memo([(n.as_bytes(), TypedValue::Int(0))], 0, &mut memo);
         }
         assert_eq!(memo.shapes.len(), MEMO_SHAPES);
         assert_eq!(memo.shapes[0].keys, names[names.len() - 1]);

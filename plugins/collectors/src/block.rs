@@ -177,8 +177,7 @@ impl Collector for BlockCollector {
 
     async fn collect(&self, cx: &CollectContext) -> Result<Collected, CollectError> {
         for_each_domain(cx, |domain, samples| {
-            for (n, label) in device_labels(domain, "block") {
-                let disk = domain.device("block", n);
+            for (label, disk) in device_labels(domain, "block") {
                 let labels = Labels::from([label.clone()]);
                 for (i, suffix) in KEYS.iter().enumerate() {
                     push_field(samples, &disk, suffix, i as u16, &labels);

@@ -4,28 +4,29 @@
 
 use std::sync::Arc;
 
-use vadvisor_api::{DomainStats, TypedValue};
+use vadvisor_api::{DomainStats, Section, TypedValue};
 
-/// `(index, label)` for every `<group>.N.*` device of a domain.
-pub(crate) fn device_labels(stats: &DomainStats, group: &str) -> Vec<(u32, Arc<str>)> {
-    let mut out: Vec<(u32, Arc<str>)> = Vec::new();
+/// `(label, parameters)` for every `<group>.N.*` device of a domain, in index order.
+pub(crate) fn device_labels<'a>(
+    stats: &'a DomainStats,
+    group: &str,
+) -> Vec<(Arc<str>, Section<'a>)> {
+    let mut out: Vec<(Arc<str>, Section<'a>)> = Vec::new();
     for n in stats.indices(group) {
-        let name = stats
-            .device(group, n)
-            .get("name")
-            .and_then(TypedValue::as_str);
+        let device = stats.device(group, n);
+        let name = device.get("name").and_then(TypedValue::as_str);
         let base: Arc<str> = match name {
             Some(name) if !name.is_empty() => Arc::from(name),
             _ => Arc::from(format!("{group}{n}")),
         };
         // A handful of devices per domain: a linear scan beats hashing.
-        let taken = |l: &str| out.iter().any(|(_, o)| &**o == l);
+        let taken = |l: &str| out.iter().any(|(o, _)| &**o == l);
         let label = if taken(&base) {
             Arc::from(format!("{base}#{n}"))
         } else {
             base
         };
-        out.push((n, label));
+        out.push((label, device));
     }
     out
 }
@@ -47,7 +48,7 @@ mod tests {
             .insert("net.2.name", TypedValue::String("vnet0".into()));
         let labels: Vec<String> = device_labels(&s, "net")
             .into_iter()
-            .map(|(_, l)| l.to_string())
+            .map(|(l, _)| l.to_string())
             .collect();
         assert_eq!(labels, vec!["vnet0", "net1", "vnet0#2"]);
     }

@@ -119,8 +119,7 @@ impl Collector for NetCollector {
 
     async fn collect(&self, cx: &CollectContext) -> Result<Collected, CollectError> {
         for_each_domain(cx, |domain, samples| {
-            for (n, label) in device_labels(domain, "net") {
-                let interface = domain.device("net", n);
+            for (label, interface) in device_labels(domain, "net") {
                 let labels = Labels::from([label]);
                 for (i, suffix) in KEYS.iter().enumerate() {
                     push_field(samples, &interface, suffix, i as u16, &labels);
