@@ -62,6 +62,19 @@ impl RecordStream {
             }
         }
     }
+
+    /// The next record if one is already waiting, without waiting; `None` when none is
+    /// (or the bus is closed: [`recv`](Self::recv) tells). Lets a sink take the records
+    /// published together (a tick's batches) in one go. Records lost to lag are counted.
+    pub fn try_recv(&mut self) -> Option<Record> {
+        loop {
+            match self.rx.try_recv() {
+                Ok(record) => return Some(record),
+                Err(broadcast::error::TryRecvError::Lagged(n)) => self.health.add_dropped(n),
+                Err(_) => return None,
+            }
+        }
+    }
 }
 
 /// What a running sink receives.
@@ -179,6 +192,34 @@ mod tests {
         }
         assert!(stream.recv().await.is_some());
         assert_eq!(health.dropped(), 6);
+    }
+
+    #[test]
+    fn try_recv_takes_what_is_waiting_counts_drops_and_never_waits() {
+        let bus = Bus::new(4);
+        let health = Arc::new(SinkHealth::default());
+        let mut stream = bus.subscribe(health.clone());
+        assert!(stream.try_recv().is_none(), "nothing waiting");
+        for _ in 0..3 {
+            bus.publish(event());
+        }
+        assert!(stream.try_recv().is_some());
+        assert!(stream.try_recv().is_some());
+        assert!(stream.try_recv().is_some());
+        assert!(stream.try_recv().is_none(), "all three taken");
+        assert_eq!(health.dropped(), 0);
+        for _ in 0..7 {
+            bus.publish(event());
+        }
+        let mut taken = 0;
+        while stream.try_recv().is_some() {
+            taken += 1;
+        }
+        assert_eq!(
+            (taken, health.dropped()),
+            (4, 3),
+            "the lagged ones are counted"
+        );
     }
 
     #[cfg(feature = "http")]

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 #[cfg(test)]
 use serde_json::{Map, Value};
+#[cfg(test)]
 use vadvisor_api::metric::JsonSegment;
 use vadvisor_api::{JsonPath, MetricDesc, Sample};
 
@@ -66,8 +67,9 @@ impl Preparer {
             .clone()
     }
 
-    /// The parsed JSON paths of `metrics`, by metric index: looked up once per batch,
-    /// not once per value.
+    /// The parsed JSON paths of `metrics`, by metric index, each with where its list
+    /// labels sit among the metric's labels: looked up once per batch, not once per
+    /// value. A path naming a label the metric does not declare places nothing.
     pub fn plan(&self, metrics: &[MetricDesc]) -> PathPlan {
         PathPlan(
             metrics
@@ -76,6 +78,13 @@ impl Preparer {
                     Some(json) => std::iter::once(json.path)
                         .chain(desc.json_also)
                         .filter_map(|raw| self.path(raw))
+                        .filter_map(|path| {
+                            let positions = path
+                                .labels()
+                                .map(|label| desc.labels.iter().position(|l| *l == label))
+                                .collect::<Option<LabelPositions>>()?;
+                            Some((path, positions))
+                        })
                         .collect(),
                     None => Vec::new(),
                 })
@@ -94,8 +103,12 @@ impl Preparer {
     }
 }
 
-/// [`Preparer::plan`]'s answer: the JSON paths of each metric of one batch.
-pub struct PathPlan(Vec<Vec<Arc<JsonPath>>>);
+/// [`Preparer::plan`]'s answer: the JSON paths of each metric of one batch, each with
+/// the positions of its list labels among the metric's labels.
+pub struct PathPlan(Vec<Vec<(Arc<JsonPath>, LabelPositions)>>);
+
+/// Where a path's list labels sit among its metric's labels (paths have at most two).
+type LabelPositions = smallvec::SmallVec<[usize; 2]>;
 
 /// [`Preparer::prepare`] with the batch's paths already looked up.
 pub fn prepare_with(
@@ -111,20 +124,14 @@ pub fn prepare_with(
         };
         let Some(json) = desc.json else { continue };
         let value = scalar(desc, json.unit, sample.value);
-        for path in paths {
-            let mut keys = Keys::new();
-            for seg in &path.segments {
-                if let JsonSegment::Item { label, .. } = seg {
-                    let idx = desc.labels.iter().position(|l| l == label);
-                    match idx.and_then(|i| sample.labels.get(i)) {
-                        Some(v) => keys.push(v.clone()),
-                        None => break,
-                    }
-                }
-            }
-            if keys.len() != path.labels().count() {
+        for (path, positions) in paths {
+            let Some(keys) = positions
+                .iter()
+                .map(|&i| sample.labels.get(i).cloned())
+                .collect::<Option<Keys>>()
+            else {
                 continue;
-            }
+            };
             out.push(PreparedValue {
                 path: Arc::clone(path),
                 keys,

@@ -126,6 +126,7 @@ impl Sink for RestSink {
         let store = &self.state.store;
         let mut prepare_at: Option<tokio::time::Instant> = None;
         let mut expire_at: Option<tokio::time::Instant> = None;
+        let mut pending = Vec::new();
         let at_or_never = |at: Option<tokio::time::Instant>| async move {
             match at {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -158,7 +159,18 @@ impl Sink for RestSink {
                 }
                 record = input.records.recv() => match record {
                     Some(Record::Batch(b)) => {
-                        store.ingest(&b);
+                        // The tick's other batches are published with it: one ingest
+                        // for all that are already here.
+                        pending.push(b);
+                        while let Some(record) = input.records.try_recv() {
+                            match record {
+                                Record::Batch(b) => pending.push(b),
+                                Record::Spec(s) => self.specs.ingest(&s),
+                                _ => {}
+                            }
+                        }
+                        store.ingest_all(&pending);
+                        pending.clear();
                         if store.wants_prepare() {
                             prepare_at = Some(tokio::time::Instant::now() + PREPARE_AFTER);
                         }

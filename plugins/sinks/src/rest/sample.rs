@@ -28,6 +28,12 @@ pub struct Part {
     pub sections: Arc<[Arc<str>]>,
 }
 
+/// Whether two shared strings are equal: the same allocation (a collector's id, a
+/// label kept from tick to tick) answers without comparing bytes.
+pub fn same_str(a: &Arc<str>, b: &Arc<str>) -> bool {
+    Arc::ptr_eq(a, b) || a == b
+}
+
 /// The top-level JSON keys of a collector's metrics.
 pub fn sections_of(metrics: &[MetricDesc]) -> Arc<[Arc<str>]> {
     let mut out: Vec<Arc<str>> = Vec::new();
@@ -236,11 +242,12 @@ impl Template {
             && self.aged.iter().zip(ages).all(|(a, (b, _))| &**a == *b)
             && self.parts.len() == parts.len()
             && self.parts.iter().zip(parts).all(|(a, b)| {
-                a.collector == b.collector
+                same_str(&a.collector, &b.collector)
                     && a.values.len() == b.values.len()
                     && a.values.iter().zip(b.values.iter()).all(|(x, y)| {
                         Arc::ptr_eq(&x.path, &y.path)
-                            && x.keys == y.keys
+                            && x.keys.len() == y.keys.len()
+                            && x.keys.iter().zip(&y.keys).all(|(k, l)| same_str(k, l))
                             && match (&x.value, &y.value) {
                                 (JsonScalar::Int(_), JsonScalar::Int(_))
                                 | (JsonScalar::Float(_), JsonScalar::Float(_)) => true,

@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime};
 use vadvisor_api::{Batch, DomainState, HealthView, MetricDesc};
 
 use super::body::{DomainSnapshot, Snapshot};
-use super::sample::{self, sections_of, Fragment, Part, Template};
+use super::sample::{self, same_str, sections_of, Fragment, Part, Template};
 use crate::json_render::{prepare_with, PathPlan, Preparer};
 
 /// The newest sample of a domain, still receiving its tick's batches.
@@ -205,15 +205,39 @@ impl HistoryStore {
     /// for a tick whose sample is already sealed (it arrived after a later tick's
     /// batch, which the scheduler never does) is left out of the history.
     pub fn ingest(&self, batch: &Batch) {
+        self.ingest_all(std::slice::from_ref(batch));
+    }
+
+    /// [`ingest`](Self::ingest) for several batches in order (a tick's, taken together
+    /// as they arrive): one lock, one expiry pass and one change for all of them.
+    pub fn ingest_all<B: std::borrow::Borrow<Batch>>(&self, batches: &[B]) {
+        if batches.is_empty() {
+            return;
+        }
+        let plans: Vec<CollectorPlan> = batches.iter().map(|b| self.plan_of(b.borrow())).collect();
+        let mut domains = self.domains.write().unwrap_or_else(|e| e.into_inner());
+        // Set under the write lock: a reader that sees it and then takes the read lock
+        // sees these batches.
+        self.ingested.store(true, Ordering::Release);
+        for (batch, plan) in batches.iter().zip(plans) {
+            self.ingest_locked(&mut domains, batch.borrow(), plan);
+        }
+        Self::expire(&mut domains, self.retention, SystemTime::now());
+        self.changed();
+    }
+
+    /// One batch into the history, under the write lock.
+    fn ingest_locked(
+        &self,
+        domains: &mut HashMap<Arc<str>, DomainHistory>,
+        batch: &Batch,
+        plan: CollectorPlan,
+    ) {
         let CollectorPlan {
             paths: plan,
             sections,
             ..
-        } = self.plan_of(batch);
-        let mut domains = self.domains.write().unwrap_or_else(|e| e.into_inner());
-        // Set under the write lock: a reader that sees it and then takes the read lock
-        // sees this batch.
-        self.ingested.store(true, Ordering::Release);
+        } = plan;
         for ds in &batch.domains {
             let mut values = Vec::with_capacity(ds.samples.len());
             prepare_with(&plan, &batch.metrics, &ds.samples, &mut values);
@@ -230,7 +254,7 @@ impl HistoryStore {
             if let Some(same) = history
                 .latest
                 .iter()
-                .find(|p| p.collector == batch.collector && p.at == batch.at)
+                .find(|p| same_str(&p.collector, &batch.collector) && p.at == batch.at)
             {
                 let mut merged = same.values.to_vec();
                 merged.append(&mut values);
@@ -245,7 +269,7 @@ impl HistoryStore {
             match history
                 .latest
                 .iter_mut()
-                .find(|p| p.collector == part.collector)
+                .find(|p| same_str(&p.collector, &part.collector))
             {
                 Some(p) if p.at > part.at => {} // an older run arriving late
                 Some(p) => *p = part.clone(),
@@ -264,7 +288,7 @@ impl HistoryStore {
                         history
                             .latest
                             .iter()
-                            .filter(|p| p.collector != part.collector && p.at < batch.at)
+                            .filter(|p| !same_str(&p.collector, &part.collector) && p.at < batch.at)
                             .filter(|p| self.carriable(p, batch.at))
                             .cloned(),
                     );
@@ -290,7 +314,8 @@ impl HistoryStore {
                     open.state = ds.state;
                 }
                 // This tick's values replace a carried (or earlier) part of the collector.
-                open.parts.retain(|p| p.collector != part.collector);
+                open.parts
+                    .retain(|p| !same_str(&p.collector, &part.collector));
                 open.parts.push(part);
                 open.json = OnceLock::new();
             } else {
@@ -323,11 +348,9 @@ impl HistoryStore {
                 }
                 history
                     .latest
-                    .retain(|p| p.collector != batch.collector || p.at >= batch.at);
+                    .retain(|p| !same_str(&p.collector, &batch.collector) || p.at >= batch.at);
             }
         }
-        Self::expire(&mut domains, self.retention, SystemTime::now());
-        self.changed();
     }
 
     /// Drops samples older than the retention; returns whether anything was dropped.

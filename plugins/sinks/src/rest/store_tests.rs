@@ -374,7 +374,9 @@ proptest! {
     /// The same batches, in tick order, with collectors at different intervals that
     /// fail, skip domains, split a tick in two batches, lack the state, rename a
     /// domain and expire: every read (all domains, one domain, live) gives exactly the
-    /// previous store's bytes, `ages` and absent sections included.
+    /// previous store's bytes, `ages` and absent sections included; a store given each
+    /// tick's batches together (`ingest_all`) holds exactly what one given them one by
+    /// one holds.
     #[test]
     fn the_compact_store_writes_what_the_previous_one_rendered(
         ticks in prop::collection::vec(prop::collection::vec(run_strategy(), COLLECTORS.len()), 1..24),
@@ -384,6 +386,7 @@ proptest! {
         let retention = Duration::from_secs(10);
         let new = HistoryStore::new(retention, max_samples).with_health(health.clone());
         let old = legacy::HistoryStore::new(retention, max_samples).with_health(health.clone());
+        let together = HistoryStore::new(retention, max_samples).with_health(health.clone());
         for (id, _, every) in COLLECTORS {
             health.record_interval(id, Duration::from_secs(*every));
         }
@@ -420,7 +423,10 @@ proptest! {
                     live.push(Arc::new(b));
                 }
             }
+            together.ingest_all(&live);
             prop_assert_eq!(text(new.render_bytes(None)), legacy_bytes(old.render(None)), "tick {}", t);
+            prop_assert_eq!(text(together.render_bytes(None)), text(new.render_bytes(None)));
+            prop_assert_eq!(text(together.render_bytes(Some("a-1"))), text(new.render_bytes(Some("a-1"))));
             for id in ["a-1", "name-c-3", "zzz"] {
                 prop_assert_eq!(text(new.render_bytes(Some(id))), legacy_bytes(old.render(Some(id))));
             }
