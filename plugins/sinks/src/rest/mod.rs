@@ -112,6 +112,9 @@ struct RestState {
 /// published together, microseconds apart).
 const PREPARE_AFTER: std::time::Duration = std::time::Duration::from_millis(10);
 
+/// At most this many records are taken together for one ingest.
+const MAX_RECORDS_TOGETHER: usize = 64;
+
 struct RestSink {
     state: Arc<RestState>,
     specs: Arc<specs::SpecCache>,
@@ -160,9 +163,15 @@ impl Sink for RestSink {
                 record = input.records.recv() => match record {
                     Some(Record::Batch(b)) => {
                         // The tick's other batches are published with it: one ingest
-                        // for all that are already here.
+                        // for all that are already here (a bounded number, so a flood
+                        // of records never holds the history's lock for long).
                         pending.push(b);
-                        while let Some(record) = input.records.try_recv() {
+                        let mut taken = 1;
+                        while taken < MAX_RECORDS_TOGETHER {
+                            let Some(record) = input.records.try_recv() else {
+                                break;
+                            };
+                            taken += 1;
                             match record {
                                 Record::Batch(b) => pending.push(b),
                                 Record::Spec(s) => self.specs.ingest(&s),
