@@ -160,34 +160,34 @@ impl Sink for RestSink {
                         expire_at = expiry_instant();
                     }
                 }
-                record = input.records.recv() => match record {
-                    Some(Record::Batch(b)) => {
-                        // The tick's other batches are published with it: one ingest
-                        // for all that are already here (a bounded number, so a flood
-                        // of records never holds the history's lock for long).
-                        pending.push(b);
-                        let mut taken = 1;
-                        while taken < MAX_RECORDS_TOGETHER {
-                            let Some(record) = input.records.try_recv() else {
-                                break;
-                            };
-                            taken += 1;
-                            match record {
-                                Record::Batch(b) => pending.push(b),
-                                Record::Spec(s) => self.specs.ingest(&s),
-                                _ => {}
-                            }
+                record = input.records.recv() => {
+                    let Some(first) = record else { return Ok(()) };
+                    // A tick's batches are published together: the records already
+                    // here are taken with the first (a bounded number, so a flood never
+                    // holds the history's lock for long) and ingested in one go.
+                    let mut next = Some(first);
+                    let mut taken = 0;
+                    while let Some(record) = next {
+                        match record {
+                            Record::Batch(b) => pending.push(b),
+                            Record::Spec(s) => self.specs.ingest(&s),
+                            _ => {}
                         }
+                        taken += 1;
+                        next = if taken < MAX_RECORDS_TOGETHER {
+                            input.records.try_recv()
+                        } else {
+                            None
+                        };
+                    }
+                    if !pending.is_empty() {
                         store.ingest_all(&pending);
                         pending.clear();
                         if store.wants_prepare() {
                             prepare_at = Some(tokio::time::Instant::now() + PREPARE_AFTER);
                         }
                     }
-                    Some(Record::Spec(s)) => self.specs.ingest(&s),
-                    Some(_) => {}
-                    None => return Ok(()),
-                },
+                }
             }
         }
     }
