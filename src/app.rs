@@ -363,7 +363,7 @@ pub async fn run(args: Args, registry: Registry) -> anyhow::Result<Exit> {
         shutdown.clone(),
     ));
 
-    let heap_trim = tokio::spawn(crate::heap_trim::run(shutdown.clone()));
+    let memory_trim = tokio::spawn(crate::memory_trim::run(shutdown.clone()));
 
     let mut signals = Signals::new();
     loop {
@@ -387,7 +387,7 @@ pub async fn run(args: Args, registry: Registry) -> anyhow::Result<Exit> {
             let _ = t.await;
         }
         let _ = server.await;
-        let _ = heap_trim.await;
+        let _ = memory_trim.await;
     };
     // Streams end and StatsD flushes at once; what is still running after 2.5 s (a
     // client that stopped reading, a hung libvirt call) is dropped with the runtime.

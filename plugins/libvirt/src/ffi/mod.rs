@@ -18,13 +18,17 @@
 //! - `virDomainGetJobStats` with the libvirt-allocated array freed by libvirt;
 //! - `virNodeGetCPUStats` and `virNodeGetMemoryStats` (no `virt` wrappers);
 //! - the process's C heap: free pages handed back to the kernel (`malloc_trim`), the
-//!   one non-libvirt call here, kept here so that `unsafe` stays in this module.
+//!   one non-libvirt call here, kept here so that `unsafe` stays in this module;
+//! - the page-table entries of the process's read-only, never-written segments (the
+//!   code libvirt's client and its libraries ran once, at load): handed back so that
+//!   only what the agent runs again counts as resident.
 //!
 //!
 //! Every function here returns owned Rust values and never panics on libvirt output.
 
 mod bulk;
 mod close;
+mod code_pages;
 mod domain;
 mod domain_events;
 mod heap;
@@ -35,6 +39,7 @@ mod params;
 
 pub use bulk::{domain_list_stats, format_uuid, get_all_domain_stats, RawRecord};
 pub use close::{CloseCallback, CloseSignal};
+pub use code_pages::{release_code_pages, CodePagesReleased};
 pub use domain::{block_info, cpu_total_stats, domain_state, vcpu_info, VcpuInfo};
 pub use domain_events::{
     live_domain_event_registrations, DomainEventKind, DomainEventRegistration, RawDomainEvent,

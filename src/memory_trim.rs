@@ -1,0 +1,194 @@
+//! Keeps the agent's resident set to what it uses. Two kinds of memory stay resident
+//! when nothing uses them any more, and each is handed back under the same policy:
+//!
+//! - **the C heap's free pages** (`RssAnon`): after a burst of large responses (200
+//!   clients reading `/api/v1.0/stats/`) malloc keeps the freed buffers resident for
+//!   good, ~5 MiB on the lab. Every
+//!   [`CHECK_EVERY`] the agent reads its `RssAnon` (one small `/proc` read) and trims when
+//!   it is [`GROWTH_KIB`] above the lowest level a trim left within the last [`WINDOW`]:
+//!   a trim made in the middle of a burst (its buffers still in use) does not hide the
+//!   memory the burst leaves behind. Memory really in use (a fuller history, more
+//!   domains) only makes the trims of one window find little to release, at the cost of
+//!   a walk over malloc's arenas every [`CHECK_EVERY`].
+//! - **code and constants run once** (`RssFile`): loading libvirt's client runs the
+//!   start-up code of some thirty libraries, and the kernel maps every touched code page
+//!   with its cached neighbours: 24 MiB of `RssFile` on the lab, 8.5 MiB once released
+//!   (what the ticks and requests run again). Released
+//!   (`vadvisor_libvirt::ffi::release_code_pages`) at the second check, once start-up is
+//!   over, then whenever `RssFile` is [`GROWTH_KIB`] above the level a release left (a
+//!   burst of requests, a reconnect). What runs again is mapped again from the page
+//!   cache, a minor fault per 64 KiB.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+/// How often resident memory is read.
+pub const CHECK_EVERY: Duration = Duration::from_secs(10);
+
+/// Growth over the lowest recent level that triggers a trim.
+pub const GROWTH_KIB: u64 = 2 * 1024;
+
+/// How long a level a trim left counts as the floor.
+pub const WINDOW: Duration = Duration::from_secs(300);
+
+/// When to trim, given successive readings of one kind of resident memory (KiB).
+#[derive(Debug, Default)]
+pub struct TrimPolicy {
+    /// Levels left by trims (the first reading counts as one), oldest first.
+    levels: VecDeque<(Instant, u64)>,
+}
+
+impl TrimPolicy {
+    /// Whether a trim is due at this reading; the first reading only sets the level.
+    pub fn due(&mut self, now: Instant, resident_kib: u64) -> bool {
+        // The newest level always stays, whatever its age.
+        while self.levels.len() > 1
+            && self
+                .levels
+                .front()
+                .is_some_and(|(at, _)| now.duration_since(*at) > WINDOW)
+        {
+            self.levels.pop_front();
+        }
+        match self.levels.iter().map(|(_, kib)| *kib).min() {
+            None => {
+                self.levels.push_back((now, resident_kib));
+                false
+            }
+            Some(floor) => resident_kib >= floor + GROWTH_KIB,
+        }
+    }
+
+    /// Notes the level a trim left.
+    pub fn trimmed(&mut self, now: Instant, resident_kib: u64) {
+        self.levels.push_back((now, resident_kib));
+    }
+}
+
+/// A `/proc/<pid>/status` line's value in KiB (`field` with its colon: `"RssAnon:"`).
+pub fn status_kib(status: &str, field: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// This process's resident memory: (anonymous, file-backed) KiB.
+fn read_resident() -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    Some((
+        status_kib(&status, "RssAnon:")?,
+        status_kib(&status, "RssFile:")?,
+    ))
+}
+
+/// Runs until `shutdown`; stops quietly where `/proc/self/status` has no `RssAnon`.
+pub async fn run(shutdown: CancellationToken) {
+    let mut heap = TrimPolicy::default();
+    let mut code = TrimPolicy::default();
+    let mut checks = 0u64;
+    let mut every = tokio::time::interval(CHECK_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let Some((anon, file)) = read_resident() else {
+            debug!("no RssAnon/RssFile in /proc/self/status: resident memory is not trimmed");
+            return;
+        };
+        checks += 1;
+        if heap.due(Instant::now(), anon) {
+            let released = tokio::task::spawn_blocking(vadvisor_libvirt::ffi::release_free_heap)
+                .await
+                .unwrap_or(false);
+            let after = read_resident().map_or(anon, |(a, _)| a);
+            heap.trimmed(Instant::now(), after);
+            debug!(
+                before_kib = anon,
+                after_kib = after,
+                released,
+                "returned free heap pages to the kernel"
+            );
+        }
+        // The first check runs at start; the second, once the first ticks have run
+        // everything that runs only once (libvirt's load and connect, start-up).
+        if checks == 2 || (checks > 2 && code.due(Instant::now(), file)) {
+            let done = tokio::task::spawn_blocking(vadvisor_libvirt::ffi::release_code_pages)
+                .await
+                .unwrap_or_default();
+            let after = read_resident().map_or(file, |(_, f)| f);
+            code.trimmed(Instant::now(), after);
+            debug!(
+                before_kib = file,
+                after_kib = after,
+                segments = done.segments,
+                "released the page-table entries of read-only segments"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trims_after_growth_over_the_lowest_recent_level() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut p = TrimPolicy::default();
+        assert!(!p.due(at(0), 6000), "the first reading only sets the level");
+        assert!(!p.due(at(10), 6000 + GROWTH_KIB - 1));
+        // A burst: trimmed while its buffers are still in use (little released).
+        assert!(p.due(at(20), 11_000));
+        p.trimmed(at(20), 10_500);
+        // After the burst its freed buffers stay resident: still 2 MiB over the
+        // level before the burst, so trimmed again.
+        assert!(p.due(at(30), 12_000));
+        p.trimmed(at(30), 7000);
+        assert!(!p.due(at(40), 7500));
+        // Memory really in use: trims find little, and once the window has passed
+        // the low levels no longer count.
+        assert!(p.due(at(100), 9000));
+        p.trimmed(at(100), 8900);
+        assert!(
+            p.due(at(110), 8950),
+            "6000 and 7000 are still within the window"
+        );
+        p.trimmed(at(110), 8950);
+        assert!(
+            !p.due(at(20 + 300 + 31 + 10), 9000),
+            "only 8900 and 8950 count now"
+        );
+        assert!(p.due(at(20 + 300 + 31 + 10), 8900 + GROWTH_KIB));
+    }
+
+    #[test]
+    fn the_newest_level_stays_whatever_its_age() {
+        let t0 = Instant::now();
+        let mut p = TrimPolicy::default();
+        assert!(!p.due(t0, 5000));
+        let later = t0 + WINDOW * 10;
+        assert!(!p.due(later, 5000 + GROWTH_KIB - 1));
+        assert!(p.due(later, 5000 + GROWTH_KIB));
+    }
+
+    #[test]
+    fn reads_resident_memory_from_proc_status() {
+        let status =
+            "Name:\tvadvisor\nVmRSS:\t  31636 kB\nRssAnon:\t    7788 kB\nRssFile:\t   23848 kB\n";
+        assert_eq!(status_kib(status, "RssAnon:"), Some(7788));
+        assert_eq!(status_kib(status, "RssFile:"), Some(23848));
+        assert_eq!(status_kib("Name:\tx\n", "RssAnon:"), None);
+        assert_eq!(status_kib("RssAnon:\tlots kB\n", "RssAnon:"), None);
+        assert!(
+            read_resident().is_some_and(|(anon, file)| anon > 0 && file > 0),
+            "this process's own"
+        );
+    }
+}
