@@ -354,6 +354,7 @@ pub async fn run(args: Args, registry: Registry) -> anyhow::Result<Exit> {
         },
     ));
     let tracker = crate::connections::Tracker::new(limits, health.clone());
+    let all_closed = tracker.all_closed();
     let server = tokio::spawn(crate::server::serve(
         listener,
         dynamic,
@@ -363,7 +364,7 @@ pub async fn run(args: Args, registry: Registry) -> anyhow::Result<Exit> {
         shutdown.clone(),
     ));
 
-    let memory_trim = tokio::spawn(crate::memory_trim::run(shutdown.clone()));
+    let memory_trim = tokio::spawn(crate::memory_trim::run(all_closed, shutdown.clone()));
 
     let mut signals = Signals::new();
     loop {

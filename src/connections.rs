@@ -133,6 +133,8 @@ pub struct Tracker {
     episodes: Mutex<BTreeMap<&'static str, Episode>>,
     /// Signalled on every admitted connection, to wake a sleeping reaper.
     admitted: tokio::sync::Notify,
+    /// Signalled when the last open connection closes (the end of a burst of clients).
+    all_closed: Arc<tokio::sync::Notify>,
 }
 
 /// Keeps a connection registered; dropping it unregisters the connection.
@@ -149,6 +151,9 @@ impl Drop for Admitted {
             conns.len()
         };
         self.tracker.health.set_http_connections(n as u64);
+        if n == 0 {
+            self.tracker.all_closed.notify_one();
+        }
     }
 }
 
@@ -162,7 +167,14 @@ impl Tracker {
             health,
             episodes: Mutex::new(BTreeMap::new()),
             admitted: tokio::sync::Notify::new(),
+            all_closed: Arc::new(tokio::sync::Notify::new()),
         })
+    }
+
+    /// Notified (one stored permit, so never missed) each time the last open
+    /// connection closes.
+    pub fn all_closed(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.all_closed)
     }
 
     pub fn limits(&self) -> Limits {
@@ -364,6 +376,26 @@ mod tests {
         assert_eq!(t.open(), 2);
         let hits = t.health.limit_hits();
         assert_eq!((hits[SHED], hits[REFUSED]), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn the_last_connection_closing_is_signalled_once() {
+        let t = tracker(10);
+        let all_closed = t.all_closed();
+        let pending = |n: &Arc<tokio::sync::Notify>| {
+            let n = Arc::clone(n);
+            async move {
+                tokio::time::timeout(Duration::from_millis(50), n.notified())
+                    .await
+                    .is_err()
+            }
+        };
+        let (a, b) = (t.admit().unwrap(), t.admit().unwrap());
+        drop(a);
+        assert!(pending(&all_closed).await, "b is still open");
+        drop(b);
+        assert!(!pending(&all_closed).await, "the last one closed");
+        assert!(pending(&all_closed).await, "signalled once");
     }
 
     #[test]

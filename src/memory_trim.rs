@@ -18,15 +18,24 @@
 //!   over, then whenever `RssFile` is [`GROWTH_KIB`] above the level a release left (a
 //!   burst of requests, a reconnect). What runs again is mapped again from the page
 //!   cache, a minor fault per 64 KiB.
+//!
+//! Besides the periodic check, one runs [`AFTER_CLIENTS`] after the last HTTP
+//! connection has closed, so a burst's memory goes back seconds after it ends.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 /// How often resident memory is read.
 pub const CHECK_EVERY: Duration = Duration::from_secs(10);
+
+/// How long after the last HTTP connection closed resident memory is read (the
+/// closing responses' buffers are freed by then).
+pub const AFTER_CLIENTS: Duration = Duration::from_secs(1);
 
 /// Growth over the lowest recent level that triggers a trim.
 pub const GROWTH_KIB: u64 = 2 * 1024;
@@ -86,22 +95,28 @@ fn read_resident() -> Option<(u64, u64)> {
 }
 
 /// Runs until `shutdown`; stops quietly where `/proc/self/status` has no `RssAnon`.
-pub async fn run(shutdown: CancellationToken) {
+/// Besides every [`CHECK_EVERY`], checks [`AFTER_CLIENTS`] after `all_closed` says the
+/// last HTTP connection closed, so what a burst of clients leaves is handed back then.
+pub async fn run(all_closed: Arc<Notify>, shutdown: CancellationToken) {
     let mut heap = TrimPolicy::default();
     let mut code = TrimPolicy::default();
-    let mut checks = 0u64;
+    let start = Instant::now();
+    let mut code_released = false;
     let mut every = tokio::time::interval(CHECK_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = every.tick() => {}
+            _ = all_closed.notified() => tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(AFTER_CLIENTS) => {}
+            },
         }
         let Some((anon, file)) = read_resident() else {
             debug!("no RssAnon/RssFile in /proc/self/status: resident memory is not trimmed");
             return;
         };
-        checks += 1;
         if heap.due(Instant::now(), anon) {
             let released = tokio::task::spawn_blocking(vadvisor_libvirt::ffi::release_free_heap)
                 .await
@@ -115,9 +130,15 @@ pub async fn run(shutdown: CancellationToken) {
                 "returned free heap pages to the kernel"
             );
         }
-        // The first check runs at start; the second, once the first ticks have run
-        // everything that runs only once (libvirt's load and connect, start-up).
-        if checks == 2 || (checks > 2 && code.due(Instant::now(), file)) {
+        // The first release once start-up is over (libvirt's load and connect, the first
+        // ticks); then when the policy says so.
+        let code_due = if code_released {
+            code.due(Instant::now(), file)
+        } else {
+            start.elapsed() >= CHECK_EVERY
+        };
+        if code_due {
+            code_released = true;
             let done = tokio::task::spawn_blocking(vadvisor_libvirt::ffi::release_code_pages)
                 .await
                 .unwrap_or_default();
