@@ -14,9 +14,9 @@
 //!   start-up code of some thirty libraries, and the kernel maps every touched code page
 //!   with its cached neighbours: 24 MiB of `RssFile` on the lab, 8.5 MiB once released
 //!   (what the ticks and requests run again). Released
-//!   (`vadvisor_libvirt::ffi::release_code_pages`) at the second check, once start-up is
-//!   over, then whenever `RssFile` is [`GROWTH_KIB`] above the level a release left (a
-//!   burst of requests, a reconnect). What runs again is mapped again from the page
+//!   (`vadvisor_libvirt::ffi::release_code_pages`) once start-up is over, then whenever
+//!   `RssFile` is [`GROWTH_KIB`] above the level the agent settled at after the last
+//!   release (a burst of requests, a reconnect): [`CodeReleasePolicy`]. What runs again is mapped again from the page
 //!   cache, a minor fault per 64 KiB.
 //!
 //! Besides the periodic check, one runs [`AFTER_CLIENTS`] after the last HTTP
@@ -77,6 +77,40 @@ impl TrimPolicy {
     }
 }
 
+/// When to release code pages, given successive `RssFile` readings (KiB): first once
+/// start-up is over ([`CHECK_EVERY`] after start), then when `RssFile` has grown
+/// [`GROWTH_KIB`] over the level the reading after the last release found. Not the
+/// level right after a release: the ticks map their code again within a second, and
+/// measured from there every check would release (and fault back) the same pages.
+#[derive(Debug, Default)]
+pub struct CodeReleasePolicy {
+    levels: TrimPolicy,
+    released: bool,
+    /// The next reading is the level a release settles at.
+    settling: bool,
+}
+
+impl CodeReleasePolicy {
+    /// Whether a release is due at this reading, `since_start` after the agent started.
+    pub fn due(&mut self, now: Instant, since_start: Duration, rss_file_kib: u64) -> bool {
+        if !self.released {
+            return since_start >= CHECK_EVERY;
+        }
+        if self.settling {
+            self.settling = false;
+            self.levels.trimmed(now, rss_file_kib);
+            return false;
+        }
+        self.levels.due(now, rss_file_kib)
+    }
+
+    /// Notes a release.
+    pub fn released(&mut self) {
+        self.released = true;
+        self.settling = true;
+    }
+}
+
 /// A `/proc/<pid>/status` line's value in KiB (`field` with its colon: `"RssAnon:"`).
 pub fn status_kib(status: &str, field: &str) -> Option<u64> {
     status
@@ -99,9 +133,8 @@ fn read_resident() -> Option<(u64, u64)> {
 /// last HTTP connection closed, so what a burst of clients leaves is handed back then.
 pub async fn run(all_closed: Arc<Notify>, shutdown: CancellationToken) {
     let mut heap = TrimPolicy::default();
-    let mut code = TrimPolicy::default();
+    let mut code = CodeReleasePolicy::default();
     let start = Instant::now();
-    let mut code_released = false;
     let mut every = tokio::time::interval(CHECK_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -130,20 +163,12 @@ pub async fn run(all_closed: Arc<Notify>, shutdown: CancellationToken) {
                 "returned free heap pages to the kernel"
             );
         }
-        // The first release once start-up is over (libvirt's load and connect, the first
-        // ticks); then when the policy says so.
-        let code_due = if code_released {
-            code.due(Instant::now(), file)
-        } else {
-            start.elapsed() >= CHECK_EVERY
-        };
-        if code_due {
-            code_released = true;
+        if code.due(Instant::now(), start.elapsed(), file) {
+            code.released();
             let done = tokio::task::spawn_blocking(vadvisor_libvirt::ffi::release_code_pages)
                 .await
                 .unwrap_or_default();
             let after = read_resident().map_or(file, |(_, f)| f);
-            code.trimmed(Instant::now(), after);
             debug!(
                 before_kib = file,
                 after_kib = after,
@@ -187,6 +212,28 @@ mod tests {
             "only 8900 and 8950 count now"
         );
         assert!(p.due(at(20 + 300 + 31 + 10), 8900 + GROWTH_KIB));
+    }
+
+    #[test]
+    fn code_is_released_after_start_up_then_on_growth_over_the_settled_level() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut p = CodeReleasePolicy::default();
+        assert!(
+            !p.due(at(0), Duration::ZERO, 24_000),
+            "start-up is not over"
+        );
+        assert!(p.due(at(10), CHECK_EVERY, 24_000));
+        p.released();
+        // The ticks map their code again: that level is the floor, not a reason to
+        // release again.
+        assert!(!p.due(at(20), CHECK_EVERY * 2, 9_000));
+        assert!(!p.due(at(30), CHECK_EVERY * 3, 9_000 + GROWTH_KIB - 1));
+        assert!(p.due(at(40), CHECK_EVERY * 4, 9_000 + GROWTH_KIB));
+        p.released();
+        assert!(!p.due(at(50), CHECK_EVERY * 5, 12_000), "settling again");
+        assert!(!p.due(at(60), CHECK_EVERY * 6, 9_500), "9000 is the floor");
+        assert!(p.due(at(70), CHECK_EVERY * 7, 9_000 + GROWTH_KIB));
     }
 
     #[test]
