@@ -111,15 +111,11 @@ impl WireClient {
             if !(HEADER_LEN..=MESSAGE_MAX).contains(&len) {
                 return Err(WireError::Protocol(format!("message length {len}")));
             }
-            let body_len = len - 4;
-            self.buf.clear();
-            self.buf.reserve(body_len);
-            let read = (&mut self.stream)
-                .take(body_len as u64)
-                .read_to_end(&mut self.buf)?;
-            if read < body_len {
-                return Err(WireError::Io(io::ErrorKind::UnexpectedEof.into()));
-            }
+            // Sized first and read in one go: the reply usually arrives whole, so this
+            // is one read (growing the buffer while reading took one per 8, 16, 32… KiB).
+            // Only bytes past the previous reply's length are zeroed.
+            self.buf.resize(len - 4, 0);
+            self.stream.read_exact(&mut self.buf)?;
             let mut r = Reader::new(&self.buf);
             let h = Header::decode(&mut r)?;
             if h.program != PROGRAM
