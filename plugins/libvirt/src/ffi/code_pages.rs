@@ -5,8 +5,10 @@
 //! cached neighbours (fault-around, 64 KiB), so most of those libraries stay counted in
 //! the agent's resident set though the agent never runs them again. Dropping the
 //! entries of segments that are mapped read-only and were never written (not the
-//! relocated RELRO data, not a writable segment) changes nothing the agent can see: a
-//! page it runs again is mapped again from the page cache, where the pages stay.
+//! relocated RELRO data, not a writable segment, and of the rest only pages that
+//! `/proc/self/pagemap` shows are still the file's own: not a page a debugger's
+//! breakpoint or a uprobe wrote) changes nothing the agent can see: a page it runs again
+//! is mapped again from the page cache, where the pages stay.
 //! On targets other than 64-bit Linux with glibc this does nothing.
 
 /// What [`release_code_pages`] did: how many segments, and how many bytes of address
@@ -70,7 +72,79 @@ mod linux {
     struct Walk {
         page: usize,
         vdso: usize,
+        pagemap: std::fs::File,
         done: CodePagesReleased,
+    }
+
+    /// `/proc/self/pagemap` entry bits.
+    const PRESENT: u64 = 1 << 63;
+    const SWAPPED: u64 = 1 << 62;
+    const FILE_PAGE: u64 = 1 << 61;
+
+    /// Whether a page with this pagemap entry may be dropped: mapped from the file, or
+    /// not mapped at all. A private anonymous page (present but not a file page, or
+    /// swapped out) holds bytes written since the load (a breakpoint, a uprobe, any
+    /// patch): dropping it would bring the file's bytes back.
+    pub(super) fn unwritten(entry: u64) -> bool {
+        if entry & PRESENT != 0 {
+            entry & FILE_PAGE != 0
+        } else {
+            entry & SWAPPED == 0
+        }
+    }
+
+    /// The runs of pages of `r` (page-aligned) whose pagemap entries say [`unwritten`];
+    /// nothing when the entries cannot be read.
+    pub(super) fn unwritten_runs(
+        pagemap: &std::fs::File,
+        r: Range<usize>,
+        page: usize,
+    ) -> Vec<Range<usize>> {
+        use std::os::unix::fs::FileExt;
+        let pages = (r.end - r.start) / page;
+        let mut raw = vec![0u8; pages * 8];
+        let offset = (r.start / page) as u64 * 8;
+        if pagemap.read_exact_at(&mut raw, offset).is_err() {
+            return Vec::new();
+        }
+        let mut runs: Vec<Range<usize>> = Vec::new();
+        for (i, entry) in raw.chunks_exact(8).enumerate() {
+            let entry = u64::from_ne_bytes(entry.try_into().unwrap_or([0xff; 8]));
+            if !unwritten(entry) {
+                continue;
+            }
+            let at = r.start + i * page;
+            match runs.last_mut() {
+                Some(last) if last.end == at => last.end = at + page,
+                _ => runs.push(at..at + page),
+            }
+        }
+        runs
+    }
+
+    /// Drops the page-table entries of the unwritten pages of `r`; returns the bytes.
+    pub(super) fn release_unwritten(
+        pagemap: &std::fs::File,
+        r: Range<usize>,
+        page: usize,
+    ) -> usize {
+        let mut bytes = 0;
+        for run in unwritten_runs(pagemap, r, page) {
+            // SAFETY: `run` is whole pages of a private file mapping whose pagemap
+            // entries said they are the file's own pages (or not mapped): dropping them
+            // loses nothing, the kernel maps the file's bytes again on the next access.
+            let rc = unsafe {
+                libc::madvise(
+                    run.start as *mut libc::c_void,
+                    run.end - run.start,
+                    libc::MADV_DONTNEED,
+                )
+            };
+            if rc == 0 {
+                bytes += run.end - run.start;
+            }
+        }
+        bytes
     }
 
     pub(super) fn release() -> CodePagesReleased {
@@ -78,9 +152,13 @@ mod linux {
         let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
         // SAFETY: as above.
         let vdso = unsafe { libc::getauxval(libc::AT_SYSINFO_EHDR) } as usize;
+        let Ok(pagemap) = std::fs::File::open("/proc/self/pagemap") else {
+            return CodePagesReleased::default();
+        };
         let mut walk = Walk {
             page: page.max(1),
             vdso,
+            pagemap,
             done: CodePagesReleased::default(),
         };
         // SAFETY: `each_object` matches the callback type, and `walk` outlives the call
@@ -138,20 +216,10 @@ mod linux {
             let seg = range(h);
             let seg = seg.start..seg.end.min(base.wrapping_add(file_end));
             for r in releasable(seg, &written, walk.page) {
-                // SAFETY: `r` is whole pages of a read-only segment of a loaded object
-                // that no relocation wrote (RELRO and writable segments excluded, objects
-                // with text relocations skipped): its pages hold the file's bytes, which
-                // the kernel maps again from the page cache on the next access.
-                let rc = unsafe {
-                    libc::madvise(
-                        r.start as *mut libc::c_void,
-                        r.end - r.start,
-                        libc::MADV_DONTNEED,
-                    )
-                };
-                if rc == 0 {
+                let bytes = release_unwritten(&walk.pagemap, r, walk.page);
+                if bytes > 0 {
                     walk.done.segments += 1;
-                    walk.done.bytes += r.end - r.start;
+                    walk.done.bytes += bytes;
                 }
             }
         }
@@ -197,7 +265,7 @@ mod linux {
     target_pointer_width = "64"
 ))]
 mod tests {
-    use super::linux::releasable;
+    use super::linux::{releasable, release_unwritten, unwritten};
     use super::*;
 
     const PAGE: usize = 4096;
@@ -227,6 +295,50 @@ mod tests {
             releasable(2 * PAGE..4 * PAGE, &[0..PAGE, 8 * PAGE..9 * PAGE], PAGE),
             vec![2 * PAGE..4 * PAGE]
         );
+    }
+
+    #[test]
+    fn only_pages_still_the_files_own_are_dropped() {
+        const PRESENT: u64 = 1 << 63;
+        const SWAPPED: u64 = 1 << 62;
+        const FILE: u64 = 1 << 61;
+        assert!(unwritten(PRESENT | FILE | 0x1234), "mapped from the file");
+        assert!(unwritten(0), "not mapped");
+        assert!(!unwritten(PRESENT | 0x1234), "a private copy (written)");
+        assert!(!unwritten(SWAPPED | 0x55), "a private copy, swapped out");
+    }
+
+    #[test]
+    fn a_written_page_of_a_private_file_mapping_keeps_its_bytes() {
+        use std::io::Write;
+        let mut file = tempfile::tempfile().expect("tempfile");
+        file.write_all(&vec![7u8; 4 * PAGE]).expect("write");
+        let len = 4 * PAGE;
+        // SAFETY: a fresh private mapping of a file this test owns, unmapped below.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE,
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                0,
+            )
+        };
+        assert_ne!(base, libc::MAP_FAILED);
+        // SAFETY: `base` maps `len` readable and writable bytes.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(base.cast::<u8>(), len) };
+        assert_eq!(bytes[0], 7, "page 0 read: the file's page");
+        bytes[PAGE] = 42; // page 1: a private copy now
+        assert_eq!(bytes[2 * PAGE], 7);
+        let pagemap = std::fs::File::open("/proc/self/pagemap").expect("pagemap");
+        let start = base as usize;
+        let released = release_unwritten(&pagemap, start..start + len, PAGE);
+        assert_eq!(released, 3 * PAGE, "pages 0, 2 and 3: not page 1");
+        assert_eq!(bytes[PAGE], 42, "the written byte stays");
+        assert_eq!((bytes[0], bytes[2 * PAGE], bytes[3 * PAGE]), (7, 7, 7));
+        // SAFETY: unmaps the mapping made above; `bytes` is not used after this.
+        assert_eq!(unsafe { libc::munmap(base, len) }, 0);
     }
 
     fn rss_file_kib() -> u64 {
