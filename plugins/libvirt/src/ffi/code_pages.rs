@@ -280,7 +280,11 @@ mod tests {
         );
         // A written range (RELRO) inside: kept, rounded outwards to whole pages.
         assert_eq!(
-            releasable(0..10 * PAGE, &[3 * PAGE + 8..4 * PAGE + 8], PAGE),
+            releasable(
+                0..10 * PAGE,
+                std::slice::from_ref(&(3 * PAGE + 8..4 * PAGE + 8)),
+                PAGE
+            ),
             vec![0..3 * PAGE, 5 * PAGE..10 * PAGE]
         );
         // Written ranges covering the start, the end, or all of it.
@@ -288,7 +292,7 @@ mod tests {
             releasable(0..10 * PAGE, &[0..PAGE, 9 * PAGE + 1..12 * PAGE], PAGE),
             vec![PAGE..9 * PAGE]
         );
-        assert!(releasable(PAGE..3 * PAGE, &[0..4 * PAGE], PAGE).is_empty());
+        assert!(releasable(PAGE..3 * PAGE, std::slice::from_ref(&(0..4 * PAGE)), PAGE).is_empty());
         // Less than a page, or written ranges elsewhere.
         assert!(releasable(PAGE + 1..2 * PAGE + 7, &[], PAGE).is_empty());
         assert_eq!(

@@ -17,12 +17,13 @@
 //!   `VIR_DOMAIN_EVENT_ID_LIFECYCLE`), whose `opaque` is a registry key, not a pointer;
 //! - `virDomainGetJobStats` with the libvirt-allocated array freed by libvirt;
 //! - `virNodeGetCPUStats` and `virNodeGetMemoryStats` (no `virt` wrappers);
-//! - the process's C heap: free pages handed back to the kernel (`malloc_trim`), the
-//!   one non-libvirt call here, kept here so that `unsafe` stays in this module;
+//! - the process's C heap: free pages handed back to the kernel (`malloc_trim`);
 //! - the page-table entries of the process's read-only, never-written segments (the
 //!   code libvirt's client and its libraries ran once, at load): handed back so that
 //!   only what the agent runs again counts as resident.
 //!
+//! The last two are not libvirt calls; they are here so that `unsafe` stays in this
+//! module.
 //!
 //! Every function here returns owned Rust values and never panics on libvirt output.
 
