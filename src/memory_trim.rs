@@ -3,21 +3,21 @@
 //!
 //! - **the C heap's free pages** (`RssAnon`): after a burst of large responses (200
 //!   clients reading `/api/v1.0/stats/`) malloc keeps the freed buffers resident for
-//!   good, ~5 MiB on the lab. Every
-//!   [`CHECK_EVERY`] the agent reads its `RssAnon` (one small `/proc` read) and trims when
-//!   it is [`GROWTH_KIB`] above the lowest level a trim left within the last [`WINDOW`]:
-//!   a trim made in the middle of a burst (its buffers still in use) does not hide the
-//!   memory the burst leaves behind. Memory really in use (a fuller history, more
-//!   domains) only makes the trims of one window find little to release, at the cost of
-//!   a walk over malloc's arenas every [`CHECK_EVERY`].
+//!   good, ~5 MiB on the lab. Every [`CHECK_EVERY`] the agent reads its `RssAnon` (one
+//!   small `/proc` read) and trims when it is [`GROWTH_KIB`] above the lowest level a
+//!   trim left within the last [`WINDOW`]: a trim made in the middle of a burst (its
+//!   buffers still in use) does not hide the memory the burst leaves behind. Memory
+//!   really in use (a fuller history, more domains) only makes the trims of one window
+//!   find little to release, at the cost of a walk over malloc's arenas every
+//!   [`CHECK_EVERY`].
 //! - **code and constants run once** (`RssFile`): loading libvirt's client runs the
 //!   start-up code of some thirty libraries, and the kernel maps every touched code page
 //!   with its cached neighbours: 24 MiB of `RssFile` on the lab, 8.5 MiB once released
 //!   (what the ticks and requests run again). Released
 //!   (`vadvisor_libvirt::ffi::release_code_pages`) once start-up is over, then whenever
 //!   `RssFile` is [`GROWTH_KIB`] above the level the agent settled at after the last
-//!   release (a burst of requests, a reconnect): [`CodeReleasePolicy`]. What runs again is mapped again from the page
-//!   cache, a minor fault per 64 KiB.
+//!   release (a burst of requests, a reconnect): [`CodeReleasePolicy`]. What runs again
+//!   is mapped again from the page cache, a minor fault per 64 KiB.
 //!
 //! Besides the periodic check, one runs [`AFTER_CLIENTS`] after the last HTTP
 //! connection has closed, so a burst's memory goes back seconds after it ends.

@@ -346,12 +346,7 @@ mod tests {
     }
 
     fn rss_file_kib() -> u64 {
-        std::fs::read_to_string("/proc/self/status")
-            .expect("status")
-            .lines()
-            .find_map(|l| l.strip_prefix("RssFile:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .expect("RssFile")
+        crate::ffi::own_status_kib("RssFile:")
     }
 
     /// What a libvirt connection answers, to compare before and after the release

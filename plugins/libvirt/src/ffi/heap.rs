@@ -26,12 +26,7 @@ mod tests {
     use super::*;
 
     fn rss_anon_kib() -> u64 {
-        std::fs::read_to_string("/proc/self/status")
-            .expect("status")
-            .lines()
-            .find_map(|l| l.strip_prefix("RssAnon:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .expect("RssAnon")
+        crate::ffi::own_status_kib("RssAnon:")
     }
 
     #[test]

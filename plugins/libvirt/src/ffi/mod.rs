@@ -54,6 +54,18 @@ pub use lifecycle::{
 pub use node::{node_cpu_stats, node_memory_stats};
 pub use params::{params_from_raw, Params};
 
+/// This process's `/proc/self/status` value of `field` (with its colon: `"RssAnon:"`),
+/// in KiB, for the unit tests of this module.
+#[cfg(all(test, target_os = "linux"))]
+fn own_status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"))
+}
+
 /// A `test:///default` connection for the unit tests of this module.
 #[cfg(test)]
 fn test_conn() -> virt::connect::Connect {
