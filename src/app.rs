@@ -190,7 +190,13 @@ fn settings(config: &AgentConfig) -> LibvirtSettings {
 }
 
 /// Runs the agent until SIGTERM/SIGINT.
-pub async fn run(args: Args, registry: Registry) -> anyhow::Result<Exit> {
+/// The scheduler, sinks and event sources run on `pipeline` (the pipeline thread's
+/// runtime); HTTP and everything else on the runtime this is called on.
+pub async fn run(
+    args: Args,
+    registry: Registry,
+    pipeline: tokio::runtime::Handle,
+) -> anyhow::Result<Exit> {
     if args.print_default_config {
         print!("{DEFAULT_CONFIG}");
         return Ok(Exit::Ok);
@@ -327,6 +333,7 @@ pub async fn run(args: Args, registry: Registry) -> anyhow::Result<Exit> {
         bus.clone(),
         health.clone(),
         shutdown.clone(),
+        pipeline,
     );
     runtime.set_http(HttpSide {
         router: router_slot.clone(),

@@ -16,6 +16,7 @@ pub mod memory_trim;
 pub mod metrics_doc;
 pub mod parse_errors;
 pub mod pipeline;
+pub mod pipeline_thread;
 pub mod runtime;
 pub mod scheduler;
 pub mod server;
@@ -28,14 +29,16 @@ use clap::Parser;
 use vadvisor_api::Registry;
 
 /// How long an idle blocking thread (libvirt and SQLite calls) is kept for the next call.
-/// Longer than the default 1 s tick, so the thread of the bulk call is reused.
-const BLOCKING_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(3);
+/// Longer than the host collector's default 5 s interval, so its thread is reused
+/// rather than made anew for every run (a tick's bulk call needs no blocking thread).
+const BLOCKING_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(11);
 
-/// The agent's async runtime: two worker threads run every task (scheduler, sinks,
-/// HTTP) — one thread alone could not keep 100 event streams flowing in the load test
-/// (tests/load.rs); libvirt and SQLite calls never run there but on blocking threads,
-/// made on demand and ended after [`BLOCKING_KEEP_ALIVE`] idle. The thread count does
-/// not grow with the host's cores. (Measured in docs/performance.md.)
+/// The agent's HTTP runtime: two worker threads serve requests and streams — one thread
+/// alone could not keep 100 event streams flowing in the load test (tests/load.rs). The
+/// scheduler, sinks and event sources run on the pipeline thread
+/// ([`pipeline_thread`]). libvirt and SQLite calls never run on either but on blocking
+/// threads, made on demand and ended after [`BLOCKING_KEEP_ALIVE`] idle. The thread
+/// count does not grow with the host's cores. (Measured in docs/performance.md.)
 fn build_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -70,7 +73,17 @@ pub fn main_with(registry: Registry) -> i32 {
             return 1;
         }
     };
-    let result = runtime.block_on(app::run(args, registry));
+    let pipeline = match pipeline_thread::PipelineThread::start(BLOCKING_KEEP_ALIVE) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: cannot start the pipeline thread: {e}");
+            return 1;
+        }
+    };
+    let result = runtime.block_on(app::run(args, registry, pipeline.handle().clone()));
+    // Its tasks have finished or are dropped now; blocking work still running there is
+    // waited for at most half a second.
+    drop(pipeline);
     // Do not wait for blocking threads stuck in libvirt calls or for stuck connections.
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     match result {

@@ -63,6 +63,8 @@ pub struct Runtime {
     polled: Vec<(Instance, PolledInstance)>,
     scheduler: Option<(CancellationToken, Vec<JoinHandle<()>>)>,
     http: Option<HttpSide>,
+    /// Where the scheduler, the sinks and the event sources run (the pipeline thread).
+    spawner: tokio::runtime::Handle,
 }
 
 /// What a reload changed, for the log.
@@ -97,6 +99,7 @@ impl Runtime {
         bus: Bus,
         health: Arc<Health>,
         shutdown: CancellationToken,
+        spawner: tokio::runtime::Handle,
     ) -> Self {
         let live = LiveCollector::new(hv.clone(), Vec::new());
         Self {
@@ -112,6 +115,7 @@ impl Runtime {
             polled: Vec::new(),
             scheduler: None,
             http: None,
+            spawner,
         }
     }
 
@@ -271,7 +275,7 @@ impl Runtime {
                 records: self.bus.subscribe(self.health.sink(&id)),
                 shutdown: stop.clone(),
             };
-            let task = tokio::spawn(async move {
+            let task = self.spawner.spawn(async move {
                 if let Err(e) = sink.run(input).await {
                     tracing::error!(sink = %id, error = %e, "sink stopped with an error");
                 }
@@ -302,7 +306,7 @@ impl Runtime {
                 bus: self.bus.clone(),
                 shutdown: stop.clone(),
             };
-            let task = tokio::spawn(async move {
+            let task = self.spawner.spawn(async move {
                 if let Err(e) = source.run(cx).await {
                     tracing::error!(collector = %id, error = %e, "event source stopped with an error");
                 }
@@ -326,6 +330,7 @@ impl Runtime {
             self.live.replace_instances(set.clone());
             let stop = self.shutdown.child_token();
             let tasks = scheduler::spawn(
+                &self.spawner,
                 set,
                 self.live.bulk(),
                 self.bus.clone(),

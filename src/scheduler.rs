@@ -254,6 +254,7 @@ impl Plan {
 
 /// Spawns the scheduler's loop. It ends when `shutdown` is cancelled.
 pub fn spawn(
+    spawner: &tokio::runtime::Handle,
     instances: Vec<PolledInstance>,
     bulk: Arc<BulkCalls>,
     bus: Bus,
@@ -266,7 +267,7 @@ pub fn spawn(
     for inst in &instances {
         health.record_interval(&inst.id, inst.interval);
     }
-    vec![tokio::spawn(async move {
+    vec![spawner.spawn(async move {
         let mut plan = Plan::new(Instant::now(), &instances);
         let mut latch = LogLatch::default();
         loop {
@@ -542,6 +543,7 @@ mod tests {
         let token = CancellationToken::new();
         let ms = Duration::from_millis;
         let tasks = spawn(
+            &tokio::runtime::Handle::current(),
             vec![
                 every("a", StatsGroups::CPU_TOTAL, ms(0), ms(900), ms(100)),
                 every("b", StatsGroups::BALLOON, ms(0), ms(900), ms(200)),
@@ -660,6 +662,7 @@ mod tests {
         let mut rx = bus.subscribe(Arc::new(SinkHealth::default()));
         let token = CancellationToken::new();
         let tasks = spawn(
+            &tokio::runtime::Handle::current(),
             vec![instance(
                 "a",
                 StatsGroups::CPU_TOTAL,

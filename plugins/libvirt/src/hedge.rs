@@ -5,6 +5,7 @@
 //! [`Hedging`] adapts the delay to recent latencies and counts hedges.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -33,13 +34,13 @@ pub(crate) enum Hedged<T> {
     Failed,
 }
 
-/// Runs `attempt` on a blocking thread under a permit, and once more (a hedge) if it
-/// has not answered after `hedge_after` and a permit is free right then; returns the
-/// first answer. At most two attempts, each holding its own permit (handed to it, to
-/// keep for as long as it needs) until it returns, whether or not its answer is used.
-/// An answer that loses is dropped on its own blocking thread (or on a fresh one if it
-/// was already queued), never here.
-pub(crate) async fn race<T, F>(
+/// Runs `attempt` (a task of its own) under a permit, and once more (a hedge) if it has
+/// not answered after `hedge_after` and a permit is free right then; returns the first
+/// answer. At most two attempts, each holding its own permit (handed to it, to keep for
+/// as long as it needs) until it returns, whether or not its answer is used. An attempt
+/// awaits the daemon's reply without holding a thread, or makes a blocking call on a
+/// blocking thread. An answer that loses is dropped on a blocking thread, never here.
+pub(crate) async fn race<T, F, Fut>(
     permits: &Arc<Semaphore>,
     hedge_after: Option<Duration>,
     deadline: Instant,
@@ -47,23 +48,27 @@ pub(crate) async fn race<T, F>(
 ) -> Hedged<T>
 where
     T: Send + 'static,
-    F: Fn(OwnedSemaphorePermit) -> T + Send + Sync + 'static,
+    F: Fn(OwnedSemaphorePermit) -> Fut,
+    Fut: Future<Output = T> + Send + 'static,
 {
     let first = match tokio::time::timeout_at(deadline, Arc::clone(permits).acquire_owned()).await {
         Ok(Ok(permit)) => permit,
         _ => return Hedged::Queued,
     };
-    let attempt = Arc::new(attempt);
     let (tx, mut rx) = mpsc::unbounded_channel::<(bool, Duration, T)>();
     let launch = |permit: OwnedSemaphorePermit, is_hedge: bool| {
-        let attempt = Arc::clone(&attempt);
+        let call = attempt(permit);
         let tx = tx.clone();
-        tokio::task::spawn_blocking(move || {
+        tokio::spawn(async move {
             let started = std::time::Instant::now();
-            let value = attempt(permit);
+            let value = call.await;
             // When the other attempt already won, the receiver is closed and the value
-            // comes back here, to be dropped on this blocking thread.
-            let _ = tx.send((is_hedge, started.elapsed(), value));
+            // comes back here, to be dropped on a blocking thread.
+            if let Err(mpsc::error::SendError((_, _, value))) =
+                tx.send((is_hedge, started.elapsed(), value))
+            {
+                drop_blocking(value);
+            }
         });
     };
     launch(first, false);
@@ -176,6 +181,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::future::BoxFuture;
     use std::sync::atomic::AtomicUsize;
 
     fn ms(n: u64) -> Duration {
@@ -188,14 +194,17 @@ mod tests {
         sleeps: &'static [u64],
     ) -> (
         Arc<AtomicUsize>,
-        impl Fn(OwnedSemaphorePermit) -> usize + Send + Sync,
+        impl Fn(OwnedSemaphorePermit) -> BoxFuture<'static, usize>,
     ) {
         let started = Arc::new(AtomicUsize::new(0));
         let s = Arc::clone(&started);
-        (started, move |_permit| {
+        (started, move |permit| {
             let n = s.fetch_add(1, Ordering::SeqCst);
-            std::thread::sleep(ms(sleeps[n.min(sleeps.len() - 1)]));
-            n
+            Box::pin(async move {
+                let _permit = permit;
+                tokio::time::sleep(ms(sleeps[n.min(sleeps.len() - 1)])).await;
+                n
+            })
         })
     }
 

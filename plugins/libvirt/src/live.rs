@@ -59,6 +59,15 @@ pub(crate) fn drop_blocking<T: Send + 'static>(value: T) {
     }
 }
 
+/// Lets go of a reference to a connection where blocking is not allowed: when it was
+/// the last one, the connection is closed on a blocking thread; otherwise nothing else
+/// happens (and no thread is woken).
+pub(crate) fn release(live: Arc<Live>) {
+    if let Some(last) = Arc::into_inner(live) {
+        drop_blocking(last);
+    }
+}
+
 /// Drops a connection on a blocking thread (closing may do I/O).
 pub(crate) fn retire(live: Arc<Live>) {
     drop_blocking(live);

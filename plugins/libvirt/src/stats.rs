@@ -19,7 +19,7 @@ use crate::fallback::{fallback, needs_fallback};
 use crate::ffi;
 use crate::hedge::{self, Hedged};
 use crate::lanes::Lease;
-use crate::live::Live;
+use crate::live::{release, Live};
 use crate::shards::{self, ShardPlan};
 use crate::supervisor::Supervisor;
 use crate::wire;
@@ -139,16 +139,164 @@ fn native_records(
     Some(Ok(records))
 }
 
-/// One bulk attempt (blocking): the call for `bulk_groups` over `scope`, on the
-/// connection of the lane that comes with `permit`.
-fn bulk_attempt(
-    sup: &Arc<Supervisor>,
+/// One bulk attempt: the call for `bulk_groups` over `scope`, on the connection of the
+/// lane that comes with `permit`. Awaited over the native client when the lane's
+/// connection and its native client are open (a tick's usual case: no thread is woken
+/// for it); otherwise, or when the native client cannot answer, made on a blocking
+/// thread ([`bulk_attempt_blocking`]).
+async fn bulk_attempt(
+    sup: Arc<Supervisor>,
     permit: tokio::sync::OwnedSemaphorePermit,
+    groups: StatsGroups,
+    bulk_groups: StatsGroups,
+    scope: Scope,
+) -> Result<BulkReply, HypervisorError> {
+    let lease = Lease::new(&sup.lanes, permit);
+    let stats_bits = (bulk_groups | StatsGroups::STATE).0;
+    let live = sup.current().and_then(|primary| {
+        let live = lease.live_if_open(&primary);
+        release(primary);
+        live
+    });
+    if let Some(live) = live {
+        match native_records_async(&sup, &live, stats_bits, &scope).await {
+            Some(Ok(records)) => {
+                return reply_awaited(&sup, live, lease, groups, records).await;
+            }
+            Some(Err(e)) => {
+                release(live);
+                return Err(e);
+            }
+            None => release(live),
+        }
+    }
+    let outcome = tokio::task::spawn_blocking(move || {
+        bulk_attempt_blocking(&sup, lease, groups, bulk_groups, &scope)
+    })
+    .await;
+    outcome.unwrap_or_else(|_| {
+        Err(HypervisorError::Call {
+            call: BULK_CALL,
+            message: "worker failed".to_string(),
+        })
+    })
+}
+
+/// The records of `scope` over the connection's native client, awaited; `None` when
+/// it is not open right now or failed (the blocking path then tries it or the library
+/// answers); an error only when the daemon did not answer in time. No library handle
+/// is looked up here.
+async fn native_records_async(
+    sup: &Supervisor,
+    live: &Live,
+    stats: u32,
+    scope: &Scope,
+) -> Option<Result<Vec<ffi::RawRecord>, HypervisorError>> {
+    let mut taken = live.wire.take_open()?;
+    let result = {
+        let client = taken.client()?;
+        let call = async {
+            match scope {
+                Scope::All => {
+                    sup.count_native_calls(1);
+                    client.domain_stats_async(&[], stats, BULK_FLAGS).await
+                }
+                Scope::Shard { index, plan } => {
+                    sup.count_native_calls(1);
+                    let mine: Vec<wire::DomainId> = client
+                        .list_active_domains_async()
+                        .await?
+                        .into_iter()
+                        .filter(|d| plan.shard_of(&d.uuid_string()) == *index)
+                        .collect();
+                    if mine.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    sup.count_native_calls(1);
+                    client.domain_stats_async(&mine, stats, BULK_FLAGS).await
+                }
+            }
+        };
+        match wire::awaited_limit(&sup.settings) {
+            Some(limit) => tokio::time::timeout(limit, call)
+                .await
+                .unwrap_or_else(|_| Err(wire::WireError::Io(std::io::ErrorKind::TimedOut.into()))),
+            None => call.await,
+        }
+    };
+    taken.settle(&sup.settings, scope.call(), result)
+}
+
+/// The reply of an awaited native call: the library handles of the domains the
+/// per-domain fallback will ask (looked up by UUID on a blocking thread, only when
+/// there are any), then as [`bulk_reply`] makes it.
+async fn reply_awaited(
+    sup: &Arc<Supervisor>,
+    live: Arc<Live>,
+    lease: Lease,
+    groups: StatsGroups,
+    mut records: Vec<ffi::RawRecord>,
+) -> Result<BulkReply, HypervisorError> {
+    if !records.iter().any(|r| needs_fallback(&r.params, groups)) {
+        return Ok(bulk_reply(records, live, lease));
+    }
+    let s = Arc::clone(sup);
+    let looked_up = tokio::task::spawn_blocking(move || {
+        for rec in &mut records {
+            if needs_fallback(&rec.params, groups) {
+                // A library call of its own (the library's reply carries the handle).
+                s.count_calls(1);
+                rec.domain = live.conn.lookup_domain_by_uuid_string(&rec.uuid).ok();
+            }
+        }
+        bulk_reply(records, live, lease)
+    })
+    .await;
+    looked_up.map_err(|_| HypervisorError::Call {
+        call: BULK_CALL,
+        message: "worker failed".to_string(),
+    })
+}
+
+/// A bulk reply from `records`: each domain's statistics, and the handles and
+/// connection the fallback needs; the connection and lease are let go of otherwise.
+fn bulk_reply(records: Vec<ffi::RawRecord>, live: Arc<Live>, lease: Lease) -> BulkReply {
+    let mut stats = Vec::with_capacity(records.len());
+    let mut pending = Vec::new();
+    for rec in records {
+        let mut d = DomainStats::new(DomainRef::new(rec.uuid, rec.name));
+        d.params = rec.params;
+        // Kept exactly for the domains `needs_fallback` names.
+        if let Some(domain) = rec.domain {
+            pending.push((stats.len(), domain));
+        }
+        stats.push(d);
+    }
+    let generation = live.generation;
+    let carry = if pending.is_empty() {
+        release(live);
+        None
+    } else {
+        Some((live, lease))
+    };
+    BulkReply {
+        generation,
+        stats,
+        carry,
+        pending,
+    }
+}
+
+/// One bulk attempt on a blocking thread: the call for `bulk_groups` over `scope`, on
+/// the connection of `lease`'s lane (opened here if needed), over the native client or
+/// the library.
+fn bulk_attempt_blocking(
+    sup: &Arc<Supervisor>,
+    lease: Lease,
     groups: StatsGroups,
     bulk_groups: StatsGroups,
     scope: &Scope,
 ) -> Result<BulkReply, HypervisorError> {
-    let lease = Lease::new(&sup.lanes, permit);
     // Taken on this blocking thread, so the connection is never dropped (closed) on a
     // runtime thread.
     let Some(primary) = sup.current() else {
@@ -187,24 +335,7 @@ fn bulk_attempt(
             });
         }
     };
-    let mut stats = Vec::with_capacity(records.len());
-    let mut pending = Vec::new();
-    for rec in records {
-        let mut d = DomainStats::new(DomainRef::new(rec.uuid, rec.name));
-        d.params = rec.params;
-        // Kept exactly for the domains `needs_fallback` names.
-        if let Some(domain) = rec.domain {
-            pending.push((stats.len(), domain));
-        }
-        stats.push(d);
-    }
-    let generation = live.generation;
-    Ok(BulkReply {
-        generation,
-        stats,
-        carry: (!pending.is_empty()).then_some((live, lease)),
-        pending,
-    })
+    Ok(bulk_reply(records, live, lease))
 }
 
 /// `domain_stats`: the hedged bulk call for `bulk_groups` (split into shards when the
@@ -289,9 +420,8 @@ async fn collect_scope(
     let deadline = start + timeout;
     let hedge_after = sup.hedging.delay(sup.settings.hedge_after);
     let call = scope.call();
-    let s = Arc::clone(sup);
-    let outcome = hedge::race(&sup.permits, hedge_after, deadline, move |permit| {
-        bulk_attempt(&s, permit, groups, bulk_groups, &scope)
+    let outcome = hedge::race(&sup.permits, hedge_after, deadline, |permit| {
+        bulk_attempt(Arc::clone(sup), permit, groups, bulk_groups, scope.clone())
     })
     .await;
     let reply = match outcome {

@@ -1,12 +1,16 @@
 //! [`WireClient`]: one read-only connection to a local libvirt daemon over its RPC
 //! protocol, without libvirt's client library: authentication (none, or polkit, which
 //! the daemon waives for root), the read-only open, the domain listing and the bulk
-//! statistics call. Blocking and one call at a time: it runs on the blocking thread
-//! that makes a bulk call, reads each reply into one reused buffer and decodes it there.
+//! statistics call. One call at a time, blocking — or, for the bulk statistics and the
+//! domain listing, awaited on the async runtime's reactor (`*_async`: the socket is
+//! switched to non-blocking for the call), so a tick's call needs no blocking thread.
+//! Each reply is read into one reused buffer and decoded there.
 
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use thiserror::Error;
 
@@ -54,9 +58,31 @@ impl From<StatsDecodeError> for WireError {
     }
 }
 
+/// Whether `msg` (a message without its length word) is the reply to call `serial` of
+/// `procedure`; other messages (keepalive, events) are skipped by the caller.
+fn is_reply_to(msg: &[u8], serial: u32, procedure: Procedure) -> Result<bool, WireError> {
+    let h = Header::decode(&mut Reader::new(msg))?;
+    Ok(h.program == PROGRAM
+        && h.kind == TYPE_REPLY
+        && h.serial == serial
+        && h.procedure == procedure as i32)
+}
+
+/// The body of a reply `msg` (without its length word), or the daemon's error.
+fn reply_body(msg: &[u8]) -> Result<&[u8], WireError> {
+    let mut r = Reader::new(msg);
+    let h = Header::decode(&mut r)?;
+    match h.status {
+        STATUS_OK => Ok(&msg[HEADER_LEN - 4..]),
+        STATUS_ERROR => Err(WireError::Remote(RemoteError::decode(&mut r)?)),
+        s => Err(WireError::Protocol(format!("reply status {s}"))),
+    }
+}
+
 /// An open, authenticated, read-only connection.
 pub struct WireClient {
-    stream: UnixStream,
+    /// Taken out while an awaited call runs; missing after one was abandoned midway.
+    stream: Option<UnixStream>,
     serial: u32,
     /// The last reply, length word excluded; reused so a tick allocates no buffer.
     buf: Vec<u8>,
@@ -74,7 +100,7 @@ impl WireClient {
         stream.set_read_timeout(timeout)?;
         stream.set_write_timeout(timeout)?;
         let mut c = Self {
-            stream,
+            stream: Some(stream),
             serial: 0,
             buf: Vec::new(),
             sort_memo: SortMemo::default(),
@@ -103,10 +129,14 @@ impl WireClient {
     ) -> Result<&[u8], WireError> {
         self.serial = self.serial.wrapping_add(1);
         let msg = protocol::call(procedure, self.serial, args);
-        self.stream.write_all(&msg)?;
+        let stream = self
+            .stream
+            .as_mut()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
+        stream.write_all(&msg)?;
         loop {
             let mut len = [0u8; 4];
-            self.stream.read_exact(&mut len)?;
+            stream.read_exact(&mut len)?;
             let len = u32::from_be_bytes(len) as usize;
             if !(HEADER_LEN..=MESSAGE_MAX).contains(&len) {
                 return Err(WireError::Protocol(format!("message length {len}")));
@@ -115,22 +145,79 @@ impl WireClient {
             // is one read (growing the buffer while reading took one per 8, 16, 32… KiB).
             // Only bytes past the previous reply's length are zeroed.
             self.buf.resize(len - 4, 0);
-            self.stream.read_exact(&mut self.buf)?;
-            let mut r = Reader::new(&self.buf);
-            let h = Header::decode(&mut r)?;
-            if h.program != PROGRAM
-                || h.kind != TYPE_REPLY
-                || h.serial != self.serial
-                || h.procedure != procedure as i32
-            {
-                continue;
+            stream.read_exact(&mut self.buf)?;
+            if is_reply_to(&self.buf, self.serial, procedure)? {
+                return reply_body(&self.buf);
             }
-            return match h.status {
-                STATUS_OK => Ok(&self.buf[HEADER_LEN - 4..]),
-                STATUS_ERROR => Err(WireError::Remote(RemoteError::decode(&mut r)?)),
-                s => Err(WireError::Protocol(format!("reply status {s}"))),
-            };
         }
+    }
+
+    /// [`call`](Self::call) awaited on the runtime's reactor: the socket is
+    /// non-blocking and registered there while the call runs. A call dropped midway
+    /// (or failed) takes the socket with it: the client is then dropped, as a reply may
+    /// still be on its way.
+    async fn call_async(
+        &mut self,
+        procedure: Procedure,
+        args: impl FnOnce(&mut protocol::Writer),
+    ) -> Result<&[u8], WireError> {
+        self.serial = self.serial.wrapping_add(1);
+        let msg = protocol::call(procedure, self.serial, args);
+        let blocking = self
+            .stream
+            .take()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
+        blocking.set_nonblocking(true)?;
+        let mut stream = tokio::net::UnixStream::from_std(blocking)?;
+        stream.write_all(&msg).await?;
+        loop {
+            let mut len = [0u8; 4];
+            stream.read_exact(&mut len).await?;
+            let len = u32::from_be_bytes(len) as usize;
+            if !(HEADER_LEN..=MESSAGE_MAX).contains(&len) {
+                return Err(WireError::Protocol(format!("message length {len}")));
+            }
+            self.buf.resize(len - 4, 0);
+            stream.read_exact(&mut self.buf).await?;
+            if is_reply_to(&self.buf, self.serial, procedure)? {
+                break;
+            }
+        }
+        let blocking = stream.into_std()?;
+        blocking.set_nonblocking(false)?;
+        self.stream = Some(blocking);
+        reply_body(&self.buf)
+    }
+
+    /// [`list_active_domains`](Self::list_active_domains), awaited (see `call_async`).
+    pub async fn list_active_domains_async(&mut self) -> Result<Vec<DomainId>, WireError> {
+        let body = self
+            .call_async(Procedure::ConnectListAllDomains, |w| {
+                encode_list_all_domains(w, LIST_DOMAINS_ACTIVE)
+            })
+            .await?;
+        Ok(decode_list_all_domains(body)?)
+    }
+
+    /// [`domain_stats`](Self::domain_stats), awaited (see `call_async`).
+    pub async fn domain_stats_async(
+        &mut self,
+        doms: &[DomainId],
+        stats: u32,
+        flags: u32,
+    ) -> Result<Vec<RawRecord>, WireError> {
+        let mut memo = std::mem::take(&mut self.sort_memo);
+        let records = match self
+            .call_async(Procedure::ConnectGetAllDomainStats, |w| {
+                encode_get_all_domain_stats(w, doms, stats, flags)
+            })
+            .await
+        {
+            Ok(body) => decode_domain_stats(body, &mut memo).map_err(WireError::from),
+            Err(e) => Err(e),
+        };
+        self.sort_memo = memo;
+        records
     }
 
     /// `virConnectListAllDomains(ACTIVE)`: the running domains.

@@ -44,6 +44,8 @@ enum State {
     Failed(Instant),
     /// The URI is not a local socket (or the setting says `library`): never.
     Off,
+    /// Taken out for an awaited call ([`WireSlot::take_open`]).
+    Busy,
 }
 
 /// A library connection's native companion.
@@ -116,11 +118,92 @@ impl WireSlot {
     }
 }
 
+/// The slot's open client, taken out for one awaited call; back in the slot once the
+/// call is [settled](TakenClient::settle). Dropped unsettled (the call was abandoned
+/// midway, a reply may still be on its way), the client is closed and the slot opens a
+/// new one when next used from a blocking thread.
+pub(crate) struct TakenClient<'a> {
+    slot: &'a WireSlot,
+    client: Option<WireClient>,
+}
+
+impl WireSlot {
+    /// Takes the client out for an awaited call, if it is open and not in use; `None`
+    /// otherwise (then a blocking thread opens it or the library answers: nothing here
+    /// may block).
+    pub(crate) fn take_open(&self) -> Option<TakenClient<'_>> {
+        let mut state = self.state.try_lock().ok()?;
+        if !matches!(*state, State::Open(_)) {
+            return None;
+        }
+        let State::Open(client) = std::mem::replace(&mut *state, State::Busy) else {
+            return None;
+        };
+        Some(TakenClient {
+            slot: self,
+            client: Some(client),
+        })
+    }
+}
+
+impl TakenClient<'_> {
+    /// The client, for the call.
+    pub(crate) fn client(&mut self) -> Option<&mut WireClient> {
+        self.client.as_mut()
+    }
+
+    /// The call's outcome, as [`WireSlot::answer`] gives it; the client goes back into
+    /// the slot unless the call failed other than by the daemon's own error.
+    pub(crate) fn settle<T>(
+        mut self,
+        settings: &LibvirtSettings,
+        call_name: &'static str,
+        result: Result<T, WireError>,
+    ) -> Option<Result<T, HypervisorError>> {
+        let client = self.client.take();
+        let mut state = self.slot.state.lock().unwrap_or_else(|e| e.into_inner());
+        match (&result, client) {
+            (Ok(_), Some(c)) => *state = State::Open(c),
+            (Err(e), client) => {
+                note_failure(settings, e);
+                *state = match (e, client) {
+                    (WireError::Remote(_), Some(c)) => State::Open(c),
+                    _ => State::Failed(Instant::now()),
+                };
+            }
+            (Ok(_), None) => *state = State::Closed,
+        }
+        drop(state);
+        match result {
+            Ok(value) => Some(Ok(value)),
+            Err(e) if e.is_timeout() => Some(Err(HypervisorError::Call {
+                call: call_name,
+                message: format!("no answer from libvirt: {e}"),
+            })),
+            Err(_) => None,
+        }
+    }
+}
+
+impl Drop for TakenClient<'_> {
+    fn drop(&mut self) {
+        if self.client.take().is_some() {
+            *self.slot.state.lock().unwrap_or_else(|e| e.into_inner()) = State::Closed;
+        }
+    }
+}
+
+/// How long an awaited call may wait for a silent daemon: as long as a blocking one
+/// (`silence_limit`), for the whole call.
+pub(crate) fn awaited_limit(settings: &LibvirtSettings) -> Option<Duration> {
+    silence_limit(settings)
+}
+
 /// Opens the client when `state` says it is closed, or failed long enough ago; an
 /// error only when a connect was tried and failed.
 fn connect_if_due(settings: &LibvirtSettings, state: &mut State) -> Result<(), WireError> {
     match state {
-        State::Off | State::Open(_) => return Ok(()),
+        State::Off | State::Open(_) | State::Busy => return Ok(()),
         State::Failed(at) if at.elapsed() < RETRY_AFTER => return Ok(()),
         State::Closed | State::Failed(_) => {}
     }
@@ -187,6 +270,22 @@ mod tests {
         Garbage,
         /// No reply at all.
         Silence,
+        /// One domain's record, `state.state` = 1 (running).
+        OneDomain,
+    }
+
+    /// The body of a statistics reply with one record: domain `vm-1`, `state.state` 1.
+    fn one_domain_body() -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u32(1);
+        w.string("vm-1");
+        w.fixed(&[7u8; 16]);
+        w.i32(1);
+        w.u32(1);
+        w.string("state.state");
+        w.i32(1);
+        w.i32(1);
+        w.into_bytes()
     }
 
     /// Reads one call: (procedure, serial).
@@ -227,6 +326,9 @@ mod tests {
                         _ => match answer {
                             Answer::Garbage => reply(&mut s, procedure, serial, &[0xff; 8]),
                             Answer::Silence => {}
+                            Answer::OneDomain => {
+                                reply(&mut s, procedure, serial, &one_domain_body())
+                            }
                         },
                     }
                 }
@@ -290,6 +392,108 @@ mod tests {
             ..LibvirtSettings::default()
         };
         assert_eq!(silence_limit(&off), None);
+    }
+
+    /// An awaited statistics call on `slot`'s client, as `stats` makes it.
+    async fn awaited(
+        slot: &WireSlot,
+        settings: &LibvirtSettings,
+    ) -> Option<Result<Vec<crate::ffi::RawRecord>, HypervisorError>> {
+        let mut taken = slot.take_open()?;
+        let result = {
+            let client = taken.client()?;
+            let call = client.domain_stats_async(&[], 0, 0);
+            match awaited_limit(settings) {
+                Some(limit) => tokio::time::timeout(limit, call)
+                    .await
+                    .unwrap_or_else(|_| Err(WireError::Io(std::io::ErrorKind::TimedOut.into()))),
+                None => call.await,
+            }
+        };
+        taken.settle(settings, "virConnectGetAllDomainStats", result)
+    }
+
+    fn is_open(slot: &WireSlot) -> bool {
+        matches!(*slot.state.lock().unwrap(), State::Open(_))
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_awaited_call_decodes_the_reply_and_gives_the_client_back() {
+        let (_dir, settings) = fake_daemon(Answer::OneDomain);
+        let slot = WireSlot::open(&settings);
+        for _ in 0..2 {
+            let records = awaited(&slot, &settings).await;
+            let records = match records {
+                Some(Ok(r)) => r,
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(records.len(), 1);
+            assert_eq!(&*records[0].name, "vm-1");
+            assert!(is_open(&slot), "back in the slot");
+        }
+        // The blocking client still works on the same socket afterwards.
+        let again = slot.call(&settings, |c| c.domain_stats(&[], 0, 0));
+        assert!(
+            matches!(again, Some(Ok(ref r)) if r.len() == 1),
+            "{again:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn while_taken_the_client_is_not_used_by_anyone_else() {
+        let (_dir, settings) = fake_daemon(Answer::OneDomain);
+        let slot = WireSlot::open(&settings);
+        let taken = slot.take_open().expect("open");
+        assert!(slot.take_open().is_none());
+        assert!(
+            slot.call(&settings, |_| Ok(())).is_none(),
+            "the library answers"
+        );
+        drop(taken);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_awaited_call_to_a_silent_daemon_times_out_and_drops_the_client() {
+        let (_dir, settings) = fake_daemon(Answer::Silence);
+        let slot = WireSlot::open(&settings);
+        let t = std::time::Instant::now();
+        match awaited(&slot, &settings).await {
+            Some(Err(HypervisorError::Call { message, .. })) => {
+                assert!(message.contains("no answer"), "{message}")
+            }
+            other => panic!("expected a timeout: {other:?}"),
+        }
+        assert!(t.elapsed() >= Duration::from_millis(900));
+        assert!(matches!(*slot.state.lock().unwrap(), State::Failed(_)));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_awaited_reply_that_does_not_decode_hands_the_calls_to_the_library() {
+        let (_dir, settings) = fake_daemon(Answer::Garbage);
+        let slot = WireSlot::open(&settings);
+        assert!(awaited(&slot, &settings).await.is_none());
+        assert!(matches!(*slot.state.lock().unwrap(), State::Failed(_)));
+        assert!(slot.take_open().is_none());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_awaited_call_abandoned_midway_closes_the_client_and_a_new_one_is_opened() {
+        let (_dir, settings) = fake_daemon(Answer::Silence);
+        let slot = WireSlot::open(&settings);
+        {
+            let mut taken = slot.take_open().expect("open");
+            let client = taken.client().expect("client");
+            let abandoned = tokio::time::timeout(
+                Duration::from_millis(50),
+                client.domain_stats_async(&[], 0, 0),
+            )
+            .await;
+            assert!(abandoned.is_err(), "still waiting when dropped");
+        }
+        assert!(matches!(*slot.state.lock().unwrap(), State::Closed));
+        // The next blocking use opens a new connection (the handshake works).
+        let _ = slot.call(&settings, |_| Ok(()));
+        assert!(is_open(&slot));
     }
 
     #[test]
