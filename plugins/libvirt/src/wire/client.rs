@@ -89,6 +89,17 @@ pub struct WireClient {
     /// How the records of earlier replies sorted: a domain's keys come in the same
     /// order tick after tick, so its record is put in order without comparing keys.
     sort_memo: SortMemo,
+    /// How many host CPU and memory counters the daemon has (asked once: libvirt wants
+    /// the exact count, which does not change while the connection lives).
+    node_counts: NodeCounts,
+}
+
+/// The exact counter counts of `virNodeGetCPUStats` and `virNodeGetMemoryStats`, once
+/// known.
+#[derive(Default)]
+struct NodeCounts {
+    cpu: Option<i32>,
+    memory: Option<i32>,
 }
 
 impl WireClient {
@@ -104,6 +115,7 @@ impl WireClient {
             serial: 0,
             buf: Vec::new(),
             sort_memo: SortMemo::default(),
+            node_counts: NodeCounts::default(),
         };
         let types = decode_auth_list(c.call(Procedure::AuthList, |_| {})?)?;
         if !types.is_empty() && !types.contains(&AUTH_NONE) {
@@ -254,31 +266,50 @@ impl WireClient {
         )?)
     }
 
-    /// `virNodeGetCPUStats` of all CPUs: the count, then the values (libvirt wants the
-    /// exact count).
+    /// `virNodeGetCPUStats` of all CPUs: the count (asked once per connection), then
+    /// the values (libvirt wants the exact count).
     pub fn node_cpu_stats(&mut self) -> Result<Vec<(String, u64)>, WireError> {
-        let (_, n) = decode_node_stats(
-            self.call(Procedure::NodeGetCpuStats, |w| encode_node_cpu_stats(w, 0))?,
-        )?;
-        if n <= 0 {
-            return Ok(Vec::new());
-        }
-        let body = self.call(Procedure::NodeGetCpuStats, |w| encode_node_cpu_stats(w, n))?;
-        Ok(decode_node_stats(body)?.0)
+        let known = self.node_counts.cpu;
+        let (stats, n) =
+            self.node_stats(Procedure::NodeGetCpuStats, known, encode_node_cpu_stats)?;
+        self.node_counts.cpu = n;
+        Ok(stats)
     }
 
     /// `virNodeGetMemoryStats` of all cells, the same way.
     pub fn node_memory_stats(&mut self) -> Result<Vec<(String, u64)>, WireError> {
-        let (_, n) = decode_node_stats(self.call(Procedure::NodeGetMemoryStats, |w| {
-            encode_node_memory_stats(w, 0)
-        })?)?;
-        if n <= 0 {
-            return Ok(Vec::new());
+        let known = self.node_counts.memory;
+        let (stats, n) = self.node_stats(
+            Procedure::NodeGetMemoryStats,
+            known,
+            encode_node_memory_stats,
+        )?;
+        self.node_counts.memory = n;
+        Ok(stats)
+    }
+
+    /// One of the node counter calls: with the `known` count straight away (asked
+    /// again if the daemon refuses it), else the count first. Returns the counters and
+    /// the count to remember (`None`: there are none).
+    fn node_stats(
+        &mut self,
+        procedure: Procedure,
+        known: Option<i32>,
+        encode: fn(&mut protocol::Writer, i32),
+    ) -> Result<(Vec<(String, u64)>, Option<i32>), WireError> {
+        if let Some(n) = known {
+            match self.call(procedure, |w| encode(w, n)) {
+                Ok(body) => return Ok((decode_node_stats(body)?.0, Some(n))),
+                Err(WireError::Remote(_)) => {} // the count changed: ask it again
+                Err(e) => return Err(e),
+            }
         }
-        let body = self.call(Procedure::NodeGetMemoryStats, |w| {
-            encode_node_memory_stats(w, n)
-        })?;
-        Ok(decode_node_stats(body)?.0)
+        let (_, n) = decode_node_stats(self.call(procedure, |w| encode(w, 0))?)?;
+        if n <= 0 {
+            return Ok((Vec::new(), None));
+        }
+        let body = self.call(procedure, |w| encode(w, n))?;
+        Ok((decode_node_stats(body)?.0, Some(n)))
     }
 
     /// `virNodeGetFreeMemory`, in bytes.

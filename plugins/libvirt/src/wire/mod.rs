@@ -257,7 +257,7 @@ fn note_failure(settings: &LibvirtSettings, e: &WireError) {
 
 #[cfg(test)]
 mod tests {
-    use super::protocol::{Header, Writer, PROGRAM, STATUS_OK, TYPE_REPLY};
+    use super::protocol::{Header, Writer, HEADER_LEN, PROGRAM, STATUS_OK, TYPE_REPLY};
     use super::xdr::Reader;
     use super::*;
     use std::io::{Read, Write};
@@ -290,12 +290,17 @@ mod tests {
 
     /// Reads one call: (procedure, serial).
     fn read_call(s: &mut UnixStream) -> Option<(i32, u32)> {
+        read_call_args(s).map(|(procedure, serial, _)| (procedure, serial))
+    }
+
+    /// Reads one call: (procedure, serial, its arguments).
+    fn read_call_args(s: &mut UnixStream) -> Option<(i32, u32, Vec<u8>)> {
         let mut len = [0u8; 4];
         s.read_exact(&mut len).ok()?;
         let mut body = vec![0u8; u32::from_be_bytes(len) as usize - 4];
         s.read_exact(&mut body).ok()?;
         let h = Header::decode(&mut Reader::new(&body)).ok()?;
-        Some((h.procedure, h.serial))
+        Some((h.procedure, h.serial, body.split_off(HEADER_LEN - 4)))
     }
 
     fn reply(s: &mut UnixStream, procedure: i32, serial: u32, body: &[u8]) {
@@ -494,6 +499,66 @@ mod tests {
         // The next blocking use opens a new connection (the handshake works).
         let _ = slot.call(&settings, |_| Ok(()));
         assert!(is_open(&slot));
+    }
+
+    #[test]
+    fn the_host_counter_counts_are_asked_once_per_connection() {
+        use std::sync::atomic::AtomicUsize;
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("libvirt-sock");
+        let listener = UnixListener::bind(&path).expect("bind");
+        let count_asked = Arc::new(AtomicUsize::new(0));
+        let asked = Arc::clone(&count_asked);
+        std::thread::spawn(move || {
+            for mut s in listener.incoming().flatten() {
+                while let Some((procedure, serial, args)) = read_call_args(&mut s) {
+                    match procedure {
+                        66 => reply(&mut s, procedure, serial, &[0, 0, 0, 1, 0, 0, 0, 0]),
+                        1 => reply(&mut s, procedure, serial, &[]),
+                        227 => {
+                            // cpuNum, nparams, flags: the daemon has two counters.
+                            let nparams = i32::from_be_bytes([args[4], args[5], args[6], args[7]]);
+                            let mut w = Writer::default();
+                            if nparams == 0 {
+                                asked.fetch_add(1, Ordering::SeqCst);
+                                w.u32(0);
+                            } else {
+                                w.u32(2);
+                                w.string("user");
+                                w.u32(0);
+                                w.u32(11);
+                                w.string("system");
+                                w.u32(0);
+                                w.u32(22);
+                            }
+                            w.i32(2);
+                            reply(&mut s, procedure, serial, &w.into_bytes());
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        });
+        let settings = LibvirtSettings {
+            uri: format!("qemu:///system?socket={}", path.display()),
+            ..LibvirtSettings::default()
+        };
+        let slot = WireSlot::open(&settings);
+        for _ in 0..3 {
+            let got = slot.call(&settings, |c| c.node_cpu_stats());
+            match got {
+                Some(Ok(v)) => {
+                    assert_eq!(v, [("user".to_string(), 11), ("system".to_string(), 22)])
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(
+            count_asked.load(Ordering::SeqCst),
+            1,
+            "asked once, not per call"
+        );
     }
 
     #[test]
