@@ -113,11 +113,7 @@ fn native_records(
             }
             Scope::Shard { index, plan } => {
                 sup.count_native_calls(1);
-                let mine: Vec<wire::DomainId> = client
-                    .list_active_domains()?
-                    .into_iter()
-                    .filter(|d| plan.shard_of(&d.uuid_string()) == *index)
-                    .collect();
+                let mine = shard_members(client.list_active_domains()?, *index, plan);
                 if mine.is_empty() {
                     return Ok(Vec::new());
                 }
@@ -129,14 +125,46 @@ fn native_records(
         Ok(records) => records,
         Err(e) => return Some(Err(e)),
     };
-    for rec in &mut records {
+    look_up_domains(sup, live, &mut records, keep_domain);
+    Some(Ok(records))
+}
+
+/// Of the running domains `listed`, those `plan` gives shard `index`.
+fn shard_members(
+    listed: Vec<wire::DomainId>,
+    index: usize,
+    plan: &ShardPlan,
+) -> Vec<wire::DomainId> {
+    listed
+        .into_iter()
+        .filter(|d| plan.shard_of(&d.uuid_string()) == index)
+        .collect()
+}
+
+/// Gives the records `keep_domain` names their library handle (looked up by UUID, on
+/// `live`: blocking), for the per-domain fallback; a domain that vanished meanwhile is
+/// left without.
+fn look_up_domains(
+    sup: &Supervisor,
+    live: &Live,
+    records: &mut [ffi::RawRecord],
+    keep_domain: &dyn Fn(&Params) -> bool,
+) {
+    for rec in records {
         if keep_domain(&rec.params) {
             // A library call of its own (the library's reply carries the handle).
             sup.count_calls(1);
             rec.domain = live.conn.lookup_domain_by_uuid_string(&rec.uuid).ok();
         }
     }
-    Some(Ok(records))
+}
+
+/// A blocking task that ended without an answer (it panicked).
+fn worker_failed() -> HypervisorError {
+    HypervisorError::Call {
+        call: BULK_CALL,
+        message: "worker failed".to_string(),
+    }
 }
 
 /// One bulk attempt: the call for `bulk_groups` over `scope`, on the connection of the
@@ -170,16 +198,11 @@ async fn bulk_attempt(
             None => release(live),
         }
     }
-    let outcome = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         bulk_attempt_blocking(&sup, lease, groups, bulk_groups, &scope)
     })
-    .await;
-    outcome.unwrap_or_else(|_| {
-        Err(HypervisorError::Call {
-            call: BULK_CALL,
-            message: "worker failed".to_string(),
-        })
-    })
+    .await
+    .unwrap_or_else(|_| Err(worker_failed()))
 }
 
 /// The records of `scope` over the connection's native client, awaited; `None` when
@@ -203,12 +226,8 @@ async fn native_records_async(
                 }
                 Scope::Shard { index, plan } => {
                     sup.count_native_calls(1);
-                    let mine: Vec<wire::DomainId> = client
-                        .list_active_domains_async()
-                        .await?
-                        .into_iter()
-                        .filter(|d| plan.shard_of(&d.uuid_string()) == *index)
-                        .collect();
+                    let listed = client.list_active_domains_async().await?;
+                    let mine = shard_members(listed, *index, plan);
                     if mine.is_empty() {
                         return Ok(Vec::new());
                     }
@@ -241,21 +260,12 @@ async fn reply_awaited(
         return Ok(bulk_reply(records, live, lease));
     }
     let s = Arc::clone(sup);
-    let looked_up = tokio::task::spawn_blocking(move || {
-        for rec in &mut records {
-            if needs_fallback(&rec.params, groups) {
-                // A library call of its own (the library's reply carries the handle).
-                s.count_calls(1);
-                rec.domain = live.conn.lookup_domain_by_uuid_string(&rec.uuid).ok();
-            }
-        }
+    tokio::task::spawn_blocking(move || {
+        look_up_domains(&s, &live, &mut records, &|p| needs_fallback(p, groups));
         bulk_reply(records, live, lease)
     })
-    .await;
-    looked_up.map_err(|_| HypervisorError::Call {
-        call: BULK_CALL,
-        message: "worker failed".to_string(),
-    })
+    .await
+    .map_err(|_| worker_failed())
 }
 
 /// A bulk reply from `records`: each domain's statistics, and the handles and

@@ -58,6 +58,16 @@ impl From<StatsDecodeError> for WireError {
     }
 }
 
+/// A message's length from its length word (which it includes), if plausible.
+fn message_len(word: [u8; 4]) -> Result<usize, WireError> {
+    let len = u32::from_be_bytes(word) as usize;
+    if (HEADER_LEN..=MESSAGE_MAX).contains(&len) {
+        Ok(len)
+    } else {
+        Err(WireError::Protocol(format!("message length {len}")))
+    }
+}
+
 /// Whether `msg` (a message without its length word) is the reply to call `serial` of
 /// `procedure`; other messages (keepalive, events) are skipped by the caller.
 fn is_reply_to(msg: &[u8], serial: u32, procedure: Procedure) -> Result<bool, WireError> {
@@ -147,12 +157,9 @@ impl WireClient {
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
         stream.write_all(&msg)?;
         loop {
-            let mut len = [0u8; 4];
-            stream.read_exact(&mut len)?;
-            let len = u32::from_be_bytes(len) as usize;
-            if !(HEADER_LEN..=MESSAGE_MAX).contains(&len) {
-                return Err(WireError::Protocol(format!("message length {len}")));
-            }
+            let mut word = [0u8; 4];
+            stream.read_exact(&mut word)?;
+            let len = message_len(word)?;
             // Sized first and read in one go: the reply usually arrives whole, so this
             // is one read (growing the buffer while reading took one per 8, 16, 32… KiB).
             // Only bytes past the previous reply's length are zeroed.
@@ -183,12 +190,9 @@ impl WireClient {
         let mut stream = tokio::net::UnixStream::from_std(blocking)?;
         stream.write_all(&msg).await?;
         loop {
-            let mut len = [0u8; 4];
-            stream.read_exact(&mut len).await?;
-            let len = u32::from_be_bytes(len) as usize;
-            if !(HEADER_LEN..=MESSAGE_MAX).contains(&len) {
-                return Err(WireError::Protocol(format!("message length {len}")));
-            }
+            let mut word = [0u8; 4];
+            stream.read_exact(&mut word).await?;
+            let len = message_len(word)?;
             self.buf.resize(len - 4, 0);
             stream.read_exact(&mut self.buf).await?;
             if is_reply_to(&self.buf, self.serial, procedure)? {
