@@ -104,6 +104,9 @@ pub struct WireClient {
     node_counts: NodeCounts,
 }
 
+/// Host counters as the daemon names them, with their values.
+type NodeCounters = Vec<(String, u64)>;
+
 /// The exact counter counts of `virNodeGetCPUStats` and `virNodeGetMemoryStats`, once
 /// known.
 #[derive(Default)]
@@ -272,7 +275,7 @@ impl WireClient {
 
     /// `virNodeGetCPUStats` of all CPUs: the count (asked once per connection), then
     /// the values (libvirt wants the exact count).
-    pub fn node_cpu_stats(&mut self) -> Result<Vec<(String, u64)>, WireError> {
+    pub fn node_cpu_stats(&mut self) -> Result<NodeCounters, WireError> {
         let known = self.node_counts.cpu;
         let (stats, n) =
             self.node_stats(Procedure::NodeGetCpuStats, known, encode_node_cpu_stats)?;
@@ -281,7 +284,7 @@ impl WireClient {
     }
 
     /// `virNodeGetMemoryStats` of all cells, the same way.
-    pub fn node_memory_stats(&mut self) -> Result<Vec<(String, u64)>, WireError> {
+    pub fn node_memory_stats(&mut self) -> Result<NodeCounters, WireError> {
         let known = self.node_counts.memory;
         let (stats, n) = self.node_stats(
             Procedure::NodeGetMemoryStats,
@@ -300,7 +303,7 @@ impl WireClient {
         procedure: Procedure,
         known: Option<i32>,
         encode: fn(&mut protocol::Writer, i32),
-    ) -> Result<(Vec<(String, u64)>, Option<i32>), WireError> {
+    ) -> Result<(NodeCounters, Option<i32>), WireError> {
         if let Some(n) = known {
             match self.call(procedure, |w| encode(w, n)) {
                 Ok(body) => return Ok((decode_node_stats(body)?.0, Some(n))),
