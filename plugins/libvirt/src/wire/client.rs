@@ -58,33 +58,45 @@ impl From<StatsDecodeError> for WireError {
     }
 }
 
-/// A message's length from its length word (which it includes), if plausible.
-fn message_len(word: [u8; 4]) -> Result<usize, WireError> {
+/// `buf` sized for the rest of a message whose length word (which counts itself) is
+/// `word`, if that length is plausible. Sized first so the rest is read in one go: the
+/// reply usually arrives whole, so this is one read (growing the buffer while reading
+/// took one per 8, 16, 32… KiB). Only bytes past the previous reply's length are zeroed.
+fn sized(buf: &mut Vec<u8>, word: [u8; 4]) -> Result<&mut [u8], WireError> {
     let len = u32::from_be_bytes(word) as usize;
-    if (HEADER_LEN..=MESSAGE_MAX).contains(&len) {
-        Ok(len)
-    } else {
-        Err(WireError::Protocol(format!("message length {len}")))
+    if !(HEADER_LEN..=MESSAGE_MAX).contains(&len) {
+        return Err(WireError::Protocol(format!("message length {len}")));
     }
+    buf.resize(len - 4, 0);
+    Ok(buf)
 }
 
-/// Whether `msg` (a message without its length word) is the reply to call `serial` of
-/// `procedure`; other messages (keepalive, events) are skipped by the caller.
-fn is_reply_to(msg: &[u8], serial: u32, procedure: Procedure) -> Result<bool, WireError> {
+/// The client's socket is gone: an awaited call was abandoned midway.
+fn not_connected() -> io::Error {
+    io::ErrorKind::NotConnected.into()
+}
+
+/// The status of `msg` (a message without its length word) if it is the reply to call
+/// `serial` of `procedure`; `None` for other messages (keepalive, events), which the
+/// caller skips.
+fn reply_status(msg: &[u8], serial: u32, procedure: Procedure) -> Result<Option<u32>, WireError> {
     let h = Header::decode(&mut Reader::new(msg))?;
-    Ok(h.program == PROGRAM
+    let ours = h.program == PROGRAM
         && h.kind == TYPE_REPLY
         && h.serial == serial
-        && h.procedure == procedure as i32)
+        && h.procedure == procedure as i32;
+    Ok(ours.then_some(h.status))
 }
 
-/// The body of a reply `msg` (without its length word), or the daemon's error.
-fn reply_body(msg: &[u8]) -> Result<&[u8], WireError> {
-    let mut r = Reader::new(msg);
-    let h = Header::decode(&mut r)?;
-    match h.status {
-        STATUS_OK => Ok(&msg[HEADER_LEN - 4..]),
-        STATUS_ERROR => Err(WireError::Remote(RemoteError::decode(&mut r)?)),
+/// The body of a reply `msg` (without its length word) with header status `status`, or
+/// the daemon's error.
+fn reply_body(msg: &[u8], status: u32) -> Result<&[u8], WireError> {
+    let body = msg.get(HEADER_LEN - 4..).unwrap_or_default();
+    match status {
+        STATUS_OK => Ok(body),
+        STATUS_ERROR => Err(WireError::Remote(RemoteError::decode(&mut Reader::new(
+            body,
+        ))?)),
         s => Err(WireError::Protocol(format!("reply status {s}"))),
     }
 }
@@ -145,6 +157,16 @@ impl WireClient {
         Ok(c)
     }
 
+    /// The next call's message: a new serial, `procedure` and its arguments.
+    fn next_call(
+        &mut self,
+        procedure: Procedure,
+        args: impl FnOnce(&mut protocol::Writer),
+    ) -> Vec<u8> {
+        self.serial = self.serial.wrapping_add(1);
+        protocol::call(procedure, self.serial, args)
+    }
+
     /// Sends one call and returns its reply's body. Messages that are not this call's
     /// reply (keepalive, events: this client registers none) are read and skipped.
     fn call(
@@ -152,24 +174,15 @@ impl WireClient {
         procedure: Procedure,
         args: impl FnOnce(&mut protocol::Writer),
     ) -> Result<&[u8], WireError> {
-        self.serial = self.serial.wrapping_add(1);
-        let msg = protocol::call(procedure, self.serial, args);
-        let stream = self
-            .stream
-            .as_mut()
-            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
+        let msg = self.next_call(procedure, args);
+        let stream = self.stream.as_mut().ok_or_else(not_connected)?;
         stream.write_all(&msg)?;
         loop {
             let mut word = [0u8; 4];
             stream.read_exact(&mut word)?;
-            let len = message_len(word)?;
-            // Sized first and read in one go: the reply usually arrives whole, so this
-            // is one read (growing the buffer while reading took one per 8, 16, 32… KiB).
-            // Only bytes past the previous reply's length are zeroed.
-            self.buf.resize(len - 4, 0);
-            stream.read_exact(&mut self.buf)?;
-            if is_reply_to(&self.buf, self.serial, procedure)? {
-                return reply_body(&self.buf);
+            stream.read_exact(sized(&mut self.buf, word)?)?;
+            if let Some(status) = reply_status(&self.buf, self.serial, procedure)? {
+                return reply_body(&self.buf, status);
             }
         }
     }
@@ -183,29 +196,23 @@ impl WireClient {
         procedure: Procedure,
         args: impl FnOnce(&mut protocol::Writer),
     ) -> Result<&[u8], WireError> {
-        self.serial = self.serial.wrapping_add(1);
-        let msg = protocol::call(procedure, self.serial, args);
-        let blocking = self
-            .stream
-            .take()
-            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
+        let msg = self.next_call(procedure, args);
+        let blocking = self.stream.take().ok_or_else(not_connected)?;
         blocking.set_nonblocking(true)?;
         let mut stream = tokio::net::UnixStream::from_std(blocking)?;
         stream.write_all(&msg).await?;
-        loop {
+        let status = loop {
             let mut word = [0u8; 4];
             stream.read_exact(&mut word).await?;
-            let len = message_len(word)?;
-            self.buf.resize(len - 4, 0);
-            stream.read_exact(&mut self.buf).await?;
-            if is_reply_to(&self.buf, self.serial, procedure)? {
-                break;
+            stream.read_exact(sized(&mut self.buf, word)?).await?;
+            if let Some(status) = reply_status(&self.buf, self.serial, procedure)? {
+                break status;
             }
-        }
+        };
         let blocking = stream.into_std()?;
         blocking.set_nonblocking(false)?;
         self.stream = Some(blocking);
-        reply_body(&self.buf)
+        reply_body(&self.buf, status)
     }
 
     /// [`list_active_domains`](Self::list_active_domains), awaited (see `call_async`).
