@@ -7,6 +7,8 @@
 #   bash scripts/bench.sh            every running lab guest (vadv-lab-*)
 #   bash scripts/bench.sh 3          exactly 3 of them (more: scripts/lab.sh up N first)
 #   BENCH_PHASE=20 BENCH_ROUNDS=3    seconds per phase, rounds of (idle, agent) phases
+#   BENCH_REST_AGE=70 BENCH_REST_WINDOW=30  the agent at rest: measured this many seconds
+#                                   after its start, for this many seconds
 #   BENCH_BIN=target/release/vadvisor  the binary (default: built with cargo --release)
 #   BENCH_SHARDS=1                  the agent's libvirt.bulk_shards (default: the config's, auto)
 #   BENCH_CONFIG=FILE               the pipeline file (default: config.example.yaml); e.g. an
@@ -20,6 +22,9 @@
 #      with perf installed also the agent's exact task-clock. What the agent causes
 #      = agent phase − mean of the idle phases; host cost per tick = (agent + caused
 #      libvirtd + caused QEMU) / ticks.
+#      Then, with perf, the last phase's agent at rest: BENCH_REST_AGE s after its start
+#      (its history full, start-up work over), BENCH_REST_WINDOW s of task-clock and
+#      context switches, no request served yet.
 #   2. Samples per VM per 60 s (median and fewest) and the actual period, from the REST
 #      history; the collection time (vadvisor_collector_duration_seconds of `cpu`) and the
 #      actual period (vadvisor_collector_period_seconds) as /metrics reported them in the
@@ -41,6 +46,8 @@ cd "$(dirname "$0")/.."
 
 PHASE="${BENCH_PHASE:-20}"
 ROUNDS="${BENCH_ROUNDS:-3}"
+REST_AGE="${BENCH_REST_AGE:-70}"
+REST_WINDOW="${BENCH_REST_WINDOW:-30}"
 LAB_URI="${LAB_URI:-qemu:///system}"
 REQUESTS="${BENCH_REQUESTS:-60}"
 SHARDS="${BENCH_SHARDS:-}"
@@ -94,6 +101,7 @@ runs() { curl -s "$base/metrics" | awk '/^vadvisor_collector_runs_total\{collect
 start_agent() {
 	VADVISOR_LOG=warn "$BIN" --config "$work/config.yaml" >/dev/null 2>>"$work/agent.log" &
 	agent_pid=$!
+	agent_started=$(date +%s)
 	for _ in $(seq 50); do
 		curl -sf "$base/healthz" >/dev/null 2>&1 && return 0
 		sleep 0.1
@@ -138,6 +146,23 @@ for r in $(seq "$ROUNDS"); do
 	log "round $r: agent $(cpu_ms $((a1 - a0))) ms CPU in $(((t1 - t0) / 1000000)) ms"
 	if [ "$r" -lt "$ROUNDS" ]; then stop_agent; fi
 done
+
+# ---------------------------------------------------------------- 1b. agent CPU at rest
+# The phases above are the agent's first half-minute: its history filling, the specs
+# fetched, start-up code released. At rest (REST_AGE seconds after start: the history
+# full) the last phase's agent is measured again, REST_WINDOW seconds, no request yet.
+rest_exact="" rest_cs="" rest_ticks=0
+if [ -n "$perf_ok" ]; then
+	age=$(( $(date +%s) - agent_started ))
+	if [ "$age" -lt "$REST_AGE" ]; then sleep $((REST_AGE - age)); fi
+	n0=$(runs)
+	perf stat -x, -e task-clock,context-switches -p "$agent_pid" -o "$work/perf-rest.csv" -- sleep "$REST_WINDOW" 2>/dev/null
+	n1=$(runs)
+	rest_exact=$(awk -F, '$3 == "task-clock" { printf "%.3f", $1 }' "$work/perf-rest.csv")
+	rest_cs=$(awk -F, '$3 == "context-switches" { print $1 }' "$work/perf-rest.csv")
+	rest_ticks=$(python3 -c "print(${n1:-0} - ${n0:-0})")
+	log "at rest: agent ${rest_exact} ms CPU in ${REST_WINDOW} s, ${rest_ticks} ticks"
+fi
 
 # ---------------------------------------------------------------- 3. RSS and latency
 # RSS in MiB, split into anonymous (the agent's own heap and stacks) and file-backed
@@ -281,7 +306,7 @@ EOF
 python3 - "$HZ" "$idle_d" "$idle_q" "$idle_s" "$ag_a" "$ag_d" "$ag_q" "$ag_s" "$ag_ticks" \
 	"${#guests[@]}" "$samples" "$rss_idle" "$rss_load" "$lat_metrics" "$lat_stats" "$lat_live" \
 	"$rps" "$raw" "$partial" "$partial_all" "$collection" "${SHARDS:-auto}" "$(cut -d' ' -f1-3 /proc/loadavg)" \
-	"$rss_after" "$lat_floor" "${perf_ok:+$ag_exact}" <<'EOF'
+	"$rss_after" "$lat_floor" "${perf_ok:+$ag_exact}" "$rest_exact" "$rest_cs" "$rest_ticks" "$REST_AGE" <<'EOF'
 import sys
 a = sys.argv[1:]
 hz = int(a[0])
@@ -289,7 +314,7 @@ idle_d, idle_q, idle_s, ag_a, ag_d, ag_q, ag_s = (int(x) for x in a[1:8])
 ticks, domains = float(a[8]), int(a[9])
 per_min, period, fewest = a[10].split()
 rss_idle, rss_load, lat_m, lat_s, lat_l, rps, raw, partial, partial_all, collection, shards, load = a[11:23]
-rss_after, lat_floor, exact = a[23:26]
+rss_after, lat_floor, exact, rest_exact, rest_cs, rest_ticks, rest_age = a[23:30]
 c_med, c_max, p_med, p_max = collection.split()
 ms = lambda t: t * 1000.0 / hz
 # Per second of phase, then per tick.
@@ -306,6 +331,9 @@ if exact:
     row("agent CPU, exact (perf task-clock)", f"{float(exact)/ag_s*100:.3f} % of a core ({float(exact)/ag_s*1000/tick_rate:.2f} ms per tick)")
 else:
     row("agent CPU, exact (perf task-clock)", "perf not available")
+if rest_exact and float(rest_ticks) > 0:
+    per_tick = float(rest_exact) / float(rest_ticks)
+    row(f"agent CPU at rest ({rest_age} s after start)", f"{per_tick:.3f} ms per tick, {float(rest_cs)/float(rest_ticks):.1f} context switches per tick ({rest_ticks} ticks)")
 row("libvirtd CPU caused", f"{d_caused/10:.2f} % of a core ({d_caused/tick_rate:.1f} ms per tick)")
 row(f"QEMU CPU caused ({domains} processes)", f"{q_caused/10:.2f} % of a core ({q_caused/tick_rate:.1f} ms per tick)")
 row("host cost per tick (agent+libvirtd+QEMU)", f"{(agent + d_caused + q_caused)/tick_rate:.1f} ms CPU")

@@ -8,8 +8,9 @@
 //!   trim left within the last [`WINDOW`]: a trim made in the middle of a burst (its
 //!   buffers still in use) does not hide the memory the burst leaves behind. Memory
 //!   really in use (a fuller history, more domains) only makes the trims of one window
-//!   find little to release, at the cost of a walk over malloc's arenas every
-//!   [`CHECK_EVERY`].
+//!   find little to release; [`LITTLE_IN_A_ROW`] such trims in a row make the level
+//!   they left the floor, so an agent at rest does not walk malloc's arenas every
+//!   [`CHECK_EVERY`] for the rest of the window.
 //! - **code and constants run once** (`RssFile`): loading libvirt's client runs the
 //!   start-up code of some thirty libraries, and the kernel maps every touched code page
 //!   with its cached neighbours: 24 MiB of `RssFile` on the lab, 8.5 MiB once released
@@ -43,11 +44,22 @@ pub const GROWTH_KIB: u64 = 2 * 1024;
 /// How long a level a trim left counts as the floor.
 pub const WINDOW: Duration = Duration::from_secs(300);
 
+/// A trim that hands back less than this found the growth in use.
+pub const LITTLE_KIB: u64 = 256;
+
+/// After this many trims in a row that each handed back [`LITTLE_KIB`] or less, the
+/// growth counts as memory in use (a history filling up after start, more domains):
+/// the level they left becomes the floor, so the checks at rest stop trimming (each
+/// trim walks malloc's arenas and its few released pages fault back in).
+pub const LITTLE_IN_A_ROW: u32 = 3;
+
 /// When to trim, given successive readings of one kind of resident memory (KiB).
 #[derive(Debug, Default)]
 pub struct TrimPolicy {
     /// Levels left by trims (the first reading counts as one), oldest first.
     levels: VecDeque<(Instant, u64)>,
+    /// Trims in a row that handed back little (see [`TrimPolicy::trimmed_from`]).
+    little: u32,
 }
 
 impl TrimPolicy {
@@ -74,6 +86,24 @@ impl TrimPolicy {
     /// Notes the level a trim left.
     pub fn trimmed(&mut self, now: Instant, resident_kib: u64) {
         self.levels.push_back((now, resident_kib));
+    }
+
+    /// Notes the level a trim left, from `before_kib`. The [`LITTLE_IN_A_ROW`]-th trim in
+    /// a row that handed back [`LITTLE_KIB`] or less makes its level the only one: the
+    /// memory is in use, not left over. (One or two such trims may be made in the middle
+    /// of a burst of clients, whose buffers are still in use: the level before the burst
+    /// still counts then.)
+    pub fn trimmed_from(&mut self, now: Instant, before_kib: u64, after_kib: u64) {
+        if before_kib.saturating_sub(after_kib) <= LITTLE_KIB {
+            self.little += 1;
+        } else {
+            self.little = 0;
+        }
+        if self.little >= LITTLE_IN_A_ROW {
+            self.little = 0;
+            self.levels.clear();
+        }
+        self.trimmed(now, after_kib);
     }
 }
 
@@ -119,9 +149,16 @@ pub fn status_kib(status: &str, field: &str) -> Option<u64> {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
-/// This process's resident memory: (anonymous, file-backed) KiB.
+/// This process's resident memory: (anonymous, file-backed) KiB. Read into a buffer
+/// large enough for the whole file (~1.4 KiB), so it takes one `read` rather than the
+/// eight of a buffer grown from 32 bytes.
 fn read_resident() -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    use std::io::Read;
+    let mut bytes = Vec::with_capacity(4096);
+    std::fs::File::open("/proc/self/status")
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .ok()?;
+    let status = String::from_utf8(bytes).ok()?;
     Some((
         status_kib(&status, "RssAnon:")?,
         status_kib(&status, "RssFile:")?,
@@ -155,7 +192,7 @@ pub async fn run(all_closed: Arc<Notify>, shutdown: CancellationToken) {
                 .await
                 .unwrap_or(false);
             let after = read_resident().map_or(anon, |(a, _)| a);
-            heap.trimmed(Instant::now(), after);
+            heap.trimmed_from(Instant::now(), anon, after);
             debug!(
                 before_kib = anon,
                 after_kib = after,
@@ -212,6 +249,30 @@ mod tests {
             "only 8900 and 8950 count now"
         );
         assert!(p.due(at(20 + 300 + 31 + 10), 8900 + GROWTH_KIB));
+    }
+
+    #[test]
+    fn trims_that_hand_back_little_three_times_in_a_row_raise_the_floor() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut p = TrimPolicy::default();
+        // Start-up: the history fills, and every check finds it over the first level.
+        assert!(!p.due(at(10), 3000));
+        assert!(p.due(at(20), 5200));
+        p.trimmed_from(at(20), 5200, 5150);
+        assert!(p.due(at(30), 5600));
+        // One trim that hands back much in between starts the count again.
+        p.trimmed_from(at(30), 5600, 5000);
+        assert!(p.due(at(40), 5800));
+        p.trimmed_from(at(40), 5800, 5790);
+        assert!(p.due(at(50), 6000));
+        p.trimmed_from(at(50), 6000, 5990);
+        assert!(p.due(at(60), 6100), "two in a row: 3000 is still the floor");
+        p.trimmed_from(at(60), 6100, 6100 - LITTLE_KIB);
+        // The third in a row: the memory is in use; its level is the floor now.
+        assert!(!p.due(at(70), 6200));
+        assert!(!p.due(at(80), 6100 - LITTLE_KIB + GROWTH_KIB - 1));
+        assert!(p.due(at(90), 6100 - LITTLE_KIB + GROWTH_KIB));
     }
 
     #[test]

@@ -22,6 +22,8 @@ use vadvisor_api::{
 };
 
 use crate::bulk::BulkCalls;
+use crate::deadline_join::join_with_deadlines;
+use crate::tick_timer::TickTimer;
 
 /// A polled collector instance as the scheduler runs it.
 #[derive(Clone)]
@@ -66,62 +68,72 @@ async fn run_tick(bulk: &Arc<BulkCalls>, instances: &[PolledInstance]) -> Tick {
         groups,
         Instant::now() + longest,
     );
-    let runs = instances.iter().map(|inst| {
-        let cx = &cx;
-        async move {
-            let start = Instant::now();
-            let result = tokio::time::timeout(inst.timeout, inst.collector.collect(cx)).await;
-            let took = start.elapsed();
-            match result {
-                Ok(Ok(mut collected)) => {
-                    let mut domain_errors = Vec::new();
-                    // Every collector's output carries the domain state when the tick has it.
-                    if let Some(Ok(stats)) = cx.fetched_stats() {
-                        for ds in collected.domains.iter_mut().filter(|d| d.state.is_none()) {
-                            ds.state = stats
-                                .iter()
-                                .find(|s| s.domain.uuid == ds.domain.uuid)
-                                .and_then(|s| s.state());
-                        }
-                    }
-                    for ds in &collected.domains {
-                        for e in &ds.errors {
-                            domain_errors.push((ds.domain.uuid.clone(), e.clone()));
-                        }
-                    }
-                    let batch = Batch {
-                        collector: inst.id.clone(),
-                        metrics: inst.metrics.clone(),
-                        at: cx.at,
-                        domains: collected.domains,
-                        host: collected.host,
-                    };
-                    RunOutcome {
-                        id: inst.id.clone(),
-                        batch: Some(Arc::new(batch)),
-                        error: None,
-                        took,
-                        domain_errors,
+    // One timer for every run's deadline (see `deadline_join`).
+    let started = Instant::now();
+    let runs = instances
+        .iter()
+        .map(|inst| {
+            let cx = &cx;
+            let deadline = tokio::time::Instant::now() + inst.timeout;
+            let run = async move {
+                let result = inst.collector.collect(cx).await;
+                (result, started.elapsed())
+            };
+            (deadline, run)
+        })
+        .collect();
+    let results = join_with_deadlines(runs).await;
+    let outcomes = instances
+        .iter()
+        .zip(results)
+        .map(|(inst, result)| match result {
+            Some((Ok(mut collected), took)) => {
+                let mut domain_errors = Vec::new();
+                // Every collector's output carries the domain state when the tick has it.
+                if let Some(Ok(stats)) = cx.fetched_stats() {
+                    for ds in collected.domains.iter_mut().filter(|d| d.state.is_none()) {
+                        ds.state = stats
+                            .iter()
+                            .find(|s| s.domain.uuid == ds.domain.uuid)
+                            .and_then(|s| s.state());
                     }
                 }
-                Ok(Err(e)) => RunOutcome {
+                for ds in &collected.domains {
+                    for e in &ds.errors {
+                        domain_errors.push((ds.domain.uuid.clone(), e.clone()));
+                    }
+                }
+                let batch = Batch {
+                    collector: inst.id.clone(),
+                    metrics: inst.metrics.clone(),
+                    at: cx.at,
+                    domains: collected.domains,
+                    host: collected.host,
+                };
+                RunOutcome {
                     id: inst.id.clone(),
-                    batch: None,
-                    error: Some(e.to_string()),
+                    batch: Some(Arc::new(batch)),
+                    error: None,
                     took,
-                    domain_errors: vec![],
-                },
-                Err(_) => RunOutcome {
-                    id: inst.id.clone(),
-                    batch: None,
-                    error: Some(format!("run exceeded its deadline of {:?}", inst.timeout)),
-                    took,
-                    domain_errors: vec![],
-                },
+                    domain_errors,
+                }
             }
-        }
-    });
-    let outcomes = futures::future::join_all(runs).await;
+            Some((Err(e), took)) => RunOutcome {
+                id: inst.id.clone(),
+                batch: None,
+                error: Some(e.to_string()),
+                took,
+                domain_errors: vec![],
+            },
+            None => RunOutcome {
+                id: inst.id.clone(),
+                batch: None,
+                error: Some(format!("run exceeded its deadline of {:?}", inst.timeout)),
+                took: inst.timeout,
+                domain_errors: vec![],
+            },
+        })
+        .collect();
     let stats_errors = match cx.fetched_stats() {
         Some(Ok(stats)) => stats
             .iter()
@@ -270,11 +282,12 @@ pub fn spawn(
     vec![spawner.spawn(async move {
         let mut plan = Plan::new(Instant::now(), &instances);
         let mut latch = LogLatch::default();
+        let mut timer = TickTimer::new();
         loop {
             let wake = plan.wake(Instant::now());
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep_until(wake.into()) => {}
+                _ = timer.sleep_until(wake) => {}
             }
             let due: Vec<PolledInstance> = plan
                 .take_due(wake, &instances)
@@ -651,7 +664,9 @@ mod tests {
         let out = run_tick(&BulkCalls::new(hv), &insts).await.outcomes;
         assert!(start.elapsed() < Duration::from_secs(2));
         assert!(out[0].error.as_deref().unwrap().contains("deadline"));
+        assert_eq!(out[0].took, Duration::from_millis(50), "its deadline");
         assert!(out[1].batch.is_some());
+        assert!(out[1].took < Duration::from_secs(1));
     }
 
     #[tokio::test]

@@ -2,15 +2,13 @@
 //! capacity, allocation and physical size, and errors — from libvirt's `block`
 //! statistics group. A disk without media or statistics is reported with what it has.
 
-use std::sync::Arc;
-
 use serde::Deserialize;
 use vadvisor_api::{
-    async_trait, CollectContext, CollectError, Collected, Collector, CollectorPlugin, Labels,
-    MetricDesc, Registry, Sample, StatsGroups, TypedValue, Unit,
+    async_trait, CollectContext, CollectError, Collected, Collector, CollectorPlugin, MetricDesc,
+    Registry, Sample, StatsGroups, TypedValue, Unit,
 };
 
-use crate::devices::device_labels;
+use crate::devices::{device_labels, interned_pair};
 use crate::params::{for_each_domain, push_field};
 
 const D: &[&str] = &["device"];
@@ -177,14 +175,13 @@ impl Collector for BlockCollector {
 
     async fn collect(&self, cx: &CollectContext) -> Result<Collected, CollectError> {
         for_each_domain(cx, |domain, samples| {
-            for (label, disk) in device_labels(domain, "block") {
-                let labels = Labels::from([label.clone()]);
+            for (labels, disk) in device_labels(domain, "block") {
                 for (i, suffix) in KEYS.iter().enumerate() {
                     push_field(samples, &disk, suffix, i as u16, &labels);
                 }
                 let path = disk.get("path").and_then(TypedValue::as_str);
-                let path: Arc<str> = Arc::from(path.unwrap_or(""));
-                samples.push(Sample::labelled(INFO, [label, path], 1.0));
+                let info = interned_pair(&labels[0], path.unwrap_or(""));
+                samples.push(Sample::labelled(INFO, info, 1.0));
             }
         })
         .await
@@ -194,6 +191,7 @@ impl Collector for BlockCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
     use std::time::{Duration, Instant};
     use vadvisor_api::{FakeHypervisor, Hypervisor, TypedValue};
 

@@ -4,8 +4,8 @@
 
 use serde::Deserialize;
 use vadvisor_api::{
-    async_trait, CollectContext, CollectError, Collected, Collector, CollectorPlugin, Labels,
-    MetricDesc, Registry, StatsGroups, Unit,
+    async_trait, CollectContext, CollectError, Collected, Collector, CollectorPlugin, MetricDesc,
+    Registry, StatsGroups, Unit,
 };
 
 use crate::devices::device_labels;
@@ -119,8 +119,7 @@ impl Collector for NetCollector {
 
     async fn collect(&self, cx: &CollectContext) -> Result<Collected, CollectError> {
         for_each_domain(cx, |domain, samples| {
-            for (label, interface) in device_labels(domain, "net") {
-                let labels = Labels::from([label]);
+            for (labels, interface) in device_labels(domain, "net") {
                 for (i, suffix) in KEYS.iter().enumerate() {
                     push_field(samples, &interface, suffix, i as u16, &labels);
                 }

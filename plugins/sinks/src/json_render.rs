@@ -6,13 +6,15 @@
 //! output, is kept for tests as the reference the writer must match byte for byte.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+#[cfg(test)]
+use std::sync::Arc;
+use std::sync::{Mutex, OnceLock};
 
 #[cfg(test)]
 use serde_json::{Map, Value};
 #[cfg(test)]
 use vadvisor_api::metric::JsonSegment;
-use vadvisor_api::{JsonPath, MetricDesc, Sample};
+use vadvisor_api::{JsonPath, Labels, MetricDesc, Sample};
 
 /// A value ready to be placed in JSON.
 #[derive(Clone, Debug, PartialEq)]
@@ -35,36 +37,46 @@ impl JsonScalar {
     }
 }
 
-/// One sample in its compact, placeable form.
+/// One sample in its compact, placeable form. Preparing, cloning and dropping one
+/// touches at most one reference count (its labels').
 #[derive(Clone, Debug)]
 pub struct PreparedValue {
-    pub(crate) path: Arc<JsonPath>,
-    /// Label values for the path's list segments, in order (inline: paths have at
-    /// most two lists, so preparing a value allocates nothing).
-    pub(crate) keys: Keys,
+    pub(crate) path: &'static JsonPath,
+    /// Label values for the path's list segments, in order: the sample's own labels
+    /// (shared, not copied) when they are in that order already, as they nearly
+    /// always are.
+    pub(crate) keys: Labels,
     pub(crate) value: JsonScalar,
 }
 
-/// A prepared value's list keys.
-pub type Keys = smallvec::SmallVec<[Arc<str>; 2]>;
-
-/// Converts samples to [`PreparedValue`]s, caching parsed paths.
-#[derive(Default)]
-pub struct Preparer {
-    paths: Mutex<HashMap<&'static str, Option<Arc<JsonPath>>>>,
+/// A declared JSON path, parsed once for the whole process. Declarations are
+/// `'static` text, so the parsed paths kept are bounded by the metrics the program
+/// declares, however many stores and live renders prepare values.
+fn interned_path(raw: &'static str) -> Option<&'static JsonPath> {
+    type Paths = Mutex<HashMap<&'static str, Option<&'static JsonPath>>>;
+    static PATHS: OnceLock<Paths> = OnceLock::new();
+    let mut paths = PATHS
+        .get_or_init(Paths::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    *paths.entry(raw).or_insert_with(|| {
+        JsonPath::parse(raw)
+            .ok()
+            .map(|path| &*Box::leak(Box::new(path)))
+    })
 }
+
+/// Converts samples to [`PreparedValue`]s.
+#[derive(Default)]
+pub struct Preparer;
 
 impl Preparer {
     pub fn new() -> Self {
-        Self::default()
+        Self
     }
 
-    fn path(&self, raw: &'static str) -> Option<Arc<JsonPath>> {
-        let mut paths = self.paths.lock().unwrap_or_else(|e| e.into_inner());
-        paths
-            .entry(raw)
-            .or_insert_with(|| JsonPath::parse(raw).ok().map(Arc::new))
-            .clone()
+    fn path(&self, raw: &'static str) -> Option<&'static JsonPath> {
+        interned_path(raw)
     }
 
     /// The parsed JSON paths of `metrics`, by metric index, each with where its list
@@ -105,7 +117,7 @@ impl Preparer {
 
 /// [`Preparer::plan`]'s answer: the JSON paths of each metric of one batch, each with
 /// the positions of its list labels among the metric's labels.
-pub struct PathPlan(Vec<Vec<(Arc<JsonPath>, LabelPositions)>>);
+pub struct PathPlan(Vec<Vec<(&'static JsonPath, LabelPositions)>>);
 
 /// Where a path's list labels sit among its metric's labels (paths have at most two).
 type LabelPositions = smallvec::SmallVec<[usize; 2]>;
@@ -125,20 +137,34 @@ pub fn prepare_with(
         let Some(json) = desc.json else { continue };
         let value = scalar(desc, json.unit, sample.value);
         for (path, positions) in paths {
-            let Some(keys) = positions
-                .iter()
-                .map(|&i| sample.labels.get(i).cloned())
-                .collect::<Option<Keys>>()
-            else {
+            let Some(keys) = keys_of(&sample.labels, positions) else {
                 continue;
             };
             out.push(PreparedValue {
-                path: Arc::clone(path),
+                path,
                 keys,
                 value: value.clone(),
             });
         }
     }
+}
+
+/// The labels at `positions`, in that order: `labels` itself (shared) when they are
+/// all of them in order; `None` when one is missing.
+fn keys_of(labels: &Labels, positions: &[usize]) -> Option<Labels> {
+    if positions.is_empty() {
+        return Some(Labels::NONE);
+    }
+    let in_order =
+        positions.len() == labels.len() && positions.iter().enumerate().all(|(i, &p)| i == p);
+    if in_order {
+        return Some(labels.clone());
+    }
+    positions
+        .iter()
+        .map(|&i| labels.get(i).cloned())
+        .collect::<Option<Vec<_>>>()
+        .map(Labels::from)
 }
 
 fn scalar(desc: &MetricDesc, unit: vadvisor_api::Unit, raw: f64) -> JsonScalar {

@@ -22,7 +22,10 @@
 //!   code libvirt's client and its libraries ran once, at load): handed back so that
 //!   only what the agent runs again counts as resident.
 //!
-//! The last two are not libvirt calls; they are here so that `unsafe` stays in this
+//! - a descriptor the agent owns registered with tokio's reactor (the scheduler's tick
+//!   timer).
+//!
+//! The last three are not libvirt calls; they are here so that `unsafe` stays in this
 //! module.
 //!
 //! Every function here returns owned Rust values and never panics on libvirt output.
@@ -37,6 +40,7 @@ mod job;
 mod lifecycle;
 mod node;
 mod params;
+mod reactor;
 
 pub use bulk::{domain_list_stats, format_uuid, get_all_domain_stats, RawRecord};
 pub use close::{CloseCallback, CloseSignal};
@@ -53,6 +57,7 @@ pub use lifecycle::{
 };
 pub use node::{node_cpu_stats, node_memory_stats};
 pub use params::{params_from_raw, Params};
+pub use reactor::register_readable;
 
 /// This process's `/proc/self/status` value of `field` (with its colon: `"RssAnon:"`),
 /// in KiB, for the unit tests of this module.

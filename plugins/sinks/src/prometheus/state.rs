@@ -72,7 +72,9 @@ struct Cached {
 pub struct State {
     opts: StateOptions,
     batches: BTreeMap<Arc<str>, Arc<Batch>>,
-    seen: HashMap<Arc<str>, Seen>,
+    /// Looked up for every domain of every batch: hashed with Fx, not SipHash (the keys
+    /// are libvirt's domain UUIDs).
+    seen: HashMap<Arc<str>, Seen, rustc_hash::FxBuildHasher>,
     events: EventCounts,
     /// Bumped by every change of `batches` or `events`.
     generation: u64,
@@ -88,7 +90,7 @@ impl State {
         Self {
             opts,
             batches: BTreeMap::new(),
-            seen: HashMap::new(),
+            seen: HashMap::default(),
             events: EventCounts::default(),
             generation: 0,
             cache: [None, None],

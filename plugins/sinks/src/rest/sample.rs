@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use vadvisor_api::{DomainState, MetricDesc};
+use vadvisor_api::{DomainState, Labels, MetricDesc};
 
 use vadvisor_api::metric::JsonSegment;
 
@@ -32,6 +32,12 @@ pub struct Part {
 /// label kept from tick to tick) answers without comparing bytes.
 pub fn same_str(a: &Arc<str>, b: &Arc<str>) -> bool {
     Arc::ptr_eq(a, b) || a == b
+}
+
+/// Whether two label lists are equal: one shared list, or equal strings in order.
+fn same_labels(a: &Labels, b: &Labels) -> bool {
+    std::ptr::eq(a.as_slice(), b.as_slice())
+        || (a.len() == b.len() && a.iter().zip(b.iter()).all(|(k, l)| same_str(k, l)))
 }
 
 /// The top-level JSON keys of a collector's metrics.
@@ -245,9 +251,8 @@ impl Template {
                 same_str(&a.collector, &b.collector)
                     && a.values.len() == b.values.len()
                     && a.values.iter().zip(b.values.iter()).all(|(x, y)| {
-                        Arc::ptr_eq(&x.path, &y.path)
-                            && x.keys.len() == y.keys.len()
-                            && x.keys.iter().zip(&y.keys).all(|(k, l)| same_str(k, l))
+                        std::ptr::eq(x.path, y.path)
+                            && same_labels(&x.keys, &y.keys)
                             && match (&x.value, &y.value) {
                                 (JsonScalar::Int(_), JsonScalar::Int(_))
                                 | (JsonScalar::Float(_), JsonScalar::Float(_)) => true,

@@ -17,6 +17,8 @@
 //! off the request path; with no reader nothing is prepared.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+
+use rustc_hash::FxBuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, SystemTime};
@@ -76,6 +78,10 @@ impl StoredSample {
     }
 }
 
+/// Every domain's history by UUID. Looked up for every batch of every tick: hashed
+/// with Fx, not SipHash (the keys are libvirt's domain UUIDs).
+type Domains = HashMap<Arc<str>, DomainHistory, FxBuildHasher>;
+
 struct DomainHistory {
     name: Arc<str>,
     samples: VecDeque<StoredSample>,
@@ -97,7 +103,7 @@ pub struct StoreFootprint {
 }
 
 pub struct HistoryStore {
-    domains: RwLock<HashMap<Arc<str>, DomainHistory>>,
+    domains: RwLock<Domains>,
     retention: Duration,
     max_samples: usize,
     preparer: Preparer,
@@ -132,7 +138,7 @@ struct CollectorPlan {
 impl HistoryStore {
     pub fn new(retention: Duration, max_samples: usize) -> Self {
         Self {
-            domains: RwLock::new(HashMap::new()),
+            domains: RwLock::new(Domains::default()),
             retention,
             max_samples,
             preparer: Preparer::new(),
@@ -227,12 +233,7 @@ impl HistoryStore {
     }
 
     /// One batch into the history, under the write lock.
-    fn ingest_locked(
-        &self,
-        domains: &mut HashMap<Arc<str>, DomainHistory>,
-        batch: &Batch,
-        plan: CollectorPlan,
-    ) {
+    fn ingest_locked(&self, domains: &mut Domains, batch: &Batch, plan: CollectorPlan) {
         let CollectorPlan {
             paths: plan,
             sections,
@@ -354,11 +355,7 @@ impl HistoryStore {
     }
 
     /// Drops samples older than the retention; returns whether anything was dropped.
-    fn expire(
-        domains: &mut HashMap<Arc<str>, DomainHistory>,
-        retention: Duration,
-        now: SystemTime,
-    ) -> bool {
+    fn expire(domains: &mut Domains, retention: Duration, now: SystemTime) -> bool {
         let cutoff = now.checked_sub(retention).unwrap_or(SystemTime::UNIX_EPOCH);
         let mut dropped = false;
         domains.retain(|_, h| {
@@ -512,10 +509,7 @@ impl HistoryStore {
 
 /// A domain by UUID in any spelling `/specs/` accepts (upper case, no dashes, braces,
 /// `urn:uuid:`), else by name.
-fn find<'a>(
-    domains: &'a HashMap<Arc<str>, DomainHistory>,
-    id: &str,
-) -> Option<(&'a Arc<str>, &'a DomainHistory)> {
+fn find<'a>(domains: &'a Domains, id: &str) -> Option<(&'a Arc<str>, &'a DomainHistory)> {
     domains
         .get_key_value(id)
         .or_else(|| {
