@@ -124,6 +124,13 @@ impl DomainStats {
         }
     }
 
+    /// The parameters of every device of `group` (`block.0.*`, `block.1.*`, …) by index,
+    /// sorted by index: [`DomainStats::indices`] and [`DomainStats::device`] for each,
+    /// in one pass over the group's keys.
+    pub fn devices(&self, group: &str) -> Vec<(u32, Section<'_>)> {
+        self.params.indexed_sections(group)
+    }
+
     /// [`DomainStats::get_indexed`] as a number.
     pub fn f64_indexed(&self, group: &str, n: u32, field: &str) -> Option<f64> {
         self.get_indexed(group, n, field)

@@ -314,6 +314,71 @@ impl Params {
     }
 }
 
+impl Params {
+    /// The sections `<group>.N.` of every index `N` (a domain's disks, `block.0.` …),
+    /// sorted by `N`, in one pass over the group's keys: the keys of one index are
+    /// adjacent in key order (`block.1.` < `block.10.` < `block.2.`), so each run of
+    /// them is one section. Keys without a decimal index (`block.count`) are skipped.
+    pub fn indexed_sections(&self, group: &str) -> Vec<(u32, Section<'_>)> {
+        let from = if group.len() <= PREFIX_BYTES {
+            let p = key_prefix(group.as_bytes());
+            self.entries.partition_point(|e| e.prefix < p)
+        } else {
+            self.entries.partition_point(|e| self.key_of(e) < group)
+        };
+        let mut out: Vec<(u32, Section<'_>)> = Vec::new();
+        // The run being gathered: its index, where it starts and its prefix's length.
+        let mut run: Option<(u32, usize, usize)> = None;
+        let rest = &self.entries[from..];
+        let mut end = rest.len();
+        for (i, e) in rest.iter().enumerate() {
+            let key = self.key_of(e).as_bytes();
+            let Some(after) = key.strip_prefix(group.as_bytes()) else {
+                end = i;
+                break;
+            };
+            let Some(after) = after.strip_prefix(b".") else {
+                // `blocked.x` sorts among `block.` keys' neighbours but is not one.
+                if let Some((n, start, skip)) = run.take() {
+                    out.push((n, self.section_of(&rest[start..i], skip)));
+                }
+                continue;
+            };
+            let digits = after.iter().take_while(|b| b.is_ascii_digit()).count();
+            let index = (digits > 0 && after.get(digits) == Some(&b'.'))
+                .then(|| {
+                    std::str::from_utf8(&after[..digits])
+                        .ok()?
+                        .parse::<u32>()
+                        .ok()
+                })
+                .flatten();
+            match (run, index) {
+                (Some((n, _, _)), Some(m)) if n == m => {}
+                _ => {
+                    if let Some((n, start, skip)) = run.take() {
+                        out.push((n, self.section_of(&rest[start..i], skip)));
+                    }
+                    run = index.map(|m| (m, i, group.len() + 1 + digits + 1));
+                }
+            }
+        }
+        if let Some((n, start, skip)) = run {
+            out.push((n, self.section_of(&rest[start..end], skip)));
+        }
+        out.sort_by_key(|(n, _)| *n);
+        out
+    }
+
+    fn section_of<'a>(&'a self, entries: &'a [Entry], skip: usize) -> Section<'a> {
+        Section {
+            keys: &self.keys,
+            entries,
+            skip,
+        }
+    }
+}
+
 impl<'a> Section<'a> {
     /// A section without parameters.
     pub const EMPTY: Section<'static> = Section {
@@ -573,6 +638,48 @@ mod tests {
     }
 
     proptest! {
+        /// Every index's section, in one pass, is what a key-by-key reading finds.
+        #[test]
+        fn indexed_sections_match_a_key_by_key_reading(
+            keys in proptest::collection::vec(
+                proptest::collection::vec(
+                    prop_oneof![
+                        Just("block."), Just("blocked."), Just("block"), Just("0."),
+                        Just("10."), Just("2."), Just("1"), Just("rd"), Just(".bytes"),
+                        Just("count"), Just("x"),
+                    ],
+                    1..5,
+                ).prop_map(|parts| parts.concat()),
+                0..40,
+            ),
+        ) {
+            let mut params = Params::new();
+            for k in &keys {
+                params.insert(k, TypedValue::UInt(k.len() as u32));
+            }
+            // The oracle: `block.<digits>.<rest>` keys grouped by index.
+            let mut expected: BTreeMap<u32, BTreeMap<String, u32>> = BTreeMap::new();
+            for k in &keys {
+                let Some(after) = k.strip_prefix("block.") else { continue };
+                let Some((n, rest)) = after.split_once('.') else { continue };
+                if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+                    continue;
+                }
+                let Ok(n) = n.parse::<u32>() else { continue };
+                expected.entry(n).or_default().insert(rest.to_string(), k.len() as u32);
+            }
+            let got = params.indexed_sections("block");
+            let indices: Vec<u32> = got.iter().map(|(n, _)| *n).collect();
+            prop_assert_eq!(indices, expected.keys().copied().collect::<Vec<_>>());
+            for (n, section) in &got {
+                let fields = &expected[n];
+                prop_assert_eq!(section.len(), fields.len());
+                for (rest, len) in fields {
+                    prop_assert_eq!(section.get(rest), Some(&TypedValue::UInt(*len)));
+                }
+            }
+        }
+
         #[test]
         fn order_and_lookups_match_a_btree_map(
             pairs in proptest::collection::vec((key(), 0i32..100), 0..40),

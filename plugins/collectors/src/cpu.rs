@@ -124,8 +124,7 @@ impl Collector for CpuCollector {
             push(s, domain, "vcpu.maximum", VCPUS_MAXIMUM, none);
             if self.options.per_vcpu {
                 // Indices come from the keys present, so gaps (hot-unplugged vCPUs) are fine.
-                for n in domain.indices("vcpu") {
-                    let vcpu = domain.device("vcpu", n);
+                for (n, vcpu) in domain.devices("vcpu") {
                     let labels = index_labels(n);
                     for (field, metric) in [
                         ("time", VCPU_TIME),

@@ -11,8 +11,7 @@ use vadvisor_api::{DomainStats, Labels, Section, TypedValue};
 /// `labels` is the one-label set `[device label]`.
 pub(crate) fn device_labels<'a>(stats: &'a DomainStats, group: &str) -> Vec<(Labels, Section<'a>)> {
     let mut out: Vec<(Labels, Section<'a>)> = Vec::new();
-    for n in stats.indices(group) {
-        let device = stats.device(group, n);
+    for (n, device) in stats.devices(group) {
         let name = device.get("name").and_then(TypedValue::as_str);
         // A handful of devices per domain: a linear scan beats hashing.
         let taken = |l: &str| out.iter().any(|(o, _)| &*o[0] == l);
