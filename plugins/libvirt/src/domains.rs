@@ -14,6 +14,15 @@
 //!   or an identifier that cannot name one is `NoDomain`; a weird identifier never reaches
 //!   libvirt in a form it rejects, and only a real connection failure drops the
 //!   connection.
+//!
+//!   By UUID, the XML is first asked over the connection's native client, with no
+//!   lookup call (the daemon finds the domain by the UUID the call carries): awaited
+//!   ([`native_xml`]) when the client is open and free, else from the blocking body.
+//!   Anything the native client cannot answer (a name, a domain the daemon does not
+//!   know: the library then tries the name too, the client closed or failed) goes
+//!   through the library as above. The specs collector's full refresh reads every
+//!   domain's XML every minute: through the library that was two round trips and a
+//!   blocking thread per domain, and libvirt's event thread woken for each.
 
 use vadvisor_api::{
     normalize_uuid, DomainEntry, DomainRef, DomainState, HypervisorError, Params, TypedValue,
@@ -26,8 +35,9 @@ use virt::sys;
 use crate::calls::Progress;
 use crate::errors::is_connection_error;
 use crate::ffi;
-use crate::live::Live;
+use crate::live::{release, Live};
 use crate::supervisor::Supervisor;
+use crate::wire;
 
 pub(crate) const LIST_CALL: &str = "virConnectGetAllDomainStats";
 pub(crate) const LIST_QUEUED: &str = "virConnectGetAllDomainStats (queued behind other calls)";
@@ -172,6 +182,19 @@ pub(crate) fn xml(
             c.lookup_domain_by_name(id)
         })
     };
+    if let Some(dom) = normalize_uuid(id)
+        .as_deref()
+        .and_then(wire::DomainId::by_uuid)
+    {
+        let native = live.wire.answer(&sup.settings, XML_CALL, |c| {
+            sup.count_native_calls(1);
+            progress.set(XML_CALL);
+            c.domain_xml(&dom, 0)
+        });
+        if let Some(answer) = native {
+            return answer;
+        }
+    }
     let dom = match normalize_uuid(id) {
         Some(uuid) => match lookup(sup, live, progress, BY_UUID_CALL, id, |c| {
             c.lookup_domain_by_uuid_string(&uuid)
@@ -187,6 +210,39 @@ pub(crate) fn xml(
     progress.set(XML_CALL);
     dom.xml_desc(0)
         .map_err(|e| fail(sup, live, XML_CALL, &e, id))
+}
+
+/// [`xml`] of the domain with UUID `id` over the current connection's native client,
+/// awaited on the runtime: no blocking thread, no lookup call; while another awaited
+/// call has the client (a full refresh asks several at once), after it. `None` when the
+/// blocking path must answer: `id` is not a UUID, the client is not open or a blocking
+/// call has it, or it failed
+/// other than by a timeout (the daemon's own error, e.g. an unknown domain, included:
+/// the library also tries `id` as a name).
+pub(crate) async fn native_xml(
+    sup: &Supervisor,
+    id: &str,
+) -> Option<Result<String, HypervisorError>> {
+    let dom = wire::DomainId::by_uuid(&normalize_uuid(id)?)?;
+    let live = sup.current()?;
+    let answer = async {
+        let mut taken = live.wire.take_open_waiting().await?;
+        let result = {
+            let client = taken.client()?;
+            sup.count_native_calls(1);
+            let call = client.domain_xml_async(&dom, 0);
+            match wire::awaited_limit(&sup.settings) {
+                Some(limit) => tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+                    Err(wire::WireError::Io(std::io::ErrorKind::TimedOut.into()))
+                }),
+                None => call.await,
+            }
+        };
+        taken.settle(&sup.settings, XML_CALL, result)
+    }
+    .await;
+    release(live);
+    answer
 }
 
 #[cfg(test)]

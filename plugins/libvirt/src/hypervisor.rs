@@ -136,6 +136,9 @@ impl Hypervisor for LibvirtHypervisor {
         if let Some(err) = domains::reject_early(uuid_or_name) {
             return Err(err);
         }
+        if let Some(answer) = domains::native_xml(&self.sup, uuid_or_name).await {
+            return answer;
+        }
         let id = uuid_or_name.to_string();
         self.sup
             .bounded(None, domains::XML_QUEUED, move |sup, live, progress| {

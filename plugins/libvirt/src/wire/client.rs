@@ -16,11 +16,12 @@ use thiserror::Error;
 
 use super::endpoint::Endpoint;
 use super::protocol::{
-    self, decode_auth_list, decode_auth_polkit, decode_domain_stats, decode_free_memory,
-    decode_list_all_domains, decode_node_info, decode_node_stats, encode_get_all_domain_stats,
-    encode_list_all_domains, encode_node_cpu_stats, encode_node_memory_stats, encode_open,
-    DomainId, Header, Procedure, RemoteError, StatsDecodeError, AUTH_NONE, AUTH_POLKIT, CONNECT_RO,
-    HEADER_LEN, LIST_DOMAINS_ACTIVE, MESSAGE_MAX, PROGRAM, STATUS_ERROR, STATUS_OK, TYPE_REPLY,
+    self, decode_auth_list, decode_auth_polkit, decode_domain_get_xml_desc, decode_domain_stats,
+    decode_free_memory, decode_list_all_domains, decode_node_info, decode_node_stats,
+    encode_domain_get_xml_desc, encode_get_all_domain_stats, encode_list_all_domains,
+    encode_node_cpu_stats, encode_node_memory_stats, encode_open, DomainId, Header, Procedure,
+    RemoteError, StatsDecodeError, AUTH_NONE, AUTH_POLKIT, CONNECT_RO, HEADER_LEN,
+    LIST_DOMAINS_ACTIVE, MESSAGE_MAX, PROGRAM, STATUS_ERROR, STATUS_OK, TYPE_REPLY,
 };
 use super::xdr::{Reader, XdrError};
 use crate::ffi::RawRecord;
@@ -223,6 +224,28 @@ impl WireClient {
             })
             .await?;
         Ok(decode_list_all_domains(body)?)
+    }
+
+    /// `virDomainGetXMLDesc(dom, flags)`, awaited (see `call_async`).
+    pub async fn domain_xml_async(
+        &mut self,
+        dom: &DomainId,
+        flags: u32,
+    ) -> Result<String, WireError> {
+        let body = self
+            .call_async(Procedure::DomainGetXmlDesc, |w| {
+                encode_domain_get_xml_desc(w, dom, flags)
+            })
+            .await?;
+        Ok(decode_domain_get_xml_desc(body)?)
+    }
+
+    /// `virDomainGetXMLDesc(dom, flags)`.
+    pub fn domain_xml(&mut self, dom: &DomainId, flags: u32) -> Result<String, WireError> {
+        let body = self.call(Procedure::DomainGetXmlDesc, |w| {
+            encode_domain_get_xml_desc(w, dom, flags)
+        })?;
+        Ok(decode_domain_get_xml_desc(body)?)
     }
 
     /// [`domain_stats`](Self::domain_stats), awaited (see `call_async`).

@@ -51,6 +51,8 @@ enum State {
 /// A library connection's native companion.
 pub(crate) struct WireSlot {
     state: Mutex<State>,
+    /// Told when a taken client is given back (or dropped).
+    given_back: tokio::sync::Notify,
 }
 
 impl WireSlot {
@@ -65,6 +67,7 @@ impl WireSlot {
         let _ = connect_if_due(settings, &mut state);
         Self {
             state: Mutex::new(state),
+            given_back: tokio::sync::Notify::new(),
         }
     }
 
@@ -146,6 +149,29 @@ impl WireSlot {
     }
 }
 
+impl WireSlot {
+    /// [`WireSlot::take_open`], waiting while another awaited call has the client (for
+    /// calls that come in a row, like a full refresh's XML: one after the other on the
+    /// client rather than the rest through the library). `None` when the client is not
+    /// open, or a blocking call holds it.
+    pub(crate) async fn take_open_waiting(&self) -> Option<TakenClient<'_>> {
+        loop {
+            let given_back = self.given_back.notified();
+            tokio::pin!(given_back);
+            // Registered before the state is read: a give-back in between still wakes it.
+            given_back.as_mut().enable();
+            if let Some(taken) = self.take_open() {
+                return Some(taken);
+            }
+            let busy = matches!(self.state.try_lock().as_deref(), Ok(State::Busy));
+            if !busy {
+                return None;
+            }
+            given_back.await;
+        }
+    }
+}
+
 impl TakenClient<'_> {
     /// The client, for the call.
     pub(crate) fn client(&mut self) -> Option<&mut WireClient> {
@@ -174,6 +200,7 @@ impl TakenClient<'_> {
             (Ok(_), None) => *state = State::Closed,
         }
         drop(state);
+        self.slot.given_back.notify_waiters();
         match result {
             Ok(value) => Some(Ok(value)),
             Err(e) if e.is_timeout() => Some(Err(HypervisorError::Call {
@@ -189,6 +216,7 @@ impl Drop for TakenClient<'_> {
     fn drop(&mut self) {
         if self.client.take().is_some() {
             *self.slot.state.lock().unwrap_or_else(|e| e.into_inner()) = State::Closed;
+            self.slot.given_back.notify_waiters();
         }
     }
 }
@@ -272,6 +300,24 @@ mod tests {
         Silence,
         /// One domain's record, `state.state` = 1 (running).
         OneDomain,
+        /// To `virDomainGetXMLDesc`: `<domain><uuid>HEX</uuid></domain>`, HEX the 16
+        /// bytes of the UUID the call named.
+        Xml,
+    }
+
+    /// The XML the fake daemon answers for the domain whose call arguments are `args`.
+    fn xml_for(args: &[u8]) -> Vec<u8> {
+        let mut r = Reader::new(args);
+        let _name = r.bytes().expect("name");
+        let uuid: String = r
+            .fixed::<16>()
+            .expect("uuid")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let mut w = Writer::default();
+        w.string(&format!("<domain><uuid>{uuid}</uuid></domain>"));
+        w.into_bytes()
     }
 
     /// The body of a statistics reply with one record: domain `vm-1`, `state.state` 1.
@@ -324,7 +370,7 @@ mod tests {
         let listener = UnixListener::bind(&path).expect("bind");
         std::thread::spawn(move || {
             for mut s in listener.incoming().flatten() {
-                while let Some((procedure, serial)) = read_call(&mut s) {
+                while let Some((procedure, serial, args)) = read_call_args(&mut s) {
                     match procedure {
                         66 => reply(&mut s, procedure, serial, &[0, 0, 0, 1, 0, 0, 0, 0]),
                         1 => reply(&mut s, procedure, serial, &[]),
@@ -334,6 +380,7 @@ mod tests {
                             Answer::OneDomain => {
                                 reply(&mut s, procedure, serial, &one_domain_body())
                             }
+                            Answer::Xml => reply(&mut s, procedure, serial, &xml_for(&args)),
                         },
                     }
                 }
@@ -442,6 +489,57 @@ mod tests {
             matches!(again, Some(Ok(ref r)) if r.len() == 1),
             "{again:?}"
         );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_domain_s_xml_is_asked_by_its_uuid_awaited_and_blocking() {
+        let (_dir, settings) = fake_daemon(Answer::Xml);
+        let slot = WireSlot::open(&settings);
+        let dom = DomainId::by_uuid("5ad0a0b0-0000-4000-8000-00000000000c").expect("a UUID");
+        let want = "<domain><uuid>5ad0a0b000004000800000000000000c</uuid></domain>";
+        let mut taken = slot.take_open().expect("open");
+        let got = taken
+            .client()
+            .expect("client")
+            .domain_xml_async(&dom, 0)
+            .await;
+        let got = taken.settle(&settings, "virDomainGetXMLDesc", got);
+        assert!(matches!(got, Some(Ok(ref x)) if x == want), "{got:?}");
+        let blocking = slot.call(&settings, |c| c.domain_xml(&dom, 0));
+        assert!(
+            matches!(blocking, Some(Ok(ref x)) if x == want),
+            "{blocking:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_caller_waiting_for_the_client_gets_it_when_it_is_given_back() {
+        let (_dir, settings) = fake_daemon(Answer::OneDomain);
+        let slot = WireSlot::open(&settings);
+        let taken = slot.take_open().expect("open");
+        let waiting = slot.take_open_waiting();
+        tokio::pin!(waiting);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), &mut waiting)
+                .await
+                .is_err(),
+            "it waits while another call has the client"
+        );
+        assert!(matches!(
+            taken.settle(&settings, "test", Ok::<(), WireError>(())),
+            Some(Ok(()))
+        ));
+        let got = tokio::time::timeout(Duration::from_secs(2), waiting)
+            .await
+            .expect("woken when the client was given back");
+        let mut got = got.expect("the client");
+        assert!(got.client().is_some());
+        drop(got);
+        // Dropped unsettled: closed, so a waiter does not wait for it.
+        let closed = tokio::time::timeout(Duration::from_secs(2), slot.take_open_waiting())
+            .await
+            .expect("no wait for a closed client");
+        assert!(closed.is_none());
     }
 
     #[tokio::test(flavor = "current_thread")]

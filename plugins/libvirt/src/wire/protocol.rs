@@ -33,6 +33,7 @@ const AUTH_TYPE_LIST_MAX: usize = 20;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Procedure {
     ConnectOpen = 1,
+    DomainGetXmlDesc = 14,
     NodeGetInfo = 6,
     AuthList = 66,
     NodeGetFreeMemory = 102,
@@ -130,6 +131,25 @@ pub struct DomainId {
 }
 
 impl DomainId {
+    /// The domain with this UUID (lower-case dashed, as libvirt formats it), as a call
+    /// names it: the daemon finds a domain by UUID, so the name and id are left empty.
+    pub fn by_uuid(uuid: &str) -> Option<Self> {
+        let mut bytes = [0u8; 16];
+        let mut hex = uuid.bytes().filter(|&b| b != b'-');
+        for byte in &mut bytes {
+            let pair = [hex.next()?, hex.next()?];
+            *byte = u8::from_str_radix(std::str::from_utf8(&pair).ok()?, 16).ok()?;
+        }
+        if hex.next().is_some() {
+            return None;
+        }
+        Some(Self {
+            name: String::new(),
+            uuid: bytes,
+            id: -1,
+        })
+    }
+
     fn decode(r: &mut Reader<'_>) -> Result<Self, XdrError> {
         let name = String::from_utf8_lossy(r.bytes()?).into_owned();
         Ok(Self {
@@ -257,6 +277,17 @@ pub fn decode_free_memory(body: &[u8]) -> Result<u64, XdrError> {
     Reader::new(body).u64()
 }
 
+/// `remote_domain_get_xml_desc_args`.
+pub fn encode_domain_get_xml_desc(w: &mut Writer, dom: &DomainId, flags: u32) {
+    dom.encode(w);
+    w.u32(flags);
+}
+
+/// `remote_domain_get_xml_desc_ret`: the XML.
+pub fn decode_domain_get_xml_desc(body: &[u8]) -> Result<String, XdrError> {
+    Ok(text(Reader::new(body).bytes()?).into_owned())
+}
+
 /// `virTypedParameterType` values (`remote_typed_param_value`'s discriminant).
 const PARAM_INT: i32 = 1;
 const PARAM_UINT: i32 = 2;
@@ -338,6 +369,47 @@ pub fn decode_domain_stats(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_domain_is_named_by_its_uuid_in_any_hex_spelling() {
+        let want = [
+            0x5a, 0xd0, 0xa0, 0xb0, 0, 0, 0x40, 0, 0x80, 0, 0, 0, 0, 0, 0, 0x0c,
+        ];
+        for s in [
+            "5ad0a0b0-0000-4000-8000-00000000000c",
+            "5AD0A0B000004000800000000000000C",
+        ] {
+            let d = DomainId::by_uuid(s).expect(s);
+            assert_eq!((d.uuid, d.id, d.name.as_str()), (want, -1, ""));
+        }
+        for bad in [
+            "",
+            "5ad0a0b0",
+            "5ad0a0b0-0000-4000-8000-00000000000c0",
+            "zz",
+            "5ad0a0b0-0000-4000-8000-00000000000g",
+        ] {
+            assert!(DomainId::by_uuid(bad).is_none(), "{bad}");
+        }
+        // The XML call's arguments: the domain, then the flags.
+        let mut w = Writer::default();
+        encode_domain_get_xml_desc(
+            &mut w,
+            &DomainId::by_uuid("5ad0a0b0-0000-4000-8000-00000000000c").unwrap(),
+            2,
+        );
+        let bytes = w.into_bytes();
+        let mut r = Reader::new(&bytes);
+        assert_eq!(r.bytes().unwrap(), b"");
+        assert_eq!(r.fixed::<16>().unwrap(), want);
+        assert_eq!((r.i32().unwrap(), r.u32().unwrap()), (-1, 2));
+        let mut w = Writer::default();
+        w.string("<domain/>");
+        assert_eq!(
+            decode_domain_get_xml_desc(&w.into_bytes()).unwrap(),
+            "<domain/>"
+        );
+    }
 
     fn domain(name: &str, last: u8, id: i32) -> DomainId {
         let mut uuid = [0x5a; 16];
