@@ -334,11 +334,6 @@ mod tests {
         w.into_bytes()
     }
 
-    /// Reads one call: (procedure, serial).
-    fn read_call(s: &mut UnixStream) -> Option<(i32, u32)> {
-        read_call_args(s).map(|(procedure, serial, _)| (procedure, serial))
-    }
-
     /// Reads one call: (procedure, serial, its arguments).
     fn read_call_args(s: &mut UnixStream) -> Option<(i32, u32, Vec<u8>)> {
         let mut len = [0u8; 4];
