@@ -7,7 +7,7 @@
 #   bash scripts/bench.sh            every running lab guest (vadv-lab-*)
 #   bash scripts/bench.sh 3          exactly 3 of them (more: scripts/lab.sh up N first)
 #   BENCH_PHASE=20 BENCH_ROUNDS=3    seconds per phase, rounds of (idle, agent) phases
-#   BENCH_REST_AGE=70 BENCH_REST_WINDOW=30  the agent at rest: measured this many seconds
+#   BENCH_REST_AGE=70 BENCH_REST_WINDOW=120  the agent at rest: measured this many seconds
 #                                   after its start, for this many seconds
 #   BENCH_BIN=target/release/vadvisor  the binary (default: built with cargo --release)
 #   BENCH_SHARDS=1                  the agent's libvirt.bulk_shards (default: the config's, auto)
@@ -24,7 +24,8 @@
 #      libvirtd + caused QEMU) / ticks.
 #      Then, with perf, the last phase's agent at rest: BENCH_REST_AGE s after its start
 #      (its history full, start-up work over), BENCH_REST_WINDOW s of task-clock and
-#      context switches, no request served yet.
+#      context switches, no request served yet. The default window, 120 s, holds two of
+#      the specs collector's full refreshes (every 60 s), as any 120 s of a running agent.
 #   2. Samples per VM per 60 s (median and fewest) and the actual period, from the REST
 #      history; the collection time (vadvisor_collector_duration_seconds of `cpu`) and the
 #      actual period (vadvisor_collector_period_seconds) as /metrics reported them in the
@@ -47,7 +48,7 @@ cd "$(dirname "$0")/.."
 PHASE="${BENCH_PHASE:-20}"
 ROUNDS="${BENCH_ROUNDS:-3}"
 REST_AGE="${BENCH_REST_AGE:-70}"
-REST_WINDOW="${BENCH_REST_WINDOW:-30}"
+REST_WINDOW="${BENCH_REST_WINDOW:-120}"
 LAB_URI="${LAB_URI:-qemu:///system}"
 REQUESTS="${BENCH_REQUESTS:-60}"
 SHARDS="${BENCH_SHARDS:-}"
