@@ -213,12 +213,12 @@ pub(crate) fn xml(
 }
 
 /// [`xml`] of the domain with UUID `id` over the current connection's native client,
-/// awaited on the runtime: no blocking thread, no lookup call; while another awaited
-/// call has the client (a full refresh asks several at once), after it. `None` when the
+/// awaited on the runtime: no blocking thread, no lookup call. While another awaited
+/// call has the client (a full refresh asks several at once), it waits for it; all of
+/// it within `call_timeout`, as a library call (then `Timeout`). `None` when the
 /// blocking path must answer: `id` is not a UUID, the client is not open or a blocking
-/// call has it, or it failed
-/// other than by a timeout (the daemon's own error, e.g. an unknown domain, included:
-/// the library also tries `id` as a name).
+/// call has it, or it failed other than by a timeout (the daemon's own error, e.g. an
+/// unknown domain, included: the library also tries `id` as a name).
 pub(crate) async fn native_xml(
     sup: &Supervisor,
     id: &str,
@@ -239,8 +239,16 @@ pub(crate) async fn native_xml(
             }
         };
         taken.settle(&sup.settings, XML_CALL, result)
-    }
-    .await;
+    };
+    // The caller's deadline, as `bounded` gives a library call: a call cut off here
+    // drops its client unsettled (closed; a reply may still be on its way).
+    let timeout = sup.settings.call_timeout;
+    let answer = tokio::time::timeout(timeout, answer)
+        .await
+        .unwrap_or(Some(Err(HypervisorError::Timeout {
+            call: XML_CALL,
+            timeout,
+        })));
     release(live);
     answer
 }
