@@ -182,10 +182,8 @@ pub(crate) fn xml(
             c.lookup_domain_by_name(id)
         })
     };
-    if let Some(dom) = normalize_uuid(id)
-        .as_deref()
-        .and_then(wire::DomainId::by_uuid)
-    {
+    let uuid = normalize_uuid(id);
+    if let Some(dom) = uuid.as_deref().and_then(wire::DomainId::by_uuid) {
         let native = live.wire.answer(&sup.settings, XML_CALL, |c| {
             sup.count_native_calls(1);
             progress.set(XML_CALL);
@@ -195,7 +193,7 @@ pub(crate) fn xml(
             return answer;
         }
     }
-    let dom = match normalize_uuid(id) {
+    let dom = match uuid {
         Some(uuid) => match lookup(sup, live, progress, BY_UUID_CALL, id, |c| {
             c.lookup_domain_by_uuid_string(&uuid)
         }) {
@@ -230,13 +228,7 @@ pub(crate) async fn native_xml(
         let result = {
             let client = taken.client()?;
             sup.count_native_calls(1);
-            let call = client.domain_xml_async(&dom, 0);
-            match wire::awaited_limit(&sup.settings) {
-                Some(limit) => tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
-                    Err(wire::WireError::Io(std::io::ErrorKind::TimedOut.into()))
-                }),
-                None => call.await,
-            }
+            wire::within_silence_limit(&sup.settings, client.domain_xml_async(&dom, 0)).await
         };
         taken.settle(&sup.settings, XML_CALL, result)
     };

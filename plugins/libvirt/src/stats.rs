@@ -236,12 +236,7 @@ async fn native_records_async(
                 }
             }
         };
-        match wire::awaited_limit(&sup.settings) {
-            Some(limit) => tokio::time::timeout(limit, call)
-                .await
-                .unwrap_or_else(|_| Err(wire::WireError::Io(std::io::ErrorKind::TimedOut.into()))),
-            None => call.await,
-        }
+        wire::within_silence_limit(&sup.settings, call).await
     };
     taken.settle(&sup.settings, scope.call(), result)
 }

@@ -221,10 +221,18 @@ impl Drop for TakenClient<'_> {
     }
 }
 
-/// How long an awaited call may wait for a silent daemon: as long as a blocking one
-/// (`silence_limit`), for the whole call.
-pub(crate) fn awaited_limit(settings: &LibvirtSettings) -> Option<Duration> {
-    silence_limit(settings)
+/// An awaited call, bounded as a blocking one is (`silence_limit`, for the whole call):
+/// past it, a timeout error (the call is dropped midway, so its client must be too).
+pub(crate) async fn within_silence_limit<T>(
+    settings: &LibvirtSettings,
+    call: impl std::future::Future<Output = Result<T, WireError>>,
+) -> Result<T, WireError> {
+    match silence_limit(settings) {
+        Some(limit) => tokio::time::timeout(limit, call)
+            .await
+            .unwrap_or_else(|_| Err(WireError::Io(std::io::ErrorKind::TimedOut.into()))),
+        None => call.await,
+    }
 }
 
 /// Opens the client when `state` says it is closed, or failed long enough ago; an
@@ -449,13 +457,7 @@ mod tests {
         let mut taken = slot.take_open()?;
         let result = {
             let client = taken.client()?;
-            let call = client.domain_stats_async(&[], 0, 0);
-            match awaited_limit(settings) {
-                Some(limit) => tokio::time::timeout(limit, call)
-                    .await
-                    .unwrap_or_else(|_| Err(WireError::Io(std::io::ErrorKind::TimedOut.into()))),
-                None => call.await,
-            }
+            within_silence_limit(settings, client.domain_stats_async(&[], 0, 0)).await
         };
         taken.settle(settings, "virConnectGetAllDomainStats", result)
     }
