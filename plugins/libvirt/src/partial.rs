@@ -12,46 +12,68 @@
 //!
 //! "In full" means the group's key fields are there: `cpu.time`; any `balloon.*` besides
 //! `current`/`maximum` (the guest's statistics); some `vcpu.N.time`; some
-//! `net.N.rx.bytes`; some `block.N.rd.reqs`; any `perf.*`. One pass over the keys per
-//! domain. The memory is cleared on a new connection, and a domain that leaves the reply
-//! (shut off) is forgotten, so a restarted domain starts afresh.
+//! `net.N.rx.bytes`; some `block.N.rd.reqs`; any `perf.*`. Each is looked up where it
+//! would be (devices `0..count` of the group's `count`), not found by a pass over every
+//! key: a handful of binary searches per domain on every tick. The memory is cleared on
+//! a new connection, and a domain that leaves the reply (shut off) is forgotten, so a
+//! restarted domain starts afresh.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use vadvisor_api::{DomainStats, Params, StatsGroups};
+use rustc_hash::FxBuildHasher;
+use vadvisor_api::{DomainStats, IndexedKey, Params, StatsGroups, TypedValue};
+
+/// Devices looked at by index at most (a `count` beyond it is not believed).
+const MAX_DEVICES: u64 = 4096;
 
 /// The groups `params` reports in full, as a `StatsGroups` bit set (`state` excluded).
 pub(crate) fn full_groups(params: &Params) -> u32 {
-    let mut full = 0;
-    for key in params.keys() {
-        // Split at the first dot by byte (ASCII): `split_once` costs several times more,
-        // and this runs over every key of every domain on every tick.
-        let Some(dot) = key.bytes().position(|b| b == b'.') else {
-            continue;
-        };
-        let (group, rest) = (&key[..dot], &key[dot + 1..]);
-        let bit = match group {
-            "cpu" if rest == "time" => StatsGroups::CPU_TOTAL,
-            "balloon" if rest != "current" && rest != "maximum" => StatsGroups::BALLOON,
-            "vcpu" if is_indexed(rest, "time") => StatsGroups::VCPU,
-            "net" if is_indexed(rest, "rx.bytes") => StatsGroups::INTERFACE,
-            "block" if is_indexed(rest, "rd.reqs") => StatsGroups::BLOCK,
-            "perf" => StatsGroups::PERF,
-            "dirtyrate" if rest == "calc_status" => StatsGroups::DIRTYRATE,
-            _ => continue,
-        };
-        full |= bit.0;
-    }
-    full
+    let balloon = params.section("balloon.");
+    let basic = ["current", "maximum"]
+        .into_iter()
+        .filter(|f| balloon.get(f).is_some())
+        .count();
+    [
+        (params.contains_key("cpu.time"), StatsGroups::CPU_TOTAL),
+        (balloon.len() > basic, StatsGroups::BALLOON),
+        (
+            some_device_has(params, "vcpu", "vcpu.maximum", "time"),
+            StatsGroups::VCPU,
+        ),
+        (
+            some_device_has(params, "net", "net.count", "rx.bytes"),
+            StatsGroups::INTERFACE,
+        ),
+        (
+            some_device_has(params, "block", "block.count", "rd.reqs"),
+            StatsGroups::BLOCK,
+        ),
+        (!params.section("perf.").is_empty(), StatsGroups::PERF),
+        (
+            params.contains_key("dirtyrate.calc_status"),
+            StatsGroups::DIRTYRATE,
+        ),
+    ]
+    .into_iter()
+    .filter(|(present, _)| *present)
+    .fold(0, |full, (_, group)| full | group.0)
 }
 
-/// Whether `rest` is `<N>.<field>`.
-fn is_indexed(rest: &str, field: &str) -> bool {
-    rest.bytes().position(|b| b == b'.').is_some_and(|dot| {
-        let (n, f) = (&rest[..dot], &rest[dot + 1..]);
-        f == field && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
-    })
+/// Whether some `<group>.<N>.<field>` is present: devices `0..count` by `count_key`,
+/// or, without a count, any index found in the group's keys.
+fn some_device_has(params: &Params, group: &str, count_key: &str, field: &str) -> bool {
+    match params.get(count_key).and_then(TypedValue::as_u64) {
+        Some(count) => (0..count.min(MAX_DEVICES)).any(|n| {
+            IndexedKey::new(group, n as u32, field)
+                .as_str()
+                .is_some_and(|k| params.contains_key(k))
+        }),
+        None => params
+            .indexed_sections(group)
+            .iter()
+            .any(|(_, s)| s.get(field).is_some()),
+    }
 }
 
 /// What was missing, for the error text.
@@ -82,7 +104,7 @@ pub(crate) fn message(group: StatsGroups, prefix: &str, present: bool) -> String
 #[derive(Debug, Default)]
 pub(crate) struct GroupMemory {
     generation: u64,
-    seen: HashMap<Arc<str>, u32>,
+    seen: HashMap<Arc<str>, u32, FxBuildHasher>,
 }
 
 impl GroupMemory {
@@ -103,7 +125,7 @@ impl GroupMemory {
             self.generation = generation;
             self.seen.clear();
         }
-        let mut next = HashMap::with_capacity(stats.len());
+        let mut next = HashMap::with_capacity_and_hasher(stats.len(), FxBuildHasher);
         for d in stats.iter_mut() {
             let full = full_groups(&d.params);
             let before = self.seen.get(&d.domain.uuid).copied().unwrap_or(0);
@@ -124,7 +146,8 @@ impl GroupMemory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vadvisor_api::{DomainRef, TypedValue};
+    use proptest::prelude::*;
+    use vadvisor_api::DomainRef;
 
     /// Every requested group but perf, as the agent's cpu+memory+block+net collectors ask.
     const REQUESTED: StatsGroups = StatsGroups(
@@ -199,6 +222,114 @@ mod tests {
         "block.0.path",
         "block.0.backingIndex",
     ];
+
+    /// The definition of "in full", by a pass over every key (what `full_groups` did
+    /// before it looked the key fields up where they would be).
+    fn full_groups_by_scan(params: &Params) -> u32 {
+        let indexed = |rest: &str, field: &str| {
+            rest.split_once('.').is_some_and(|(n, f)| {
+                f == field && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+            })
+        };
+        let mut full = 0;
+        for key in params.keys() {
+            let Some((group, rest)) = key.split_once('.') else {
+                continue;
+            };
+            let bit = match group {
+                "cpu" if rest == "time" => StatsGroups::CPU_TOTAL,
+                "balloon" if rest != "current" && rest != "maximum" => StatsGroups::BALLOON,
+                "vcpu" if indexed(rest, "time") => StatsGroups::VCPU,
+                "net" if indexed(rest, "rx.bytes") => StatsGroups::INTERFACE,
+                "block" if indexed(rest, "rd.reqs") => StatsGroups::BLOCK,
+                "perf" => StatsGroups::PERF,
+                "dirtyrate" if rest == "calc_status" => StatsGroups::DIRTYRATE,
+                _ => continue,
+            };
+            full |= bit.0;
+        }
+        full
+    }
+
+    /// One group's keys as libvirt spells them: `count` devices (its count key present
+    /// or not), each with some of `fields`.
+    fn device_keys(
+        group: &'static str,
+        count_key: &'static str,
+        fields: &'static [&'static str],
+    ) -> impl Strategy<Value = Vec<String>> {
+        (
+            proptest::collection::vec(proptest::collection::vec(any::<bool>(), fields.len()), 0..4),
+            any::<bool>(),
+        )
+            .prop_map(move |(devices, counted)| {
+                let mut keys = Vec::new();
+                if counted {
+                    keys.push(format!("{count_key}={}", devices.len()));
+                }
+                for (n, has) in devices.iter().enumerate() {
+                    for (f, _) in fields.iter().zip(has).filter(|(_, h)| **h) {
+                        keys.push(format!("{group}.{n}.{f}"));
+                    }
+                }
+                keys
+            })
+    }
+
+    fn any_record() -> impl Strategy<Value = Vec<String>> {
+        let single = proptest::sample::subsequence(
+            vec![
+                "cpu.time",
+                "cpu.user",
+                "balloon.current",
+                "balloon.maximum",
+                "balloon.rss",
+                "balloon.unused",
+                "perf.cmt",
+                "dirtyrate.calc_status",
+                "dirtyrate.megabytes_per_second",
+                "vcpu.current",
+                "blocked.0.rd.reqs",
+            ],
+            0..=11,
+        );
+        (
+            single,
+            device_keys("vcpu", "vcpu.maximum", &["state", "time", "wait"]),
+            device_keys("net", "net.count", &["name", "rx.bytes", "tx.bytes"]),
+            device_keys(
+                "block",
+                "block.count",
+                &["name", "path", "rd.reqs", "rd.bytes"],
+            ),
+        )
+            .prop_map(|(single, vcpu, net, block)| {
+                single
+                    .into_iter()
+                    .map(str::to_string)
+                    .chain(vcpu)
+                    .chain(net)
+                    .chain(block)
+                    .collect()
+            })
+    }
+
+    proptest::proptest! {
+        /// Looking the key fields up where they would be finds what a pass over every
+        /// key finds, in any record libvirt could send (counts present or not).
+        #[test]
+        fn looked_up_groups_match_a_pass_over_every_key(keys in any_record()) {
+            let mut params = Params::new();
+            for k in &keys {
+                let (key, value) = match k.split_once('=') {
+                    Some((key, n)) => (key, TypedValue::UInt(n.parse().unwrap())),
+                    None => (k.as_str(), TypedValue::ULLong(1)),
+                };
+                params.insert(key, value);
+            }
+            proptest::prop_assert_eq!(full_groups(&params), full_groups_by_scan(&params), "{:?}", keys);
+        }
+    }
 
     #[test]
     fn full_groups_are_recognised() {
