@@ -27,6 +27,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::tick_timer::TickTimer;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -172,12 +173,14 @@ pub async fn run(all_closed: Arc<Notify>, shutdown: CancellationToken) {
     let mut heap = TrimPolicy::default();
     let mut code = CodeReleasePolicy::default();
     let start = Instant::now();
-    let mut every = tokio::time::interval(CHECK_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // On a timer descriptor: tokio's wheel would wake the HTTP runtime two or three
+    // times on the way to each 10 s deadline (see `tick_timer`).
+    let mut timer = TickTimer::new();
+    let mut next = start;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = every.tick() => {}
+            _ = timer.sleep_until(next) => next = Instant::now() + CHECK_EVERY,
             _ = all_closed.notified() => tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(AFTER_CLIENTS) => {}

@@ -103,8 +103,13 @@ impl DomainStats {
 
     /// Domain state from the `state.state` / `state.reason` parameters.
     pub fn state(&self) -> Option<DomainState> {
-        let state = self.u64("state.state")?;
-        let reason = self.u64("state.reason").unwrap_or(0);
+        // One search for the group, then two among its two keys.
+        let group = self.params.section("state.");
+        let state = group.get("state").and_then(TypedValue::as_u64)?;
+        let reason = group
+            .get("reason")
+            .and_then(TypedValue::as_u64)
+            .unwrap_or(0);
         Some(DomainState::new(state as u32, reason as u32))
     }
 

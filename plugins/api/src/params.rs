@@ -346,12 +346,7 @@ impl Params {
             };
             let digits = after.iter().take_while(|b| b.is_ascii_digit()).count();
             let index = (digits > 0 && after.get(digits) == Some(&b'.'))
-                .then(|| {
-                    std::str::from_utf8(&after[..digits])
-                        .ok()?
-                        .parse::<u32>()
-                        .ok()
-                })
+                .then(|| decimal(&after[..digits]))
                 .flatten();
             match (run, index) {
                 (Some((n, _, _)), Some(m)) if n == m => {}
@@ -411,6 +406,15 @@ impl<'a> Section<'a> {
     }
 }
 
+/// The value of ASCII decimal `digits` (`None` when it exceeds `u32`), as `str::parse`
+/// reads them, without checking them for UTF-8 first.
+fn decimal(digits: &[u8]) -> Option<u32> {
+    digits.iter().try_fold(0u32, |n, d| {
+        n.checked_mul(10)?
+            .checked_add(u32::from(d.wrapping_sub(b'0')))
+    })
+}
+
 /// How many leading key bytes [`key_prefix`] holds.
 const PREFIX_BYTES: usize = 16;
 
@@ -418,9 +422,15 @@ const PREFIX_BYTES: usize = 16;
 /// comparing two prefixes orders those bytes as comparing the byte strings does (keys
 /// hold no NUL byte, so padding sorts before any key byte, as a shorter key does).
 fn key_prefix(key: &[u8]) -> u128 {
+    // A key of 16 bytes or more (half of libvirt's) is read in one load; a shorter
+    // one byte by byte (a variable-length copy is a call to `memcpy`).
+    if let Some(first) = key.first_chunk::<PREFIX_BYTES>() {
+        return u128::from_be_bytes(*first);
+    }
     let mut buf = [0u8; PREFIX_BYTES];
-    let n = key.len().min(PREFIX_BYTES);
-    buf[..n].copy_from_slice(&key[..n]);
+    for (b, k) in buf.iter_mut().zip(key) {
+        *b = *k;
+    }
     u128::from_be_bytes(buf)
 }
 
