@@ -21,7 +21,6 @@ pub mod pipeline_thread;
 pub mod runtime;
 pub mod scheduler;
 pub mod server;
-pub mod tick_timer;
 pub mod tls;
 pub mod web_config;
 pub mod write_timeout;

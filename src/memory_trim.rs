@@ -27,10 +27,10 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::tick_timer::TickTimer;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
+use vadvisor_libvirt::tick_timer::TickTimer;
 
 /// How often resident memory is read.
 pub const CHECK_EVERY: Duration = Duration::from_secs(10);

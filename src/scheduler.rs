@@ -23,7 +23,7 @@ use vadvisor_api::{
 
 use crate::bulk::BulkCalls;
 use crate::deadline_join::join_with_deadlines;
-use crate::tick_timer::TickTimer;
+use vadvisor_libvirt::tick_timer::TickTimer;
 
 /// A polled collector instance as the scheduler runs it.
 #[derive(Clone)]

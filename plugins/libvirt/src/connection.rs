@@ -19,6 +19,7 @@ use crate::errors::close_reason_text;
 use crate::ffi;
 use crate::live::{retire, Live};
 use crate::supervisor::{lock, with_tolerance, Supervisor};
+use crate::tick_timer::TickTimer;
 use crate::wire::WireSlot;
 
 /// How often a healthy connection is checked with `virConnectIsAlive` (a local check).
@@ -232,10 +233,14 @@ impl Supervisor {
     /// Waits until connection `live` is lost or the supervisor stops.
     async fn watch(self: &Arc<Self>, live: Arc<Live>) {
         let generation = live.generation;
+        // On a timer descriptor: tokio's wheel woke the runtime three times on the way
+        // to each 5 s deadline (see `tick_timer`).
+        let mut timer = TickTimer::new();
         loop {
+            let next = Instant::now() + HEALTH_CHECK_INTERVAL;
             tokio::select! {
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(HEALTH_CHECK_INTERVAL) => {
+                _ = timer.sleep_until(next) => {
                     let l = Arc::clone(&live);
                     let alive = tokio::task::spawn_blocking(move || l.conn.is_alive())
                         .await

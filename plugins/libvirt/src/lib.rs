@@ -31,6 +31,7 @@ pub mod settings;
 mod shards;
 mod stats;
 mod supervisor;
+pub mod tick_timer;
 mod wire;
 
 pub use hypervisor::LibvirtHypervisor;

@@ -1,5 +1,6 @@
-//! The scheduler's wait for its next tick (and the memory check's for its next
-//! round), on a Linux timer descriptor (`timerfd`) watched by the runtime's reactor. Tokio's timer wheel files a deadline 64 ms to 4 s
+//! A wait for an instant on a Linux timer descriptor (`timerfd`) watched by the
+//! runtime's reactor, for the agent's periodic waits at rest: the scheduler's next
+//! tick, the memory check's next round, the supervisor's next health check. Tokio's timer wheel files a deadline 64 ms to 4 s
 //! away in a 64 ms slot and wakes the thread at the slot's start, only to sleep again
 //! the rest of the way: each 1 s tick cost two wake-ups, and every wake-up of the agent
 //! is CPU taken from the host's tenants. The descriptor wakes the thread once, at the
@@ -49,7 +50,7 @@ impl TickTimer {
             TimerfdClockId::Monotonic,
             TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC,
         )?;
-        vadvisor_libvirt::ffi::register_readable(fd)
+        crate::ffi::register_readable(fd)
     }
 
     /// Returns at `at` (at once if it has passed). Cancel-safe: a sleep dropped
