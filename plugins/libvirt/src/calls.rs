@@ -4,13 +4,17 @@
 //! deadline keeps holding it) and a `call_timeout` deadline around the permit wait plus
 //! the blocking work. The timeout names the libvirt call that was running, or says the
 //! call was still queued. [`Progress`] is how a call says which libvirt call it is in.
+//! Calls the native client answers are awaited instead ([`Supervisor::native`]): no
+//! permit, no lane, no blocking thread, the same deadline.
 use std::sync::{Arc, Mutex};
 
+use futures::future::BoxFuture;
 use vadvisor_api::HypervisorError;
 
 use crate::lanes::Lease;
-use crate::live::Live;
+use crate::live::{release, Live};
 use crate::supervisor::Supervisor;
+use crate::wire::{self, WireClient, WireError};
 
 /// The bulk statistics call, as errors and logs name it.
 pub(crate) const BULK_CALL: &str = "virConnectGetAllDomainStats";
@@ -34,6 +38,36 @@ impl Progress {
 }
 
 impl Supervisor {
+    /// Runs `work` awaited on the current connection's native client, waiting while
+    /// another awaited call has it (calls that come together take it one after the
+    /// other); all of it within `call_timeout`, as [`Supervisor::bounded`] gives a
+    /// library call (then `Timeout`, naming `call`), and each reply within the silence
+    /// limit. A call cut off midway drops its client unsettled (closed: a reply may
+    /// still be on its way). `None` when the library must answer: no connection, the
+    /// client is not open or a blocking call has it, or it failed other than by a
+    /// timeout.
+    pub(crate) async fn native<T>(
+        &self,
+        call: &'static str,
+        work: impl for<'c> FnOnce(&'c mut WireClient) -> BoxFuture<'c, Result<T, WireError>>,
+    ) -> Option<Result<T, HypervisorError>> {
+        let live = self.current()?;
+        let answer = async {
+            let mut taken = live.wire.take_open_waiting().await?;
+            let result = {
+                let client = taken.client()?;
+                wire::within_silence_limit(&self.settings, work(client)).await
+            };
+            taken.settle(&self.settings, call, result)
+        };
+        let timeout = self.settings.call_timeout;
+        let answer = tokio::time::timeout(timeout, answer)
+            .await
+            .unwrap_or(Some(Err(HypervisorError::Timeout { call, timeout })));
+        release(live);
+        answer
+    }
+
     /// Runs `work` on a blocking thread under a permit and the call deadline, on the
     /// current connection (or on `pinned`, the connection a reconciliation belongs to).
     /// `queued` names the wait for a permit in a timeout error.

@@ -35,7 +35,7 @@ use virt::sys;
 use crate::calls::Progress;
 use crate::errors::is_connection_error;
 use crate::ffi;
-use crate::live::{release, Live};
+use crate::live::Live;
 use crate::supervisor::Supervisor;
 use crate::wire;
 
@@ -222,27 +222,11 @@ pub(crate) async fn native_xml(
     id: &str,
 ) -> Option<Result<String, HypervisorError>> {
     let dom = wire::DomainId::by_uuid(&normalize_uuid(id)?)?;
-    let live = sup.current()?;
-    let answer = async {
-        let mut taken = live.wire.take_open_waiting().await?;
-        let result = {
-            let client = taken.client()?;
-            sup.count_native_calls(1);
-            wire::within_silence_limit(&sup.settings, client.domain_xml_async(&dom, 0)).await
-        };
-        taken.settle(&sup.settings, XML_CALL, result)
-    };
-    // The caller's deadline, as `bounded` gives a library call: a call cut off here
-    // drops its client unsettled (closed; a reply may still be on its way).
-    let timeout = sup.settings.call_timeout;
-    let answer = tokio::time::timeout(timeout, answer)
-        .await
-        .unwrap_or(Some(Err(HypervisorError::Timeout {
-            call: XML_CALL,
-            timeout,
-        })));
-    release(live);
-    answer
+    sup.native(XML_CALL, |client| {
+        sup.count_native_calls(1);
+        Box::pin(async move { client.domain_xml_async(&dom, 0).await })
+    })
+    .await
 }
 
 #[cfg(test)]

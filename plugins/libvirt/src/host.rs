@@ -3,7 +3,7 @@
 //! (hostname, host UUID from the capabilities, hypervisor and libvirt versions, node
 //! info). A counter the driver does not offer is left out, not an error. `node_stats`,
 //! which the host collector asks for every interval, goes over the native client
-//! (`wire`) when the connection has one.
+//! (`wire`), awaited, when the connection has one ([`native_node_stats`]).
 
 use vadvisor_api::{version_string, HypervisorError, Machine, NodeInfo, NodeStats};
 use virt::connect::Connect;
@@ -17,6 +17,9 @@ use crate::supervisor::Supervisor;
 use crate::wire::WireError;
 
 pub(crate) const NODE_QUEUED: &str = "virNodeGetInfo (queued behind other calls)";
+
+/// The host counters' calls, as a timeout of the native path names them.
+const NODE_CALL: &str = "virNodeGetInfo";
 
 fn call<T>(
     sup: &Supervisor,
@@ -48,14 +51,12 @@ fn node_info(
     })
 }
 
+/// The library's `node_stats` (see [`native_node_stats`] for the native client's).
 pub(crate) fn node_stats(
     sup: &Supervisor,
     live: &Live,
     progress: &Progress,
 ) -> Result<NodeStats, HypervisorError> {
-    if let Some(stats) = native_node_stats(sup, live, progress) {
-        return stats;
-    }
     let info = node_info(sup, live, progress)?;
     // Optional counters: a driver without them still gives the node info.
     let cpu = call(
@@ -93,13 +94,11 @@ pub(crate) fn node_stats(
     })
 }
 
-/// [`node_stats`] over the connection's native client (`wire`), the same four calls;
-/// `None` when the library must answer instead (not available, or failed other than
-/// by a timeout).
-fn native_node_stats(
+/// [`node_stats`] over the connection's native client, the same four calls, awaited
+/// (no blocking thread, no call lane: see [`Supervisor::native`]); `None` when the
+/// library must answer instead (not available, or failed other than by a timeout).
+pub(crate) async fn native_node_stats(
     sup: &Supervisor,
-    live: &Live,
-    progress: &Progress,
 ) -> Option<Result<NodeStats, HypervisorError>> {
     // An optional counter the daemon refuses gives nothing, as on the library path.
     fn optional<T: Default>(r: Result<T, WireError>) -> Result<T, WireError> {
@@ -108,26 +107,26 @@ fn native_node_stats(
             r => r,
         }
     }
-    live.wire.answer(&sup.settings, "virNodeGetInfo", |c| {
-        let step = |name| {
-            sup.count_native_calls(1);
-            progress.set(name);
-        };
-        step("virNodeGetInfo");
-        let info = c.node_info()?;
-        step("virNodeGetCPUStats");
-        let cpu = optional(c.node_cpu_stats())?.into_iter().collect();
-        step("virNodeGetMemoryStats");
-        let memory = optional(c.node_memory_stats())?.into_iter().collect();
-        step("virNodeGetFreeMemory");
-        let free_memory = optional(c.free_memory().map(Some))?;
-        Ok(NodeStats {
-            info,
-            cpu,
-            memory,
-            free_memory,
+    sup.native(NODE_CALL, |c| {
+        sup.count_native_calls(4);
+        Box::pin(async move {
+            let info = c.node_info_async().await?;
+            let cpu = optional(c.node_cpu_stats_async().await)?
+                .into_iter()
+                .collect();
+            let memory = optional(c.node_memory_stats_async().await)?
+                .into_iter()
+                .collect();
+            let free_memory = optional(c.free_memory_async().await.map(Some))?;
+            Ok(NodeStats {
+                info,
+                cpu,
+                memory,
+                free_memory,
+            })
         })
     })
+    .await
 }
 
 /// A failed optional call gives nothing, unless the connection is gone.

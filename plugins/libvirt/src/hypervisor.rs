@@ -193,6 +193,9 @@ impl Hypervisor for LibvirtHypervisor {
     }
 
     async fn node_stats(&self) -> Result<NodeStats, HypervisorError> {
+        if let Some(answer) = host::native_node_stats(&self.sup).await {
+            return answer;
+        }
         self.sup
             .bounded(None, host::NODE_QUEUED, host::node_stats)
             .await

@@ -296,31 +296,33 @@ impl WireClient {
         records
     }
 
-    /// `virNodeGetInfo`.
-    pub fn node_info(&mut self) -> Result<NodeInfo, WireError> {
-        Ok(decode_node_info(
-            self.call(Procedure::NodeGetInfo, |_| {})?,
-        )?)
+    /// `virNodeGetInfo`, awaited (see `call_async`).
+    pub async fn node_info_async(&mut self) -> Result<NodeInfo, WireError> {
+        let body = self.call_async(Procedure::NodeGetInfo, |_| {}).await?;
+        Ok(decode_node_info(body)?)
     }
 
-    /// `virNodeGetCPUStats` of all CPUs: the count (asked once per connection), then
-    /// the values (libvirt wants the exact count).
-    pub fn node_cpu_stats(&mut self) -> Result<NodeCounters, WireError> {
+    /// `virNodeGetCPUStats` of all CPUs, awaited: the count (asked once per
+    /// connection), then the values (libvirt wants the exact count).
+    pub async fn node_cpu_stats_async(&mut self) -> Result<NodeCounters, WireError> {
         let known = self.node_counts.cpu;
-        let (stats, n) =
-            self.node_stats(Procedure::NodeGetCpuStats, known, encode_node_cpu_stats)?;
+        let (stats, n) = self
+            .node_stats_async(Procedure::NodeGetCpuStats, known, encode_node_cpu_stats)
+            .await?;
         self.node_counts.cpu = n;
         Ok(stats)
     }
 
     /// `virNodeGetMemoryStats` of all cells, the same way.
-    pub fn node_memory_stats(&mut self) -> Result<NodeCounters, WireError> {
+    pub async fn node_memory_stats_async(&mut self) -> Result<NodeCounters, WireError> {
         let known = self.node_counts.memory;
-        let (stats, n) = self.node_stats(
-            Procedure::NodeGetMemoryStats,
-            known,
-            encode_node_memory_stats,
-        )?;
+        let (stats, n) = self
+            .node_stats_async(
+                Procedure::NodeGetMemoryStats,
+                known,
+                encode_node_memory_stats,
+            )
+            .await?;
         self.node_counts.memory = n;
         Ok(stats)
     }
@@ -328,31 +330,32 @@ impl WireClient {
     /// One of the node counter calls: with the `known` count straight away (asked
     /// again if the daemon refuses it), else the count first. Returns the counters and
     /// the count to remember (`None`: there are none).
-    fn node_stats(
+    async fn node_stats_async(
         &mut self,
         procedure: Procedure,
         known: Option<i32>,
         encode: fn(&mut protocol::Writer, i32),
     ) -> Result<(NodeCounters, Option<i32>), WireError> {
         if let Some(n) = known {
-            match self.call(procedure, |w| encode(w, n)) {
+            match self.call_async(procedure, |w| encode(w, n)).await {
                 Ok(body) => return Ok((decode_node_stats(body)?.0, Some(n))),
                 Err(WireError::Remote(_)) => {} // the count changed: ask it again
                 Err(e) => return Err(e),
             }
         }
-        let (_, n) = decode_node_stats(self.call(procedure, |w| encode(w, 0))?)?;
+        let (_, n) = decode_node_stats(self.call_async(procedure, |w| encode(w, 0)).await?)?;
         if n <= 0 {
             return Ok((Vec::new(), None));
         }
-        let body = self.call(procedure, |w| encode(w, n))?;
+        let body = self.call_async(procedure, |w| encode(w, n)).await?;
         Ok((decode_node_stats(body)?.0, Some(n)))
     }
 
-    /// `virNodeGetFreeMemory`, in bytes.
-    pub fn free_memory(&mut self) -> Result<u64, WireError> {
-        Ok(decode_free_memory(
-            self.call(Procedure::NodeGetFreeMemory, |_| {})?,
-        )?)
+    /// `virNodeGetFreeMemory` in bytes, awaited.
+    pub async fn free_memory_async(&mut self) -> Result<u64, WireError> {
+        let body = self
+            .call_async(Procedure::NodeGetFreeMemory, |_| {})
+            .await?;
+        Ok(decode_free_memory(body)?)
     }
 }

@@ -421,7 +421,7 @@ mod tests {
         assert!(matches!(*slot.state.lock().unwrap(), State::Failed(_)));
         // After RETRY_AFTER it reconnects and tries again.
         *slot.state.lock().unwrap() = State::Failed(Instant::now() - RETRY_AFTER);
-        let again = slot.call(&settings, |c| c.node_info());
+        let again = slot.call(&settings, |c| c.list_active_domains());
         assert!(
             matches!(again, Some(Err(WireError::Protocol(_)))),
             "{again:?}"
@@ -596,8 +596,8 @@ mod tests {
         assert!(is_open(&slot));
     }
 
-    #[test]
-    fn the_host_counter_counts_are_asked_once_per_connection() {
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_host_counter_counts_are_asked_once_per_connection() {
         use std::sync::atomic::AtomicUsize;
         use std::sync::Arc;
         let dir = tempfile::tempdir().expect("tempdir");
@@ -641,7 +641,12 @@ mod tests {
         };
         let slot = WireSlot::open(&settings);
         for _ in 0..3 {
-            let got = slot.call(&settings, |c| c.node_cpu_stats());
+            let mut taken = slot.take_open().expect("open and free");
+            let result = {
+                let client = taken.client().expect("a client");
+                client.node_cpu_stats_async().await
+            };
+            let got = taken.settle(&settings, "virNodeGetCPUStats", result);
             match got {
                 Some(Ok(v)) => {
                     assert_eq!(v, [("user".to_string(), 11), ("system".to_string(), 22)])
