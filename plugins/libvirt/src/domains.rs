@@ -88,26 +88,48 @@ pub(crate) fn list(
 ) -> Result<Vec<DomainEntry>, HypervisorError> {
     sup.count_calls(1);
     progress.set(LIST_CALL);
-    let mut out =
-        match ffi::get_all_domain_stats(&live.conn, sys::VIR_DOMAIN_STATS_STATE, 0, &|_| true) {
-            Ok(records) => records
-                .into_iter()
-                .map(|r| DomainEntry {
-                    state: DomainState::new(
-                        int_param(&r.params, "state.state").unwrap_or(0),
-                        int_param(&r.params, "state.reason").unwrap_or(0),
-                    ),
-                    active: r.domain.as_ref().is_some_and(|d| d.id().is_some()),
-                    domain: DomainRef::new(r.uuid, r.name),
-                })
-                .collect(),
-            Err(e) if e.code().to_raw() == sys::VIR_ERR_NO_SUPPORT => {
-                list_one_by_one(sup, live, progress)?
-            }
-            Err(e) => return Err(fail(sup, live, LIST_CALL, &e, "")),
-        };
+    match ffi::get_all_domain_stats(&live.conn, sys::VIR_DOMAIN_STATS_STATE, 0, &|_| true) {
+        Ok(records) => Ok(entries(records)),
+        Err(e) if e.code().to_raw() == sys::VIR_ERR_NO_SUPPORT => {
+            let mut out = list_one_by_one(sup, live, progress)?;
+            out.sort_by(|a, b| a.domain.name.cmp(&b.domain.name));
+            Ok(out)
+        }
+        Err(e) => Err(fail(sup, live, LIST_CALL, &e, "")),
+    }
+}
+
+/// The entries of a listing's records (`state` group only), sorted by name.
+fn entries(records: Vec<ffi::RawRecord>) -> Vec<DomainEntry> {
+    let mut out: Vec<DomainEntry> = records
+        .into_iter()
+        .map(|r| DomainEntry {
+            state: DomainState::new(
+                int_param(&r.params, "state.state").unwrap_or(0),
+                int_param(&r.params, "state.reason").unwrap_or(0),
+            ),
+            active: r
+                .active
+                .unwrap_or_else(|| r.domain.as_ref().is_some_and(|d| d.id().is_some())),
+            domain: DomainRef::new(r.uuid, r.name),
+        })
+        .collect();
     out.sort_by(|a, b| a.domain.name.cmp(&b.domain.name));
-    Ok(out)
+    out
+}
+
+/// [`list`] over the current connection's native client, awaited (the same call: no
+/// blocking thread, no call lane); `None` when the library must answer.
+pub(crate) async fn native_list(
+    sup: &Supervisor,
+) -> Option<Result<Vec<DomainEntry>, HypervisorError>> {
+    let records = sup
+        .native(LIST_CALL, |c| {
+            sup.count_native_calls(1);
+            Box::pin(c.domain_stats_async(&[], sys::VIR_DOMAIN_STATS_STATE, 0))
+        })
+        .await?;
+    Some(records.map(entries))
 }
 
 /// `list` for drivers without bulk stats: one listing plus one state call per domain.

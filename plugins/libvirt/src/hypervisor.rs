@@ -124,8 +124,12 @@ impl Hypervisor for LibvirtHypervisor {
     }
 
     /// Every defined domain in one `virConnectGetAllDomainStats(STATE, 0)` round trip
-    /// (see the `domains` module), sorted by name; bounded and counted like the stats.
+    /// (see the `domains` module), sorted by name; over the native client, awaited, when
+    /// it is open, else through the library, bounded and counted like the stats.
     async fn list_domains(&self) -> Result<Vec<DomainEntry>, HypervisorError> {
+        if let Some(answer) = domains::native_list(&self.sup).await {
+            return answer;
+        }
         self.sup
             .bounded(None, domains::LIST_QUEUED, domains::list)
             .await

@@ -236,6 +236,27 @@ async fn lab_native_client_reads_what_the_library_reads() {
     );
     assert!(a.free_memory.is_some() && b.free_memory.is_some());
     println!("node: {:?}; cpu {:?}; memory {:?}", a.info, a.cpu, a.memory);
+    // The domain listing (the specs collector's) the same way: one native call.
+    let before = native.status().native_calls;
+    let listed = |v: Vec<vadvisor_api::DomainEntry>| {
+        v.into_iter()
+            .map(|e| {
+                (
+                    e.domain.uuid.to_string(),
+                    e.domain.name.to_string(),
+                    e.active,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let la = listed(native.list_domains().await.expect("native listing"));
+    let lb = listed(library.list_domains().await.expect("library listing"));
+    assert_eq!(native.status().native_calls - before, 1, "one native call");
+    assert_eq!(
+        la, lb,
+        "the same domains, names and activity, in name order"
+    );
+    assert!(la.iter().any(|(_, _, active)| *active), "{la:?}");
     let (n, l) = (native.status(), library.status());
     println!(
         "{} domains alike in {rounds} round(s); native backend: {} of {} calls native; library backend: {} of {}",
@@ -245,14 +266,15 @@ async fn lab_native_client_reads_what_the_library_reads() {
         l.native_calls,
         l.calls
     );
-    // Every bulk call and the four node calls went native with `auto`, none with
-    // `library`; the rest (the domain listing after a connect) is the same on both.
-    assert_eq!(n.native_calls, rounds + 4, "{n:?}");
+    // Every bulk call, the four node calls and the listing went native with `auto`,
+    // none with `library`; the rest (the domain listing after a connect) is the same
+    // on both.
+    assert_eq!(n.native_calls, rounds + 5, "{n:?}");
     assert_eq!(l.native_calls, 0, "`library` never goes native");
-    assert!(l.calls >= rounds + 4, "{l:?}");
+    assert!(l.calls >= rounds + 5, "{l:?}");
     assert_eq!(
         n.calls - n.native_calls,
-        l.calls - rounds - 4,
+        l.calls - rounds - 5,
         "{n:?} {l:?}"
     );
     native.shutdown();

@@ -28,6 +28,9 @@ pub struct RawRecord {
     /// for the records the caller's `keep_domain` asked it for (taking and dropping a
     /// reference costs libvirt two debug-log UUID formattings per domain and call).
     pub domain: Option<Domain>,
+    /// Whether the domain runs, when the reply says so without a handle (the native
+    /// client's records carry the domain's id: -1 for a domain that is not running).
+    pub active: Option<bool>,
 }
 
 impl fmt::Debug for RawRecord {
@@ -101,6 +104,7 @@ fn copy_record(
         name,
         params,
         domain,
+        active: None,
     }))
 }
 
