@@ -105,17 +105,12 @@ fn main() {
     let rss_start = rss_kib();
     let store = HistoryStore::new(Duration::from_secs(3600), samples as usize);
     let t0 = SystemTime::now() - Duration::from_secs(samples + rounds + 10);
-    let mut unread = Vec::new();
     for t in 0..samples {
-        let batches = tick(t0 + Duration::from_secs(t), t, domains);
-        let start = Instant::now();
-        for b in &batches {
-            store.ingest(b);
+        for b in tick(t0 + Duration::from_secs(t), t, domains) {
+            store.ingest(&b);
         }
-        unread.push(start.elapsed());
     }
     let rss_full = rss_kib();
-    let held_unread = store.footprint();
 
     let (mut ingest, mut first, mut again) = (Vec::new(), Vec::new(), Vec::new());
     let mut body_len = 0;
@@ -133,25 +128,19 @@ fn main() {
         read_all(&store);
         again.push(start.elapsed());
     }
-    for v in [&mut unread, &mut ingest, &mut first, &mut again] {
+    for v in [&mut ingest, &mut first, &mut again] {
         v.sort();
     }
     let footprint = store.footprint();
     let rss_end = rss_kib();
     println!("REST history: {domains} domains x {samples} samples, {rounds} measured ticks");
     println!("  body                                {body_len} bytes");
-    println!("  held, nobody reading                {held_unread:?}");
-    println!("  held, read every tick               {footprint:?}");
+    println!("  held                                {footprint:?}");
     println!(
         "  RSS start / history full / end      {:.1} / {:.1} / {:.1} MiB",
         rss_start as f64 / 1024.0,
         rss_full as f64 / 1024.0,
         rss_end as f64 / 1024.0
-    );
-    println!(
-        "  ingest, one tick, nobody reading    median {} / p99 {}",
-        ms(percentile(&unread, 0.5)),
-        ms(percentile(&unread, 0.99))
     );
     println!(
         "  ingest, one tick (4 batches)        median {} / p99 {}",

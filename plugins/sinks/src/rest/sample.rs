@@ -3,11 +3,10 @@
 //! in vAdvisor's shape plus `ages` (seconds) for carried sections. The domain's name is
 //! left out of the text and inserted when a response is written, so a fragment stays
 //! valid whatever the domain is called by then. A domain's samples nearly always have
-//! the same shape tick after tick, so a sealed sample is kept as its numbers in a
-//! [`Template`] of that shape (the text between the numbers), a [`Compact`] sample, and
-//! its text is written from them on its first read, if it is ever read.
+//! the same shape tick after tick, so the text is written through a [`Template`] of
+//! that shape (the text between the numbers) rather than a tree per sample.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use vadvisor_api::{DomainState, Labels, MetricDesc};
@@ -212,53 +211,6 @@ pub struct Template {
     /// (offset in `text`, slot id), in order.
     slots: Vec<(usize, u32)>,
     name_at: Option<usize>,
-    /// Whether each value (the parts' values in order) is an integer: a [`Compact`]
-    /// sample keeps only the bits of its numbers.
-    ints: Box<[bool]>,
-}
-
-/// A sealed sample kept as the numbers of its shape's [`Template`] (8 bytes each) and
-/// the ages of its carried sections; its text is written on the first read and kept.
-pub struct Compact {
-    template: Arc<Template>,
-    /// Each value's bits (`i64` or `f64`, as the template says; 0 for a string, which is
-    /// in the template's text).
-    numbers: Box<[u64]>,
-    ages: Box<[f64]>,
-    text: OnceLock<Fragment>,
-}
-
-impl Compact {
-    /// The sample's text (taken at `at`), written on the first call.
-    pub fn fragment(&self, at: SystemTime) -> &Fragment {
-        self.text
-            .get_or_init(|| self.template.write(&iso_utc(at), &self.numbers, &self.ages))
-    }
-
-    /// Heap bytes held by the numbers and by the text once written (the text is shared
-    /// with responses holding it).
-    pub fn heap_bytes(&self) -> (usize, usize) {
-        (
-            std::mem::size_of_val(&*self.numbers) + std::mem::size_of_val(&*self.ages),
-            self.text.get().map_or(0, Fragment::heap_bytes),
-        )
-    }
-}
-
-/// A sample no longer receiving batches: its text, or its numbers in a template.
-pub enum Sealed {
-    Text(Fragment),
-    Compact(Compact),
-}
-
-impl Sealed {
-    /// The sample's text (taken at `at`).
-    pub fn fragment(&self, at: SystemTime) -> &Fragment {
-        match self {
-            Sealed::Text(f) => f,
-            Sealed::Compact(c) => c.fragment(at),
-        }
-    }
 }
 
 impl Template {
@@ -279,9 +231,6 @@ impl Template {
         build(&mut tree, "", state, parts, ages, true);
         let mut text = Vec::with_capacity(1024);
         let (name_at, slots) = tree.write_template(&mut text);
-        let ints = values_of(parts)
-            .map(|v| matches!(v, JsonScalar::Int(_)))
-            .collect();
         Some(Self {
             state,
             parts: parts.to_vec(),
@@ -289,7 +238,6 @@ impl Template {
             text,
             slots,
             name_at,
-            ints,
         })
     }
 
@@ -315,10 +263,13 @@ impl Template {
             })
     }
 
-    /// The sample written from the template with its numbers ([`numbers_of`] parts
-    /// that [`Template::fits`]) and its ages.
-    fn write(&self, timestamp: &str, numbers: &[u64], ages: &[f64]) -> Fragment {
-        let mut out = Vec::with_capacity(self.text.len() + 24 * self.slots.len());
+    /// The sample written from the template (which [`Template::fits`] it).
+    fn write(&self, timestamp: &str, parts: &[Part], ages: &[(&str, f64)]) -> Fragment {
+        let mut out = Vec::with_capacity(self.text.len() + 32 * self.slots.len());
+        let values: Vec<&JsonScalar> = parts
+            .iter()
+            .flat_map(|p| p.values.iter().map(|v| &v.value))
+            .collect();
         let mut from = 0;
         let mut name_at = None;
         for &(at, id) in &self.slots {
@@ -333,19 +284,8 @@ impl Template {
             let value = id.checked_sub(SLOT_FIRST_VALUE).map(|i| i as usize);
             match value {
                 None => write_str(&mut out, timestamp),
-                Some(i) if i < self.ints.len() => {
-                    let bits = numbers.get(i).copied().unwrap_or(0);
-                    let value = if self.ints[i] {
-                        JsonScalar::Int(bits as i64)
-                    } else {
-                        JsonScalar::Float(f64::from_bits(bits))
-                    };
-                    write_scalar(&mut out, &value);
-                }
-                Some(i) => write_float(
-                    &mut out,
-                    ages.get(i - self.ints.len()).copied().unwrap_or(0.0),
-                ),
+                Some(i) if i < values.len() => write_scalar(&mut out, values[i]),
+                Some(i) => write_float(&mut out, ages.get(i - values.len()).map_or(0.0, |a| a.1)),
             }
         }
         if let Some(n) = self.name_at.filter(|n| *n >= from && name_at.is_none()) {
@@ -356,46 +296,24 @@ impl Template {
     }
 }
 
-/// The parts' values in order.
-fn values_of(parts: &[Part]) -> impl Iterator<Item = &JsonScalar> {
-    parts.iter().flat_map(|p| p.values.iter().map(|v| &v.value))
-}
-
-/// The bits of the parts' numbers in order (0 for a string).
-fn numbers_of(parts: &[Part]) -> Box<[u64]> {
-    values_of(parts)
-        .map(|v| match *v {
-            JsonScalar::Int(i) => i as u64,
-            JsonScalar::Float(f) => f.to_bits(),
-            JsonScalar::Str(_) => 0,
-        })
-        .collect()
-}
-
-/// Seals a sample: its numbers in the domain's template when the sample has its shape
-/// (a sample of another shape gets, and keeps, a new template); its text, written now,
-/// when its shape cannot be templated. Nothing is written for a sample nobody reads.
-pub fn seal(
+/// [`render`], through the domain's template when the sample has its shape; a sample
+/// of another shape gets (and keeps) a new template.
+pub fn render_templated(
     at: SystemTime,
     state: Option<DomainState>,
     parts: &[Part],
-    template: &mut Option<Arc<Template>>,
-) -> Sealed {
+    template: &mut Option<Template>,
+) -> Fragment {
     let ages = ages_of(at, parts);
     if !template
         .as_ref()
         .is_some_and(|t| t.fits(state, parts, &ages))
     {
-        *template = Template::new(state, parts, &ages).map(Arc::new);
+        *template = Template::new(state, parts, &ages);
     }
     match template {
-        Some(t) => Sealed::Compact(Compact {
-            template: Arc::clone(t),
-            numbers: numbers_of(parts),
-            ages: ages.iter().map(|(_, a)| *a).collect(),
-            text: OnceLock::new(),
-        }),
-        None => Sealed::Text(render(at, state, parts)),
+        Some(t) => t.write(&iso_utc(at), parts, &ages),
+        None => render(at, state, parts),
     }
 }
 
@@ -498,9 +416,7 @@ mod tests {
                 ];
                 let state = Some(DomainState::new(1, 1));
                 let plain = render(at, state, &parts);
-                let sealed = seal(at, state, &parts, &mut template);
-                prop_assert!(matches!(sealed, Sealed::Compact(_)));
-                let fast = sealed.fragment(at);
+                let fast = render_templated(at, state, &parts, &mut template);
                 prop_assert_eq!(
                     String::from_utf8_lossy(&fast.json),
                     String::from_utf8_lossy(&plain.json)
@@ -508,47 +424,6 @@ mod tests {
                 prop_assert_eq!(fast.name_at, plain.name_at);
                 prop_assert!(template.is_some());
             }
-        }
-    }
-
-    /// A sealed sample of a templated shape holds its numbers, not its text, until it
-    /// is read; the template is shared by the samples of its shape.
-    #[test]
-    fn a_compact_sample_is_written_on_its_first_read_only() {
-        let preparer = Preparer::new();
-        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let mut template = None;
-        let sealed: Vec<(SystemTime, Sealed)> = (0..3u64)
-            .map(|i| {
-                let at = t0 + Duration::from_secs(i);
-                let parts = [part(
-                    &preparer,
-                    METRICS,
-                    "c",
-                    at,
-                    &shaped(&[i as f64, 2.5, 7.0]),
-                )];
-                (at, seal(at, None, &parts, &mut template))
-            })
-            .collect();
-        let shared = template.as_ref().expect("templated");
-        for (at, s) in &sealed {
-            let Sealed::Compact(c) = s else {
-                panic!("a templated shape is kept as numbers")
-            };
-            assert!(Arc::ptr_eq(&c.template, shared));
-            assert_eq!(c.heap_bytes(), (3 * 8, 0), "numbers only, no text yet");
-            let text = s.fragment(*at).clone();
-            assert!(c.heap_bytes().1 > 0, "the text is kept once written");
-            assert!(std::ptr::eq(s.fragment(*at), c.text.get().unwrap()));
-            let parts = [part(
-                &preparer,
-                METRICS,
-                "c",
-                *at,
-                &shaped(&[at.duration_since(t0).unwrap().as_secs() as f64, 2.5, 7.0]),
-            )];
-            assert_eq!(text, render(*at, None, &parts));
         }
     }
 
@@ -566,8 +441,8 @@ mod tests {
             (&three, None),
             (&two, None),
         ] {
-            let sealed = seal(at, state, parts, &mut template);
-            assert_eq!(sealed.fragment(at), &render(at, state, parts));
+            let fast = render_templated(at, state, parts, &mut template);
+            assert_eq!(fast, render(at, state, parts));
             let t = template.as_ref().expect("templated");
             assert!(t.fits(state, parts, &ages_of(at, parts)));
         }
@@ -579,9 +454,8 @@ mod tests {
             at,
             &[Sample::labelled(0, vec![Arc::from("1")], 0.0)],
         )];
-        let sealed = seal(at, None, &keyed, &mut template);
-        assert!(matches!(sealed, Sealed::Text(_)), "written at once");
-        assert_eq!(sealed.fragment(at), &render(at, None, &keyed));
+        let fast = render_templated(at, None, &keyed, &mut template);
+        assert_eq!(fast, render(at, None, &keyed));
         assert!(template.is_none());
     }
 }

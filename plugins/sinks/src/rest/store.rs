@@ -7,10 +7,8 @@
 //!
 //! Compact by construction: only a domain's newest sample keeps its collector runs
 //! (its tick's later batches still merge into it); once a newer tick arrives, it is
-//! sealed — kept as its numbers in the domain's [`Template`] while its shape holds
-//! ([`Compact`], 8 bytes a value, its text written on its first read), else as its JSON
-//! text ([`Fragment`]) — and its values dropped. A sample nobody reads is never written.
-//! A read
+//! sealed — written once as its JSON text ([`Fragment`], a few hundred bytes; through
+//! the domain's [`Template`] while its shape holds) and its values dropped. A read
 //! takes a [`Snapshot`] of references to the fragments (the newest samples written on
 //! demand and kept until they change), shared by the reads that arrive until the next
 //! change, and its text is written once for all of them.
@@ -28,7 +26,7 @@ use std::time::{Duration, SystemTime};
 use vadvisor_api::{Batch, DomainState, HealthView, MetricDesc};
 
 use super::body::{DomainSnapshot, Snapshot};
-use super::sample::{self, same_str, sections_of, Fragment, Part, Sealed, Template};
+use super::sample::{self, same_str, sections_of, Fragment, Part, Template};
 use crate::json_render::{prepare_with, PathPlan, Preparer};
 
 /// The newest sample of a domain, still receiving its tick's batches.
@@ -49,7 +47,7 @@ impl OpenSample {
 
 enum Content {
     Open(Box<OpenSample>),
-    Sealed(Sealed),
+    Sealed(Fragment),
 }
 
 struct StoredSample {
@@ -61,21 +59,21 @@ impl StoredSample {
     fn fragment(&self) -> &Fragment {
         match &self.content {
             Content::Open(open) => open.fragment(self.at),
-            Content::Sealed(s) => s.fragment(self.at),
+            Content::Sealed(f) => f,
         }
     }
 
-    /// Keeps the sample's numbers (in the domain's `template`), or its text if it was
-    /// already written, and drops its values; returns whether it was still open.
-    fn seal(&mut self, template: &mut Option<Arc<Template>>) -> bool {
+    /// Writes the sample's text (through the domain's `template`) and drops its
+    /// values; returns whether it was still open.
+    fn seal(&mut self, template: &mut Option<Template>) -> bool {
         let Content::Open(open) = &mut self.content else {
             return false;
         };
-        let sealed = match open.json.take() {
-            Some(f) => Sealed::Text(f),
-            None => sample::seal(self.at, open.state, &open.parts, template),
+        let fragment = match open.json.take() {
+            Some(f) => f,
+            None => sample::render_templated(self.at, open.state, &open.parts, template),
         };
-        self.content = Content::Sealed(sealed);
+        self.content = Content::Sealed(fragment);
         true
     }
 }
@@ -89,8 +87,8 @@ struct DomainHistory {
     samples: VecDeque<StoredSample>,
     /// Each collector's latest part for this domain.
     latest: Vec<Part>,
-    /// Its samples' current shape, in which the next ones are sealed as numbers.
-    template: Option<Arc<Template>>,
+    /// The text of its samples' current shape, to seal the next ones quickly.
+    template: Option<Template>,
 }
 
 /// What the history holds, for the memory benchmark.
@@ -100,10 +98,8 @@ pub struct StoreFootprint {
     pub samples: usize,
     /// Samples still holding their values (at most one per domain).
     pub open_samples: usize,
-    /// Bytes of JSON text held by sealed samples (written at sealing, or on a read).
+    /// Bytes of JSON text held by sealed samples.
     pub sealed_json_bytes: usize,
-    /// Bytes of numbers held by sealed samples kept in a template.
-    pub sealed_number_bytes: usize,
 }
 
 pub struct HistoryStore {
@@ -504,12 +500,7 @@ impl HistoryStore {
             f.samples += 1;
             match &s.content {
                 Content::Open(_) => f.open_samples += 1,
-                Content::Sealed(Sealed::Text(j)) => f.sealed_json_bytes += j.heap_bytes(),
-                Content::Sealed(Sealed::Compact(c)) => {
-                    let (numbers, text) = c.heap_bytes();
-                    f.sealed_number_bytes += numbers;
-                    f.sealed_json_bytes += text;
-                }
+                Content::Sealed(j) => f.sealed_json_bytes += j.heap_bytes(),
             }
         }
         f

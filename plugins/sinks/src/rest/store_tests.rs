@@ -502,8 +502,7 @@ fn the_next_snapshot_is_prepared_only_while_someone_reads() {
 }
 
 /// The history stays bounded: a sample per tick up to `max_samples`, only the newest
-/// sample of a domain keeps its values, and the rest is numbers (no text until a read)
-/// smaller than their text.
+/// sample of a domain keeps its values, and the rest is text of a bounded size.
 #[test]
 fn history_stays_bounded_and_compact() {
     let store = HistoryStore::new(Duration::from_secs(3600), 60);
@@ -520,20 +519,10 @@ fn history_stays_bounded_and_compact() {
         assert_eq!(f.open_samples, 22, "only the newest sample keeps values");
     }
     let f = store.footprint();
-    assert_eq!(
-        f.sealed_json_bytes, 0,
-        "nothing written before a read: {f:?}"
-    );
     let text = store.render_bytes(None).unwrap();
     assert!(
-        f.sealed_number_bytes > 0 && f.sealed_number_bytes * 3 < text.len(),
-        "sealed samples hold a third of their text or less: {f:?} vs {}",
-        text.len()
-    );
-    let read = store.footprint();
-    assert!(
-        read.sealed_json_bytes > 0 && read.sealed_json_bytes < text.len(),
-        "a read keeps the text it wrote, no more: {read:?} vs {}",
+        f.sealed_json_bytes < text.len(),
+        "sealed samples hold no more than their text: {f:?} vs {}",
         text.len()
     );
     let v: Value = serde_json::from_slice(&text).unwrap();
