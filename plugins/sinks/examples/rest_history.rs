@@ -105,10 +105,14 @@ fn main() {
     let rss_start = rss_kib();
     let store = HistoryStore::new(Duration::from_secs(3600), samples as usize);
     let t0 = SystemTime::now() - Duration::from_secs(samples + rounds + 10);
+    let mut unread = Vec::new();
     for t in 0..samples {
-        for b in tick(t0 + Duration::from_secs(t), t, domains) {
-            store.ingest(&b);
+        let batches = tick(t0 + Duration::from_secs(t), t, domains);
+        let start = Instant::now();
+        for b in &batches {
+            store.ingest(b);
         }
+        unread.push(start.elapsed());
     }
     let rss_full = rss_kib();
 
@@ -128,7 +132,7 @@ fn main() {
         read_all(&store);
         again.push(start.elapsed());
     }
-    for v in [&mut ingest, &mut first, &mut again] {
+    for v in [&mut unread, &mut ingest, &mut first, &mut again] {
         v.sort();
     }
     let footprint = store.footprint();
@@ -141,6 +145,11 @@ fn main() {
         rss_start as f64 / 1024.0,
         rss_full as f64 / 1024.0,
         rss_end as f64 / 1024.0
+    );
+    println!(
+        "  ingest, one tick, nobody reading    median {} / p99 {}",
+        ms(percentile(&unread, 0.5)),
+        ms(percentile(&unread, 0.99))
     );
     println!(
         "  ingest, one tick (4 batches)        median {} / p99 {}",
