@@ -39,8 +39,9 @@ impl Progress {
 
 impl Supervisor {
     /// Runs `work` awaited on the current connection's native client, waiting while
-    /// another awaited call has it (calls that come together take it one after the
-    /// other); all of it within `call_timeout`, as [`Supervisor::bounded`] gives a
+    /// another awaited call has it, up to `wire::CLIENT_WAIT` (calls that come together
+    /// take it one after the other; one stuck on a busy domain is not waited for); all
+    /// of it within `call_timeout`, as [`Supervisor::bounded`] gives a
     /// library call (then `Timeout`, naming `call`), and each reply within the silence
     /// limit. A call cut off midway drops its client unsettled (closed: a reply may
     /// still be on its way). `None` when the library must answer: no connection, the
@@ -53,7 +54,7 @@ impl Supervisor {
     ) -> Option<Result<T, HypervisorError>> {
         let live = self.current()?;
         let answer = async {
-            let mut taken = live.wire.take_open_waiting().await?;
+            let mut taken = live.wire.take_open_within_wait().await?;
             let result = {
                 let client = taken.client()?;
                 wire::within_silence_limit(&self.settings, work(client)).await

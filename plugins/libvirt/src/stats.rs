@@ -209,16 +209,16 @@ async fn bulk_attempt(
 /// it is not open right now or failed (the blocking path then tries it or the library
 /// answers); an error only when the daemon did not answer in time. No library handle
 /// is looked up here. While another awaited call has the client (the specs refresh's
-/// listing and XML, the host counters: a few milliseconds), the call waits for it
-/// rather than going through the library on another lane, which would open that
-/// lane's connection.
+/// listing and XML, the host counters: a few milliseconds), the call waits for it, up
+/// to `wire::CLIENT_WAIT`, rather than going through the library on another lane,
+/// which would open that lane's connection.
 async fn native_records_async(
     sup: &Supervisor,
     live: &Live,
     stats: u32,
     scope: &Scope,
 ) -> Option<Result<Vec<ffi::RawRecord>, HypervisorError>> {
-    let mut taken = live.wire.take_open_waiting().await?;
+    let mut taken = live.wire.take_open_within_wait().await?;
     let result = {
         let client = taken.client()?;
         let call = async {

@@ -172,6 +172,23 @@ impl WireSlot {
     }
 }
 
+impl WireSlot {
+    /// [`WireSlot::take_open_waiting`] for at most [`CLIENT_WAIT`]: a call that holds
+    /// the client longer is likely stuck on a busy domain or daemon (it ends at the
+    /// silence limit), and the library answers in the meantime.
+    pub(crate) async fn take_open_within_wait(&self) -> Option<TakenClient<'_>> {
+        tokio::time::timeout(CLIENT_WAIT, self.take_open_waiting())
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
+/// How long an awaited call waits for the native client while another has it: enough
+/// for the calls that come together at a tick (the specs refresh's XML one after the
+/// other, the host counters, the bulk call; a few ms each), short of a stuck call.
+pub(crate) const CLIENT_WAIT: Duration = Duration::from_millis(250);
+
 impl TakenClient<'_> {
     /// The client, for the call.
     pub(crate) fn client(&mut self) -> Option<&mut WireClient> {
