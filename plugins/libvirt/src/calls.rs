@@ -8,13 +8,12 @@
 //! permit, no lane, no blocking thread, the same deadline.
 use std::sync::{Arc, Mutex};
 
-use futures::future::BoxFuture;
 use vadvisor_api::HypervisorError;
 
 use crate::lanes::Lease;
 use crate::live::{release, Live};
 use crate::supervisor::Supervisor;
-use crate::wire::{self, WireClient, WireError};
+use crate::wire::{WireClient, WireError};
 
 /// The bulk statistics call, as errors and logs name it.
 pub(crate) const BULK_CALL: &str = "virConnectGetAllDomainStats";
@@ -50,19 +49,11 @@ impl Supervisor {
     pub(crate) async fn native<T>(
         &self,
         call: &'static str,
-        work: impl for<'c> FnOnce(&'c mut WireClient) -> BoxFuture<'c, Result<T, WireError>>,
+        work: impl AsyncFnOnce(&mut WireClient) -> Result<T, WireError>,
     ) -> Option<Result<T, HypervisorError>> {
         let live = self.current()?;
-        let answer = async {
-            let mut taken = live.wire.take_open_within_wait().await?;
-            let result = {
-                let client = taken.client()?;
-                wire::within_silence_limit(&self.settings, work(client)).await
-            };
-            taken.settle(&self.settings, call, result)
-        };
         let timeout = self.settings.call_timeout;
-        let answer = tokio::time::timeout(timeout, answer)
+        let answer = tokio::time::timeout(timeout, live.wire.awaited(&self.settings, call, work))
             .await
             .unwrap_or(Some(Err(HypervisorError::Timeout { call, timeout })));
         release(live);

@@ -88,7 +88,7 @@ pub(crate) fn list(
 ) -> Result<Vec<DomainEntry>, HypervisorError> {
     sup.count_calls(1);
     progress.set(LIST_CALL);
-    match ffi::get_all_domain_stats(&live.conn, sys::VIR_DOMAIN_STATS_STATE, 0, &|_| true) {
+    match ffi::get_all_domain_stats(&live.conn, sys::VIR_DOMAIN_STATS_STATE, 0, &|_| false) {
         Ok(records) => Ok(entries(records)),
         Err(e) if e.code().to_raw() == sys::VIR_ERR_NO_SUPPORT => {
             let mut out = list_one_by_one(sup, live, progress)?;
@@ -108,9 +108,7 @@ fn entries(records: Vec<ffi::RawRecord>) -> Vec<DomainEntry> {
                 int_param(&r.params, "state.state").unwrap_or(0),
                 int_param(&r.params, "state.reason").unwrap_or(0),
             ),
-            active: r
-                .active
-                .unwrap_or_else(|| r.domain.as_ref().is_some_and(|d| d.id().is_some())),
+            active: r.active,
             domain: DomainRef::new(r.uuid, r.name),
         })
         .collect();
@@ -124,9 +122,10 @@ pub(crate) async fn native_list(
     sup: &Supervisor,
 ) -> Option<Result<Vec<DomainEntry>, HypervisorError>> {
     let records = sup
-        .native(LIST_CALL, |c| {
+        .native(LIST_CALL, async |c| {
             sup.count_native_calls(1);
-            Box::pin(c.domain_stats_async(&[], sys::VIR_DOMAIN_STATS_STATE, 0))
+            c.domain_stats_async(&[], sys::VIR_DOMAIN_STATS_STATE, 0)
+                .await
         })
         .await?;
     Some(records.map(entries))
@@ -244,9 +243,9 @@ pub(crate) async fn native_xml(
     id: &str,
 ) -> Option<Result<String, HypervisorError>> {
     let dom = wire::DomainId::by_uuid(&normalize_uuid(id)?)?;
-    sup.native(XML_CALL, |client| {
+    sup.native(XML_CALL, async |client| {
         sup.count_native_calls(1);
-        Box::pin(async move { client.domain_xml_async(&dom, 0).await })
+        client.domain_xml_async(&dom, 0).await
     })
     .await
 }

@@ -107,23 +107,21 @@ pub(crate) async fn native_node_stats(
             r => r,
         }
     }
-    sup.native(NODE_CALL, |c| {
+    sup.native(NODE_CALL, async |c| {
         sup.count_native_calls(4);
-        Box::pin(async move {
-            let info = c.node_info_async().await?;
-            let cpu = optional(c.node_cpu_stats_async().await)?
-                .into_iter()
-                .collect();
-            let memory = optional(c.node_memory_stats_async().await)?
-                .into_iter()
-                .collect();
-            let free_memory = optional(c.free_memory_async().await.map(Some))?;
-            Ok(NodeStats {
-                info,
-                cpu,
-                memory,
-                free_memory,
-            })
+        let info = c.node_info_async().await?;
+        let cpu = optional(c.node_cpu_stats_async().await)?
+            .into_iter()
+            .collect();
+        let memory = optional(c.node_memory_stats_async().await)?
+            .into_iter()
+            .collect();
+        let free_memory = optional(c.free_memory_async().await.map(Some))?;
+        Ok(NodeStats {
+            info,
+            cpu,
+            memory,
+            free_memory,
         })
     })
     .await

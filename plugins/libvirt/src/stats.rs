@@ -218,30 +218,25 @@ async fn native_records_async(
     stats: u32,
     scope: &Scope,
 ) -> Option<Result<Vec<ffi::RawRecord>, HypervisorError>> {
-    let mut taken = live.wire.take_open_within_wait().await?;
-    let result = {
-        let client = taken.client()?;
-        let call = async {
-            match scope {
-                Scope::All => {
-                    sup.count_native_calls(1);
-                    client.domain_stats_async(&[], stats, BULK_FLAGS).await
-                }
-                Scope::Shard { index, plan } => {
-                    sup.count_native_calls(1);
-                    let listed = client.list_active_domains_async().await?;
-                    let mine = shard_members(listed, *index, plan);
-                    if mine.is_empty() {
-                        return Ok(Vec::new());
-                    }
-                    sup.count_native_calls(1);
-                    client.domain_stats_async(&mine, stats, BULK_FLAGS).await
-                }
+    let settings = &sup.settings;
+    live.wire
+        .awaited(settings, scope.call(), async |client| match scope {
+            Scope::All => {
+                sup.count_native_calls(1);
+                client.domain_stats_async(&[], stats, BULK_FLAGS).await
             }
-        };
-        wire::within_silence_limit(&sup.settings, call).await
-    };
-    taken.settle(&sup.settings, scope.call(), result)
+            Scope::Shard { index, plan } => {
+                sup.count_native_calls(1);
+                let listed = client.list_active_domains_async().await?;
+                let mine = shard_members(listed, *index, plan);
+                if mine.is_empty() {
+                    return Ok(Vec::new());
+                }
+                sup.count_native_calls(1);
+                client.domain_stats_async(&mine, stats, BULK_FLAGS).await
+            }
+        })
+        .await
 }
 
 /// The reply of an awaited native call: the library handles of the domains the

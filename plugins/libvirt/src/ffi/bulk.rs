@@ -28,9 +28,9 @@ pub struct RawRecord {
     /// for the records the caller's `keep_domain` asked it for (taking and dropping a
     /// reference costs libvirt two debug-log UUID formattings per domain and call).
     pub domain: Option<Domain>,
-    /// Whether the domain runs, when the reply says so without a handle (the native
-    /// client's records carry the domain's id: -1 for a domain that is not running).
-    pub active: Option<bool>,
+    /// Whether the domain runs: it has an id (libvirt's record carries the domain's id,
+    /// as the native client's does; -1 for a domain that is not running).
+    pub active: bool,
 }
 
 impl fmt::Debug for RawRecord {
@@ -88,6 +88,9 @@ fn copy_record(
     // SAFETY: `rec.params` holds `rec.nparams` parameters that libvirt initialised,
     // string members included; they stay valid until the list is freed.
     let params = unsafe { stats_params_from_raw(rec.params, rec.nparams) };
+    // SAFETY: `rec.dom` is valid (as above); the id is read from the domain object, no
+    // call is made. `(unsigned int)-1` means no id: the domain is not running.
+    let active = unsafe { sys::virDomainGetID(rec.dom) } != u32::MAX;
     let domain = if keep_domain(&params) {
         // SAFETY: `rec.dom` is valid; virDomainRef adds a reference that the new `Domain`
         // owns and releases with virDomainFree when dropped, independently of the list.
@@ -104,7 +107,7 @@ fn copy_record(
         name,
         params,
         domain,
-        active: None,
+        active,
     }))
 }
 
@@ -228,6 +231,28 @@ mod tests {
         assert_eq!(domain_state(domain).expect("state").0, 1);
         // The UUID formatted from the raw bytes is libvirt's own string.
         assert_eq!(domain.uuid_string().expect("uuid string"), test.uuid);
+    }
+
+    #[test]
+    fn a_record_says_whether_its_domain_runs() {
+        // A defined, never started domain of its own (test:///default is shared by the
+        // process's tests: the `test` domain, running, is only read).
+        let rw = virt::connect::Connect::open(Some("test:///default")).expect("read-write");
+        let xml = "<domain type='test'><name>ffi-bulk-inactive</name>\
+            <uuid>33333333-0000-4000-8000-000000000002</uuid>\
+            <memory unit='KiB'>65536</memory><vcpu>1</vcpu><os><type>hvm</type></os></domain>";
+        let defined = rw.define_domain_xml(xml).expect("defined");
+        let recs = get_all_domain_stats(&test_conn(), sys::VIR_DOMAIN_STATS_STATE, 0, &|_| true);
+        let _ = defined.undefine();
+        let recs = recs.expect("bulk stats");
+        let active = |name: &str| recs.iter().find(|r| r.name == name).map(|r| r.active);
+        assert_eq!(active("test"), Some(true));
+        assert_eq!(active("ffi-bulk-inactive"), Some(false));
+        // The same as the domain's id says, for every record.
+        for r in &recs {
+            let id = r.domain.as_ref().expect("kept").id();
+            assert_eq!(r.active, id.is_some(), "{}", r.name);
+        }
     }
 
     #[test]

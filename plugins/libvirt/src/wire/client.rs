@@ -1,9 +1,10 @@
 //! [`WireClient`]: one read-only connection to a local libvirt daemon over its RPC
 //! protocol, without libvirt's client library: authentication (none, or polkit, which
 //! the daemon waives for root), the read-only open, the domain listing and the bulk
-//! statistics call. One call at a time, blocking — or, for the bulk statistics and the
-//! domain listing, awaited on the async runtime's reactor (`*_async`: the socket is
-//! switched to non-blocking for the call), so a tick's call needs no blocking thread.
+//! statistics call. One call at a time, blocking — or awaited on the async runtime's
+//! reactor (`*_async`: the socket is switched to non-blocking and registered there for
+//! the first awaited call, and back only for a blocking one), so a tick's call needs no
+//! blocking thread.
 //! Each reply is read into one reused buffer and decoded there.
 
 use std::io::{self, Read, Write};
@@ -102,10 +103,45 @@ fn reply_body(msg: &[u8], status: u32) -> Result<&[u8], WireError> {
     }
 }
 
+/// The client's socket, in the mode its last call needed: switched only when a call of
+/// the other kind comes (awaited calls follow each other: the tick's bulk call, the
+/// host counters, the specs refresh; a blocking call is the exception), so an awaited
+/// call costs no mode switch and no reactor (de)registration.
+enum Socket {
+    /// Blocking, with the read and write timeouts: for blocking calls.
+    Blocking(UnixStream),
+    /// Non-blocking and registered with the async runtime's reactor: for awaited calls.
+    Registered(tokio::net::UnixStream),
+}
+
+impl Socket {
+    fn blocking(self) -> io::Result<UnixStream> {
+        match self {
+            Socket::Blocking(s) => Ok(s),
+            Socket::Registered(s) => {
+                let s = s.into_std()?;
+                s.set_nonblocking(false)?;
+                Ok(s)
+            }
+        }
+    }
+
+    /// Registered with the current runtime's reactor (must be called on it).
+    fn registered(self) -> io::Result<tokio::net::UnixStream> {
+        match self {
+            Socket::Registered(s) => Ok(s),
+            Socket::Blocking(s) => {
+                s.set_nonblocking(true)?;
+                tokio::net::UnixStream::from_std(s)
+            }
+        }
+    }
+}
+
 /// An open, authenticated, read-only connection.
 pub struct WireClient {
-    /// Taken out while an awaited call runs; missing after one was abandoned midway.
-    stream: Option<UnixStream>,
+    /// Taken out while a call runs; missing after one failed or was abandoned midway.
+    stream: Option<Socket>,
     serial: u32,
     /// The last reply, length word excluded; reused so a tick allocates no buffer.
     buf: Vec<u8>,
@@ -137,7 +173,7 @@ impl WireClient {
         stream.set_read_timeout(timeout)?;
         stream.set_write_timeout(timeout)?;
         let mut c = Self {
-            stream: Some(stream),
+            stream: Some(Socket::Blocking(stream)),
             serial: 0,
             buf: Vec::new(),
             sort_memo: SortMemo::default(),
@@ -158,6 +194,12 @@ impl WireClient {
         Ok(c)
     }
 
+    /// Whether the socket is registered with the reactor (the last call was awaited).
+    #[cfg(test)]
+    pub(super) fn is_registered(&self) -> bool {
+        matches!(self.stream, Some(Socket::Registered(_)))
+    }
+
     /// The next call's message: a new serial, `procedure` and its arguments.
     fn next_call(
         &mut self,
@@ -176,31 +218,31 @@ impl WireClient {
         args: impl FnOnce(&mut protocol::Writer),
     ) -> Result<&[u8], WireError> {
         let msg = self.next_call(procedure, args);
-        let stream = self.stream.as_mut().ok_or_else(not_connected)?;
+        let mut stream = self.stream.take().ok_or_else(not_connected)?.blocking()?;
         stream.write_all(&msg)?;
-        loop {
+        let status = loop {
             let mut word = [0u8; 4];
             stream.read_exact(&mut word)?;
             stream.read_exact(sized(&mut self.buf, word)?)?;
             if let Some(status) = reply_status(&self.buf, self.serial, procedure)? {
-                return reply_body(&self.buf, status);
+                break status;
             }
-        }
+        };
+        self.stream = Some(Socket::Blocking(stream));
+        reply_body(&self.buf, status)
     }
 
     /// [`call`](Self::call) awaited on the runtime's reactor: the socket is
-    /// non-blocking and registered there while the call runs. A call dropped midway
-    /// (or failed) takes the socket with it: the client is then dropped, as a reply may
-    /// still be on its way.
+    /// non-blocking and registered there (and stays so until a blocking call comes). A
+    /// call dropped midway (or failed) takes the socket with it: the client is then
+    /// dropped, as a reply may still be on its way.
     async fn call_async(
         &mut self,
         procedure: Procedure,
         args: impl FnOnce(&mut protocol::Writer),
     ) -> Result<&[u8], WireError> {
         let msg = self.next_call(procedure, args);
-        let blocking = self.stream.take().ok_or_else(not_connected)?;
-        blocking.set_nonblocking(true)?;
-        let mut stream = tokio::net::UnixStream::from_std(blocking)?;
+        let mut stream = self.stream.take().ok_or_else(not_connected)?.registered()?;
         stream.write_all(&msg).await?;
         let status = loop {
             let mut word = [0u8; 4];
@@ -210,9 +252,7 @@ impl WireClient {
                 break status;
             }
         };
-        let blocking = stream.into_std()?;
-        blocking.set_nonblocking(false)?;
-        self.stream = Some(blocking);
+        self.stream = Some(Socket::Registered(stream));
         reply_body(&self.buf, status)
     }
 

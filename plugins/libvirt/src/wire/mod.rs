@@ -184,6 +184,27 @@ impl WireSlot {
     }
 }
 
+impl WireSlot {
+    /// Runs `work` on the slot's client, awaited: the client is taken out (waiting at
+    /// most [`CLIENT_WAIT`] while another awaited call has it), `work` runs within the
+    /// silence limit, and the outcome is [settled](TakenClient::settle) (`call_name`
+    /// names a timeout). `None` when the library must answer. Every awaited call goes
+    /// through here; dropped midway, it drops the client unsettled (closed).
+    pub(crate) async fn awaited<T>(
+        &self,
+        settings: &LibvirtSettings,
+        call_name: &'static str,
+        work: impl AsyncFnOnce(&mut WireClient) -> Result<T, WireError>,
+    ) -> Option<Result<T, HypervisorError>> {
+        let mut taken = self.take_open_within_wait().await?;
+        let result = {
+            let client = taken.client()?;
+            within_silence_limit(settings, work(client)).await
+        };
+        taken.settle(settings, call_name, result)
+    }
+}
+
 /// How long an awaited call waits for the native client while another has it: enough
 /// for the calls that come together at a tick (the specs refresh's XML one after the
 /// other, the host counters, the bulk call; a few ms each), short of a stuck call.
@@ -471,12 +492,14 @@ mod tests {
         slot: &WireSlot,
         settings: &LibvirtSettings,
     ) -> Option<Result<Vec<crate::ffi::RawRecord>, HypervisorError>> {
-        let mut taken = slot.take_open()?;
-        let result = {
-            let client = taken.client()?;
-            within_silence_limit(settings, client.domain_stats_async(&[], 0, 0)).await
-        };
-        taken.settle(settings, "virConnectGetAllDomainStats", result)
+        slot.awaited(settings, "virConnectGetAllDomainStats", async |c| {
+            c.domain_stats_async(&[], 0, 0).await
+        })
+        .await
+    }
+
+    fn registered(slot: &WireSlot) -> bool {
+        matches!(&*slot.state.lock().unwrap(), State::Open(c) if c.is_registered())
     }
 
     fn is_open(slot: &WireSlot) -> bool {
@@ -497,12 +520,18 @@ mod tests {
             assert_eq!(&*records[0].name, "vm-1");
             assert!(is_open(&slot), "back in the slot");
         }
+        // Between awaited calls the socket stays registered with the reactor.
+        assert!(registered(&slot), "still registered");
         // The blocking client still works on the same socket afterwards.
         let again = slot.call(&settings, |c| c.domain_stats(&[], 0, 0));
         assert!(
             matches!(again, Some(Ok(ref r)) if r.len() == 1),
             "{again:?}"
         );
+        assert!(!registered(&slot), "blocking again");
+        // And an awaited call after it registers it again.
+        assert!(matches!(awaited(&slot, &settings).await, Some(Ok(ref r)) if r.len() == 1));
+        assert!(registered(&slot));
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -358,7 +358,7 @@ pub fn decode_domain_stats(
         let params = Params::from_unsorted_bytes_memo(scratch.drain(..), key_bytes, memo);
         out.push(RawRecord {
             uuid: dom.uuid_string(),
-            active: Some(dom.id != -1),
+            active: dom.id != -1,
             name: dom.name,
             params,
             domain: None,
