@@ -10,6 +10,7 @@
 
 mod calls;
 mod connection;
+mod cpu_totals;
 pub mod domain_xml;
 mod domains;
 mod errors;

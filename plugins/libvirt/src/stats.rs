@@ -14,6 +14,7 @@ use virt::domain::Domain;
 use virt::sys;
 
 use crate::calls::BULK_CALL;
+use crate::cpu_totals;
 use crate::errors::{classify, Abort};
 use crate::fallback::{fallback, needs_fallback};
 use crate::ffi;
@@ -219,11 +220,11 @@ async fn native_records_async(
     scope: &Scope,
 ) -> Option<Result<Vec<ffi::RawRecord>, HypervisorError>> {
     let settings = &sup.settings;
+    let calls = |n| sup.count_native_calls(n);
     live.wire
         .awaited(settings, scope.call(), async |client| match scope {
             Scope::All => {
-                sup.count_native_calls(1);
-                client.domain_stats_async(&[], stats, BULK_FLAGS).await
+                cpu_totals::domain_stats_async(client, &[], stats, BULK_FLAGS, &calls).await
             }
             Scope::Shard { index, plan } => {
                 sup.count_native_calls(1);
@@ -232,8 +233,7 @@ async fn native_records_async(
                 if mine.is_empty() {
                     return Ok(Vec::new());
                 }
-                sup.count_native_calls(1);
-                client.domain_stats_async(&mine, stats, BULK_FLAGS).await
+                cpu_totals::domain_stats_async(client, &mine, stats, BULK_FLAGS, &calls).await
             }
         })
         .await

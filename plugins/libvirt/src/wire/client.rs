@@ -17,16 +17,17 @@ use thiserror::Error;
 
 use super::endpoint::Endpoint;
 use super::protocol::{
-    self, decode_auth_list, decode_auth_polkit, decode_domain_get_xml_desc, decode_domain_stats,
-    decode_free_memory, decode_list_all_domains, decode_node_info, decode_node_stats,
-    encode_domain_get_xml_desc, encode_get_all_domain_stats, encode_list_all_domains,
-    encode_node_cpu_stats, encode_node_memory_stats, encode_open, DomainId, Header, Procedure,
-    RemoteError, StatsDecodeError, AUTH_NONE, AUTH_POLKIT, CONNECT_RO, HEADER_LEN,
-    LIST_DOMAINS_ACTIVE, MESSAGE_MAX, PROGRAM, STATUS_ERROR, STATUS_OK, TYPE_REPLY,
+    self, decode_auth_list, decode_auth_polkit, decode_domain_cpu_total,
+    decode_domain_get_xml_desc, decode_domain_stats, decode_free_memory, decode_list_all_domains,
+    decode_node_info, decode_node_stats, encode_domain_cpu_total, encode_domain_get_xml_desc,
+    encode_get_all_domain_stats, encode_list_all_domains, encode_node_cpu_stats,
+    encode_node_memory_stats, encode_open, DomainId, Header, Procedure, RemoteError,
+    StatsDecodeError, AUTH_NONE, AUTH_POLKIT, CONNECT_RO, HEADER_LEN, LIST_DOMAINS_ACTIVE,
+    MESSAGE_MAX, PROGRAM, STATUS_ERROR, STATUS_OK, TYPE_REPLY,
 };
 use super::xdr::{Reader, XdrError};
 use crate::ffi::RawRecord;
-use vadvisor_api::{NodeInfo, SortMemo};
+use vadvisor_api::{NodeInfo, SortMemo, TypedValue};
 
 /// Why a call over the native client failed.
 #[derive(Debug, Error)]
@@ -151,6 +152,9 @@ pub struct WireClient {
     /// How many host CPU and memory counters the daemon has (asked once: libvirt wants
     /// the exact count, which does not change while the connection lives).
     node_counts: NodeCounts,
+    /// Whether the daemon answers `virDomainGetCPUStats` for its domains (no: a host
+    /// without CPU accounting); see `cpu_totals`.
+    cpu_totals_per_domain: bool,
 }
 
 /// Host counters as the daemon names them, with their values.
@@ -178,6 +182,7 @@ impl WireClient {
             buf: Vec::new(),
             sort_memo: SortMemo::default(),
             node_counts: NodeCounts::default(),
+            cpu_totals_per_domain: true,
         };
         let types = decode_auth_list(c.call(Procedure::AuthList, |_| {})?)?;
         if !types.is_empty() && !types.contains(&AUTH_NONE) {
@@ -254,6 +259,79 @@ impl WireClient {
         };
         self.stream = Some(Socket::Registered(stream));
         reply_body(&self.buf, status)
+    }
+
+    /// Whether domains' CPU totals are asked per domain (see `cpu_totals`): until the
+    /// daemon answered none of them.
+    pub fn cpu_totals_per_domain(&self) -> bool {
+        self.cpu_totals_per_domain
+    }
+
+    /// The daemon answered none: ask the bulk group from now on, on this connection.
+    pub fn stop_cpu_totals_per_domain(&mut self) {
+        self.cpu_totals_per_domain = false;
+    }
+
+    /// `count` calls of `procedure` (arguments of call `i` from `args(i, …)`) sent in one
+    /// write, their replies read as they come (the daemon answers them in any order)
+    /// and each decoded by `decode` as it arrives, awaited (see `call_async`). One
+    /// entry per call, in call order: its decoded reply or the daemon's error for it.
+    /// An I/O or protocol failure fails them all.
+    async fn calls_async<R>(
+        &mut self,
+        procedure: Procedure,
+        count: usize,
+        mut args: impl FnMut(usize, &mut protocol::Writer),
+        mut decode: impl FnMut(&[u8]) -> Result<R, WireError>,
+    ) -> Result<Vec<Result<R, WireError>>, WireError> {
+        let first = self.serial.wrapping_add(1);
+        let mut msgs = Vec::new();
+        for i in 0..count {
+            msgs.extend_from_slice(&self.next_call(procedure, |w| args(i, w)));
+        }
+        let mut out: Vec<Option<Result<R, WireError>>> = (0..count).map(|_| None).collect();
+        let mut stream = self.stream.take().ok_or_else(not_connected)?.registered()?;
+        stream.write_all(&msgs).await?;
+        let mut left = count;
+        while left > 0 {
+            let mut word = [0u8; 4];
+            stream.read_exact(&mut word).await?;
+            stream.read_exact(sized(&mut self.buf, word)?).await?;
+            let h = Header::decode(&mut Reader::new(&self.buf))?;
+            let index = h.serial.wrapping_sub(first) as usize;
+            let ours = h.program == PROGRAM
+                && h.kind == TYPE_REPLY
+                && h.procedure == procedure as i32
+                && index < count;
+            let Some(slot) = out.get_mut(index).filter(|slot| ours && slot.is_none()) else {
+                continue;
+            };
+            *slot = Some(match reply_body(&self.buf, h.status) {
+                Ok(body) => decode(body),
+                Err(WireError::Remote(e)) => Err(WireError::Remote(e)),
+                Err(e) => return Err(e),
+            });
+            left -= 1;
+        }
+        self.stream = Some(Socket::Registered(stream));
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    /// Each domain's total CPU time, user and system time (`virDomainGetCPUStats`,
+    /// `start_cpu` -1), keyed as the bulk `cpu-total` group keys them: all the calls in
+    /// one write, awaited. Per domain, the daemon's error for it (a domain gone, a host
+    /// without CPU accounting) or its counters.
+    pub async fn domain_cpu_totals_async(
+        &mut self,
+        doms: &[DomainId],
+    ) -> Result<Vec<Result<Vec<(&'static str, TypedValue)>, WireError>>, WireError> {
+        self.calls_async(
+            Procedure::DomainGetCpuStats,
+            doms.len(),
+            |i, w| encode_domain_cpu_total(w, &doms[i]),
+            |body| Ok(decode_domain_cpu_total(body)?),
+        )
+        .await
     }
 
     /// [`list_active_domains`](Self::list_active_domains), awaited (see `call_async`).

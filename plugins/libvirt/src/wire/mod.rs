@@ -331,11 +331,14 @@ fn note_failure(settings: &LibvirtSettings, e: &WireError) {
 
 #[cfg(test)]
 mod tests {
-    use super::protocol::{Header, Writer, HEADER_LEN, PROGRAM, STATUS_OK, TYPE_REPLY};
+    use super::protocol::{
+        Header, Writer, HEADER_LEN, PROGRAM, STATUS_ERROR, STATUS_OK, TYPE_REPLY,
+    };
     use super::xdr::Reader;
     use super::*;
     use std::io::{Read, Write};
     use std::os::unix::net::{UnixListener, UnixStream};
+    use vadvisor_api::TypedValue;
 
     /// How the fake daemon answers a call to procedure `proc` (after the handshake).
     #[derive(Clone, Copy)]
@@ -349,6 +352,11 @@ mod tests {
         /// To `virDomainGetXMLDesc`: `<domain><uuid>HEX</uuid></domain>`, HEX the 16
         /// bytes of the UUID the call named.
         Xml,
+        /// To `virDomainGetCPUStats`: once three calls are in, their replies in reverse
+        /// order: `cpu_time` = 1000 × the UUID's last byte (and `user_time`, and a
+        /// counter the bulk group does not have), or, when that byte is 2, an error
+        /// (no such domain).
+        CpuTotals,
     }
 
     /// The XML the fake daemon answers for the domain whose call arguments are `args`.
@@ -380,6 +388,30 @@ mod tests {
         w.into_bytes()
     }
 
+    /// The fake daemon's reply to a `virDomainGetCPUStats` call (see `Answer::CpuTotals`).
+    fn cpu_total_reply(s: &mut UnixStream, serial: u32, args: &[u8]) {
+        let mut r = Reader::new(args);
+        let _name = r.bytes().expect("name");
+        let last = r.fixed::<16>().expect("uuid")[15];
+        let mut w = Writer::default();
+        if last == 2 {
+            w.i32(42); // VIR_ERR_NO_DOMAIN
+            w.i32(10);
+            w.i32(1);
+            w.string("Domain not found");
+            respond(s, 262, serial, STATUS_ERROR, &w.into_bytes());
+            return;
+        }
+        w.u32(3);
+        for (field, value) in [("cpu_time", 1000), ("vcpu_time", 7), ("user_time", 600)] {
+            w.string(field);
+            w.i32(4); // ULLONG
+            w.fixed(&(value * u64::from(last)).to_be_bytes());
+        }
+        w.i32(3);
+        reply(s, 262, serial, &w.into_bytes());
+    }
+
     /// Reads one call: (procedure, serial, its arguments).
     fn read_call_args(s: &mut UnixStream) -> Option<(i32, u32, Vec<u8>)> {
         let mut len = [0u8; 4];
@@ -391,9 +423,13 @@ mod tests {
     }
 
     fn reply(s: &mut UnixStream, procedure: i32, serial: u32, body: &[u8]) {
+        respond(s, procedure, serial, STATUS_OK, body);
+    }
+
+    fn respond(s: &mut UnixStream, procedure: i32, serial: u32, status: u32, body: &[u8]) {
         let mut w = Writer::default();
         w.u32(0);
-        for v in [PROGRAM, 1, procedure as u32, TYPE_REPLY, serial, STATUS_OK] {
+        for v in [PROGRAM, 1, procedure as u32, TYPE_REPLY, serial, status] {
             w.u32(v);
         }
         let mut msg = w.into_bytes();
@@ -411,6 +447,7 @@ mod tests {
         let listener = UnixListener::bind(&path).expect("bind");
         std::thread::spawn(move || {
             for mut s in listener.incoming().flatten() {
+                let mut pending: Vec<(u32, Vec<u8>)> = Vec::new();
                 while let Some((procedure, serial, args)) = read_call_args(&mut s) {
                     match procedure {
                         66 => reply(&mut s, procedure, serial, &[0, 0, 0, 1, 0, 0, 0, 0]),
@@ -422,6 +459,14 @@ mod tests {
                                 reply(&mut s, procedure, serial, &one_domain_body())
                             }
                             Answer::Xml => reply(&mut s, procedure, serial, &xml_for(&args)),
+                            Answer::CpuTotals => {
+                                pending.push((serial, args));
+                                if pending.len() == 3 {
+                                    for (serial, args) in pending.drain(..).rev() {
+                                        cpu_total_reply(&mut s, serial, &args);
+                                    }
+                                }
+                            }
                         },
                     }
                 }
@@ -532,6 +577,49 @@ mod tests {
         // And an awaited call after it registers it again.
         assert!(matches!(awaited(&slot, &settings).await, Some(Ok(ref r)) if r.len() == 1));
         assert!(registered(&slot));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn cpu_totals_are_asked_in_one_write_and_matched_to_replies_in_any_order() {
+        let (_dir, settings) = fake_daemon(Answer::CpuTotals);
+        let slot = WireSlot::open(&settings);
+        let dom = |last: u8| {
+            DomainId::by_uuid(&format!("5ad0a0b0-0000-4000-8000-0000000000{last:02x}"))
+                .expect("a UUID")
+        };
+        let doms = [dom(1), dom(2), dom(3)];
+        for _ in 0..2 {
+            let got = slot
+                .awaited(&settings, "virDomainGetCPUStats", async |c| {
+                    c.domain_cpu_totals_async(&doms).await
+                })
+                .await;
+            let Some(Ok(got)) = got else {
+                panic!("{got:?}")
+            };
+            assert_eq!(got.len(), 3);
+            // Answered last-first, each still in its call's place; the counter the bulk
+            // group does not have is left out.
+            let values = |i: usize| match &got[i] {
+                Ok(v) => v.clone(),
+                Err(e) => panic!("{e:?}"),
+            };
+            assert_eq!(
+                values(0),
+                vec![
+                    ("cpu.time", TypedValue::ULLong(1000)),
+                    ("cpu.user", TypedValue::ULLong(600))
+                ]
+            );
+            assert_eq!(values(2)[0], ("cpu.time", TypedValue::ULLong(3000)));
+            // The daemon's error for one domain is that domain's alone.
+            assert!(
+                matches!(&got[1], Err(WireError::Remote(e)) if e.code == 42),
+                "{:?}",
+                got[1]
+            );
+            assert!(is_open(&slot), "the client stays in step");
+        }
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -653,6 +741,7 @@ mod tests {
         let asked = Arc::clone(&count_asked);
         std::thread::spawn(move || {
             for mut s in listener.incoming().flatten() {
+                let mut pending: Vec<(u32, Vec<u8>)> = Vec::new();
                 while let Some((procedure, serial, args)) = read_call_args(&mut s) {
                     match procedure {
                         66 => reply(&mut s, procedure, serial, &[0, 0, 0, 1, 0, 0, 0, 0]),

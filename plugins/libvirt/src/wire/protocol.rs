@@ -42,6 +42,7 @@ pub enum Procedure {
     AuthPolkit = 70,
     ConnectListAllDomains = 273,
     ConnectGetAllDomainStats = 344,
+    DomainGetCpuStats = 262,
 }
 
 /// `virNetMessageType`: a call, and the reply to one.
@@ -288,6 +289,46 @@ pub fn decode_domain_get_xml_desc(body: &[u8]) -> Result<String, XdrError> {
     Ok(text(Reader::new(body).bytes()?).into_owned())
 }
 
+/// How many total CPU counters [`encode_domain_cpu_total`] asks for: the QEMU driver
+/// has three (`cpu_time`, `user_time`, `system_time`).
+const CPU_TOTAL_PARAMS: u32 = 3;
+/// `REMOTE_DOMAIN_GET_CPU_STATS_MAX`.
+const CPU_STATS_MAX: usize = 2048;
+
+/// `remote_domain_get_cpu_stats_args` for the domain's total (`start_cpu` -1, one
+/// "CPU"): what `virsh cpu-stats --total` asks, read from the domain's cgroup, without
+/// the QEMU monitor.
+pub fn encode_domain_cpu_total(w: &mut Writer, dom: &DomainId) {
+    dom.encode(w);
+    w.u32(CPU_TOTAL_PARAMS);
+    w.i32(-1);
+    w.u32(1);
+    w.u32(0);
+}
+
+/// `remote_domain_get_cpu_stats_ret`: the counters as the bulk `cpu-total` group names
+/// them (`cpu_time` → `cpu.time`, `user_time` → `cpu.user`, `system_time` →
+/// `cpu.system`; others are left out).
+pub fn decode_domain_cpu_total(
+    body: &[u8],
+) -> Result<Vec<(&'static str, TypedValue)>, StatsDecodeError> {
+    let mut r = Reader::new(body);
+    let n = r.count("CPU statistics", CPU_STATS_MAX, 12)?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let field = r.bytes()?;
+        let value = typed_value(&mut r, field)?;
+        let key = match field {
+            b"cpu_time" => "cpu.time",
+            b"user_time" => "cpu.user",
+            b"system_time" => "cpu.system",
+            _ => continue,
+        };
+        out.push((key, value));
+    }
+    Ok(out)
+}
+
 /// `virTypedParameterType` values (`remote_typed_param_value`'s discriminant).
 const PARAM_INT: i32 = 1;
 const PARAM_UINT: i32 = 2;
@@ -315,6 +356,25 @@ fn text(bytes: &[u8]) -> Cow<'_, str> {
     }
 }
 
+/// One `remote_typed_param_value` (its type, then the value) of parameter `field`.
+fn typed_value(r: &mut Reader<'_>, field: &[u8]) -> Result<TypedValue, StatsDecodeError> {
+    Ok(match r.i32()? {
+        PARAM_INT => TypedValue::Int(r.i32()?),
+        PARAM_UINT => TypedValue::UInt(r.u32()?),
+        PARAM_LLONG => TypedValue::LLong(r.i64()?),
+        PARAM_ULLONG => TypedValue::ULLong(r.u64()?),
+        PARAM_DOUBLE => TypedValue::Double(r.f64()?),
+        PARAM_BOOLEAN => TypedValue::Boolean(r.i32()? != 0),
+        PARAM_STRING => TypedValue::String(String::from_utf8_lossy(r.bytes()?).into_owned()),
+        kind => {
+            return Err(StatsDecodeError::UnknownType {
+                field: text(field).into_owned(),
+                kind,
+            })
+        }
+    })
+}
+
 /// `remote_connect_get_all_domain_stats_ret`, straight into owned records: field names
 /// are borrowed from the message while a record's [`Params`] are built (one key buffer
 /// per record); only string values allocate. `scratch` is reused between records.
@@ -334,24 +394,7 @@ pub fn decode_domain_stats(
         let mut key_bytes = 0;
         for _ in 0..params {
             let field = r.bytes()?;
-            let kind = r.i32()?;
-            let value = match kind {
-                PARAM_INT => TypedValue::Int(r.i32()?),
-                PARAM_UINT => TypedValue::UInt(r.u32()?),
-                PARAM_LLONG => TypedValue::LLong(r.i64()?),
-                PARAM_ULLONG => TypedValue::ULLong(r.u64()?),
-                PARAM_DOUBLE => TypedValue::Double(r.f64()?),
-                PARAM_BOOLEAN => TypedValue::Boolean(r.i32()? != 0),
-                PARAM_STRING => {
-                    TypedValue::String(String::from_utf8_lossy(r.bytes()?).into_owned())
-                }
-                kind => {
-                    return Err(StatsDecodeError::UnknownType {
-                        field: text(field).into_owned(),
-                        kind,
-                    })
-                }
-            };
+            let value = typed_value(&mut r, field)?;
             key_bytes += field.len();
             scratch.push((field, value));
         }
