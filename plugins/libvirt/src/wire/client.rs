@@ -74,6 +74,80 @@ fn sized(buf: &mut Vec<u8>, word: [u8; 4]) -> Result<&mut [u8], WireError> {
     Ok(buf)
 }
 
+/// How much a batch of calls reads at a time (their replies are ~100 bytes each).
+const READ_CHUNK: usize = 16 * 1024;
+
+/// The first whole message at the front of `buf` (without its length word), if it has
+/// arrived.
+fn whole_message(buf: &[u8]) -> Result<Option<&[u8]>, WireError> {
+    let Some(word) = buf.first_chunk::<4>() else {
+        return Ok(None);
+    };
+    let len = u32::from_be_bytes(*word) as usize;
+    if !(HEADER_LEN..=MESSAGE_MAX).contains(&len) {
+        return Err(WireError::Protocol(format!("message length {len}")));
+    }
+    Ok(buf.get(4..len))
+}
+
+/// The calls of one batch: serials `first..first + count` of `procedure`.
+struct Batch {
+    first: u32,
+    procedure: Procedure,
+    count: usize,
+}
+
+/// Takes the whole messages off the front of `buf`, each reply to a call of `batch`
+/// decoded into its call's place in `out` (other messages skipped); how many replies
+/// it took.
+fn take_replies<R>(
+    buf: &mut Vec<u8>,
+    batch: &Batch,
+    out: &mut [Option<Result<R, WireError>>],
+    decode: &mut impl FnMut(&[u8]) -> Result<R, WireError>,
+) -> Result<usize, WireError> {
+    let mut taken = 0;
+    let mut replies = 0;
+    while let Some(msg) = whole_message(&buf[taken..])? {
+        taken += 4 + msg.len();
+        let h = Header::decode(&mut Reader::new(msg))?;
+        let index = h.serial.wrapping_sub(batch.first) as usize;
+        let ours = h.program == PROGRAM
+            && h.kind == TYPE_REPLY
+            && h.procedure == batch.procedure as i32
+            && index < batch.count;
+        let Some(slot) = out.get_mut(index).filter(|slot| ours && slot.is_none()) else {
+            continue;
+        };
+        *slot = Some(match reply_body(msg, h.status) {
+            Ok(body) => decode(body),
+            Err(WireError::Remote(e)) => Err(WireError::Remote(e)),
+            Err(e) => return Err(e),
+        });
+        replies += 1;
+    }
+    buf.drain(..taken);
+    Ok(replies)
+}
+
+/// How long the replies of a batch of calls are left to gather before they are read
+/// (see `calls_async`), at first and at least; at most.
+const BATCH_WAIT_FIRST: Duration = Duration::from_millis(2);
+const BATCH_WAIT_MIN: Duration = Duration::from_millis(1);
+const BATCH_WAIT_MAX: Duration = Duration::from_millis(20);
+
+/// The next batch's wait, after one whose replies had all `gathered` in `wait` or
+/// took `took` in all: a little shorter when they had (so it follows a faster
+/// daemon), as long as they took and a quarter when they had not.
+fn next_batch_wait(wait: Duration, gathered: bool, took: Duration) -> Duration {
+    let next = if gathered {
+        wait.mul_f64(0.9)
+    } else {
+        took.mul_f64(1.25)
+    };
+    next.clamp(BATCH_WAIT_MIN, BATCH_WAIT_MAX)
+}
+
 /// The client's socket is gone: an awaited call was abandoned midway.
 fn not_connected() -> io::Error {
     io::ErrorKind::NotConnected.into()
@@ -127,6 +201,16 @@ impl Socket {
         }
     }
 
+    /// Non-blocking and off the reactor (a blocking socket is switched).
+    fn unregistered(self) -> io::Result<UnixStream> {
+        let s = match self {
+            Socket::Registered(s) => return s.into_std(),
+            Socket::Blocking(s) => s,
+        };
+        s.set_nonblocking(true)?;
+        Ok(s)
+    }
+
     /// Registered with the current runtime's reactor (must be called on it).
     fn registered(self) -> io::Result<tokio::net::UnixStream> {
         match self {
@@ -155,6 +239,9 @@ pub struct WireClient {
     /// Whether the daemon answers `virDomainGetCPUStats` for its domains (no: a host
     /// without CPU accounting); see `cpu_totals`.
     cpu_totals_per_domain: bool,
+    /// How long a batch's replies are left to gather before they are read: about as
+    /// long as the last batch took (see `calls_async`).
+    batch_wait: Duration,
 }
 
 /// Host counters as the daemon names them, with their values.
@@ -183,6 +270,7 @@ impl WireClient {
             sort_memo: SortMemo::default(),
             node_counts: NodeCounts::default(),
             cpu_totals_per_domain: true,
+            batch_wait: BATCH_WAIT_FIRST,
         };
         let types = decode_auth_list(c.call(Procedure::AuthList, |_| {})?)?;
         if !types.is_empty() && !types.contains(&AUTH_NONE) {
@@ -273,10 +361,16 @@ impl WireClient {
     }
 
     /// `count` calls of `procedure` (arguments of call `i` from `args(i, …)`) sent in one
-    /// write, their replies read as they come (the daemon answers them in any order)
-    /// and each decoded by `decode` as it arrives, awaited (see `call_async`). One
-    /// entry per call, in call order: its decoded reply or the daemon's error for it.
-    /// An I/O or protocol failure fails them all.
+    /// write, their replies (the daemon answers them in any order) each decoded by
+    /// `decode` as it is read, awaited (see `call_async`). One entry per call, in call
+    /// order: its decoded reply or the daemon's error for it. An I/O or protocol failure
+    /// fails them all.
+    ///
+    /// The replies come over a millisecond or two, a few at a time; woken for each
+    /// arrival, the runtime's thread switched a dozen times per batch. So the socket is
+    /// taken off the reactor, the batch written, and the replies left to gather for
+    /// about as long as the last batch took (`batch_wait`): one timer
+    /// wake-up, then whatever has arrived is read at once. The rest, if any, is awaited.
     async fn calls_async<R>(
         &mut self,
         procedure: Procedure,
@@ -289,30 +383,60 @@ impl WireClient {
         for i in 0..count {
             msgs.extend_from_slice(&self.next_call(procedure, |w| args(i, w)));
         }
+        let batch = Batch {
+            first,
+            procedure,
+            count,
+        };
         let mut out: Vec<Option<Result<R, WireError>>> = (0..count).map(|_| None).collect();
-        let mut stream = self.stream.take().ok_or_else(not_connected)?.registered()?;
-        stream.write_all(&msgs).await?;
-        let mut left = count;
-        while left > 0 {
-            let mut word = [0u8; 4];
-            stream.read_exact(&mut word).await?;
-            stream.read_exact(sized(&mut self.buf, word)?).await?;
-            let h = Header::decode(&mut Reader::new(&self.buf))?;
-            let index = h.serial.wrapping_sub(first) as usize;
-            let ours = h.program == PROGRAM
-                && h.kind == TYPE_REPLY
-                && h.procedure == procedure as i32
-                && index < count;
-            let Some(slot) = out.get_mut(index).filter(|slot| ours && slot.is_none()) else {
-                continue;
-            };
-            *slot = Some(match reply_body(&self.buf, h.status) {
-                Ok(body) => decode(body),
-                Err(WireError::Remote(e)) => Err(WireError::Remote(e)),
-                Err(e) => return Err(e),
-            });
-            left -= 1;
+        self.buf.clear();
+        let socket = self.stream.take().ok_or_else(not_connected)?;
+        let mut quiet = socket.unregistered()?;
+        let mut written = 0;
+        while written < msgs.len() {
+            match quiet.write(&msgs[written..]) {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e.into()),
+            }
         }
+        let sent = std::time::Instant::now();
+        let mut left = count;
+        if written == msgs.len() {
+            tokio::time::sleep(self.batch_wait).await;
+            loop {
+                let start = self.buf.len();
+                self.buf.resize(start + READ_CHUNK, 0);
+                match quiet.read(&mut self.buf[start..]) {
+                    Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()),
+                    Ok(n) => self.buf.truncate(start + n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.buf.truncate(start);
+                        break;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            left -= take_replies(&mut self.buf, &batch, &mut out, &mut decode)?;
+        }
+        let mut stream = tokio::net::UnixStream::from_std(quiet)?;
+        stream.write_all(&msgs[written..]).await?;
+        let gathered = left == 0;
+        while left > 0 {
+            let start = self.buf.len();
+            self.buf.resize(start + READ_CHUNK, 0);
+            let n = stream.read(&mut self.buf[start..]).await?;
+            self.buf.truncate(start + n);
+            if n == 0 {
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+            }
+            left -= take_replies(&mut self.buf, &batch, &mut out, &mut decode)?;
+        }
+        if !self.buf.is_empty() {
+            // More than the replies: nothing else is ever sent unasked.
+            return Err(WireError::Protocol("bytes after the last reply".into()));
+        }
+        self.batch_wait = next_batch_wait(self.batch_wait, gathered, sent.elapsed());
         self.stream = Some(Socket::Registered(stream));
         Ok(out.into_iter().flatten().collect())
     }
@@ -475,5 +599,21 @@ impl WireClient {
             .call_async(Procedure::NodeGetFreeMemory, |_| {})
             .await?;
         Ok(decode_free_memory(body)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_waits_about_as_long_as_the_last_one_took() {
+        let ms = Duration::from_millis;
+        // All in: a little shorter next time, not below the floor.
+        assert_eq!(next_batch_wait(ms(10), true, ms(10)), ms(9));
+        assert_eq!(next_batch_wait(ms(1), true, ms(1)), BATCH_WAIT_MIN);
+        // Not all in: as long as they took, and a quarter, not above the ceiling.
+        assert_eq!(next_batch_wait(ms(2), false, ms(4)), ms(5));
+        assert_eq!(next_batch_wait(ms(2), false, ms(400)), BATCH_WAIT_MAX);
     }
 }

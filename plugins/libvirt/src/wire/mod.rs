@@ -741,7 +741,6 @@ mod tests {
         let asked = Arc::clone(&count_asked);
         std::thread::spawn(move || {
             for mut s in listener.incoming().flatten() {
-                let mut pending: Vec<(u32, Vec<u8>)> = Vec::new();
                 while let Some((procedure, serial, args)) = read_call_args(&mut s) {
                     match procedure {
                         66 => reply(&mut s, procedure, serial, &[0, 0, 0, 1, 0, 0, 0, 0]),
