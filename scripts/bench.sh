@@ -21,7 +21,8 @@
 #      processes' of the measured domains, from /proc/<pid>/stat (10 ms clock ticks);
 #      with perf installed also the agent's exact task-clock. What the agent causes
 #      = agent phase − mean of the idle phases; host cost per tick = (agent + caused
-#      libvirtd + caused QEMU) / ticks.
+#      libvirtd + caused QEMU) / ticks. QEMU's monitor I/O threads are also counted
+#      apart: what reading libvirt's monitor commands costs, without the guests' noise.
 #      Then, with perf, the last phase's agent at rest: BENCH_REST_AGE s after its start
 #      (its history full, start-up work over), BENCH_REST_WINDOW s of task-clock and
 #      context switches, no request served yet. The default window, 120 s, holds two of
@@ -77,6 +78,16 @@ for g in "${guests[@]}"; do
 	[ -n "$pid" ] || die "no pid file for $g"
 	qemu_pids+=("$pid")
 done
+# QEMU's monitor I/O threads: where the QMP commands libvirt sends are read (one byte per
+# system call in QEMU 7.2), counted apart: the rest of QEMU's CPU (the guests' own vCPU
+# work) moves by more than the monitoring between phases.
+monitor_tids=()
+for p in "${qemu_pids[@]}"; do
+	for t in /proc/"$p"/task/*; do
+		# As "PID/task/TID": /proc/TID/stat alone would count the whole process.
+		[ "$(cat "$t/comm" 2>/dev/null)" = "IO mon_iothread" ] && monitor_tids+=("$p/task/${t##*/}")
+	done
+done
 mapfile -t daemon_pids < <(pgrep -x 'libvirtd|virtqemud' || true)
 [ "${#daemon_pids[@]}" -ge 1 ] || die "no libvirtd/virtqemud process"
 
@@ -117,7 +128,7 @@ stop_agent() {
 
 # ---------------------------------------------------------------- 1. CPU phases
 log "${#guests[@]} domains, $ROUNDS rounds of ${PHASE}s idle + ${PHASE}s with the agent"
-idle_d=0 idle_q=0 idle_s=0 ag_a=0 ag_d=0 ag_q=0 ag_s=0 ag_ticks=0 ag_exact=0
+idle_d=0 idle_q=0 idle_s=0 ag_a=0 ag_d=0 ag_q=0 ag_s=0 ag_ticks=0 ag_exact=0 idle_m=0 ag_m=0
 # /proc/<pid>/stat counts CPU time in clock ticks (10 ms): over a 20 s phase that is
 # ±0.5 ms per 1 s tick. With perf (Debian: linux-perf), the agent's task-clock gives its
 # CPU time exactly as well.
@@ -126,13 +137,14 @@ if command -v perf >/dev/null 2>&1 && perf stat -e task-clock -- true >/dev/null
 	perf_ok=1
 fi
 for r in $(seq "$ROUNDS"); do
-	d0=$(ticks "${daemon_pids[@]}") q0=$(ticks "${qemu_pids[@]}") t0=$(date +%s%N)
+	d0=$(ticks "${daemon_pids[@]}") q0=$(ticks "${qemu_pids[@]}") m0=$(ticks "${monitor_tids[@]}") t0=$(date +%s%N)
 	sleep "$PHASE"
-	d1=$(ticks "${daemon_pids[@]}") q1=$(ticks "${qemu_pids[@]}") t1=$(date +%s%N)
+	d1=$(ticks "${daemon_pids[@]}") q1=$(ticks "${qemu_pids[@]}") m1=$(ticks "${monitor_tids[@]}") t1=$(date +%s%N)
 	idle_d=$((idle_d + d1 - d0)) idle_q=$((idle_q + q1 - q0)) idle_s=$((idle_s + (t1 - t0) / 1000000))
+	idle_m=$((idle_m + m1 - m0))
 	start_agent
 	sleep 3 # first ticks, connection set-up
-	a0=$(ticks "$agent_pid") d0=$(ticks "${daemon_pids[@]}") q0=$(ticks "${qemu_pids[@]}") n0=$(runs) t0=$(date +%s%N)
+	a0=$(ticks "$agent_pid") d0=$(ticks "${daemon_pids[@]}") q0=$(ticks "${qemu_pids[@]}") m0=$(ticks "${monitor_tids[@]}") n0=$(runs) t0=$(date +%s%N)
 	if [ -n "$perf_ok" ]; then
 		# The agent's exact CPU time in the phase (its threads and those they start).
 		perf stat -x, -e task-clock -p "$agent_pid" -o "$work/perf-$r.csv" -- sleep "$PHASE" 2>/dev/null
@@ -140,8 +152,8 @@ for r in $(seq "$ROUNDS"); do
 	else
 		sleep "$PHASE"
 	fi
-	a1=$(ticks "$agent_pid") d1=$(ticks "${daemon_pids[@]}") q1=$(ticks "${qemu_pids[@]}") n1=$(runs) t1=$(date +%s%N)
-	ag_a=$((ag_a + a1 - a0)) ag_d=$((ag_d + d1 - d0)) ag_q=$((ag_q + q1 - q0))
+	a1=$(ticks "$agent_pid") d1=$(ticks "${daemon_pids[@]}") q1=$(ticks "${qemu_pids[@]}") m1=$(ticks "${monitor_tids[@]}") n1=$(runs) t1=$(date +%s%N)
+	ag_a=$((ag_a + a1 - a0)) ag_d=$((ag_d + d1 - d0)) ag_q=$((ag_q + q1 - q0)) ag_m=$((ag_m + m1 - m0))
 	ag_s=$((ag_s + (t1 - t0) / 1000000))
 	ag_ticks=$(python3 -c "print($ag_ticks + ${n1:-0} - ${n0:-0})")
 	log "round $r: agent $(cpu_ms $((a1 - a0))) ms CPU in $(((t1 - t0) / 1000000)) ms"
@@ -307,7 +319,8 @@ EOF
 python3 - "$HZ" "$idle_d" "$idle_q" "$idle_s" "$ag_a" "$ag_d" "$ag_q" "$ag_s" "$ag_ticks" \
 	"${#guests[@]}" "$samples" "$rss_idle" "$rss_load" "$lat_metrics" "$lat_stats" "$lat_live" \
 	"$rps" "$raw" "$partial" "$partial_all" "$collection" "${SHARDS:-auto}" "$(cut -d' ' -f1-3 /proc/loadavg)" \
-	"$rss_after" "$lat_floor" "${perf_ok:+$ag_exact}" "$rest_exact" "$rest_cs" "$rest_ticks" "$REST_AGE" <<'EOF'
+	"$rss_after" "$lat_floor" "${perf_ok:+$ag_exact}" "$rest_exact" "$rest_cs" "$rest_ticks" "$REST_AGE" \
+	"$idle_m" "$ag_m" "${#monitor_tids[@]}" <<'EOF'
 import sys
 a = sys.argv[1:]
 hz = int(a[0])
@@ -316,6 +329,7 @@ ticks, domains = float(a[8]), int(a[9])
 per_min, period, fewest = a[10].split()
 rss_idle, rss_load, lat_m, lat_s, lat_l, rps, raw, partial, partial_all, collection, shards, load = a[11:23]
 rss_after, lat_floor, exact, rest_exact, rest_cs, rest_ticks, rest_age = a[23:30]
+idle_m, ag_m, monitors = (int(x) for x in a[30:33])
 c_med, c_max, p_med, p_max = collection.split()
 ms = lambda t: t * 1000.0 / hz
 # Per second of phase, then per tick.
@@ -337,6 +351,9 @@ if rest_exact and float(rest_ticks) > 0:
     row(f"agent CPU at rest ({rest_age} s after start)", f"{per_tick:.3f} ms per tick, {float(rest_cs)/float(rest_ticks):.1f} context switches per tick ({rest_ticks} ticks)")
 row("libvirtd CPU caused", f"{d_caused/10:.2f} % of a core ({d_caused/tick_rate:.1f} ms per tick)")
 row(f"QEMU CPU caused ({domains} processes)", f"{q_caused/10:.2f} % of a core ({q_caused/tick_rate:.1f} ms per tick)")
+if monitors:
+    m_caused = (ms(ag_m) / ag_s - ms(idle_m) / idle_s) * 1000
+    row(f"  of which monitor threads ({monitors})", f"{m_caused/10:.2f} % of a core ({m_caused/tick_rate:.1f} ms per tick; the rest is mostly the guests' own work)")
 row("host cost per tick (agent+libvirtd+QEMU)", f"{(agent + d_caused + q_caused)/tick_rate:.1f} ms CPU")
 row("ticks per second (cpu collector runs)", f"{tick_rate:.2f}")
 row("samples per VM per 60 s (median, fewest)", f"{per_min}, {fewest} (actual period {period} s)")

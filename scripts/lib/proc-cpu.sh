@@ -1,6 +1,7 @@
 # Shared by the benchmark scripts (sourced): CPU time of processes from /proc.
 
-# CPU ticks (utime + stime) summed over the given pids; pids that are gone count 0. The
+# CPU ticks (utime + stime) summed over the given pids (or threads, as PID/task/TID);
+# pids that are gone count 0. The
 # fields are read after the command name, which may contain spaces.
 ticks() {
 	local sum=0 p

@@ -9,13 +9,17 @@
 //! reads without the monitor. So the bulk call leaves `cpu-total` out and one
 //! `virDomainGetCPUStats` per running domain, all sent in one write, fills them in.
 //! A domain those calls do not answer for gets the group from a bulk call of its own;
-//! when none is answered (a host without CPU accounting), the connection's client asks
-//! the group in the bulk call again from then on.
+//! when the daemon refuses them all (a host without CPU accounting; a domain gone
+//! meanwhile does not count), the connection's client asks the group in the bulk call
+//! again from then on.
 
 use vadvisor_api::StatsGroups;
 
 use crate::ffi::RawRecord;
 use crate::wire::{DomainId, WireClient, WireError};
+
+/// `VIR_ERR_NO_DOMAIN`: the domain went away between the bulk call and its CPU read.
+const NO_DOMAIN: i32 = 42;
 
 /// `doms`' statistics for `stats` (every domain when empty) with `flags`, as
 /// `WireClient::domain_stats_async` gives them, the `cpu-total` group read per domain
@@ -46,6 +50,7 @@ pub(crate) async fn domain_stats_async(
     calls(ids.len() as u64);
     let totals = client.domain_cpu_totals_async(&ids).await?;
     let mut missing = Vec::new();
+    let mut refused = 0;
     for ((index, id), total) in asked.into_iter().zip(totals) {
         match total {
             Ok(values) if values.iter().any(|(k, _)| *k == "cpu.time") => {
@@ -54,18 +59,28 @@ pub(crate) async fn domain_stats_async(
                     params.insert(key, value);
                 }
             }
-            _ => missing.push((index, id)),
+            Err(WireError::Remote(e)) if e.code == NO_DOMAIN => missing.push((index, id)),
+            _ => {
+                refused += 1;
+                missing.push((index, id));
+            }
         }
     }
     if missing.is_empty() {
         return Ok(records);
     }
-    if missing.len() == ids.len() {
+    if refused == ids.len() {
         client.stop_cpu_totals_per_domain();
     }
     let ids: Vec<DomainId> = missing.iter().map(|(_, d)| d.clone()).collect();
     calls(1);
-    for extra in client.domain_stats_async(&ids, cpu, flags).await? {
+    // The daemon's error leaves these domains without the group (the per-domain
+    // fallback then fills it); the others keep their statistics.
+    let extras = match client.domain_stats_async(&ids, cpu, flags).await {
+        Err(WireError::Remote(_)) => Vec::new(),
+        other => other?,
+    };
+    for extra in extras {
         let Some(record) = missing
             .iter()
             .map(|&(index, _)| index)

@@ -388,6 +388,46 @@ mod tests {
         w.into_bytes()
     }
 
+    /// The fake daemon's bulk statistics (see `Answer::CpuTotals`) for the call whose
+    /// arguments are `args`: domains `vm-1` to `vm-3` (UUIDs ending in 1 to 3), or those
+    /// the call names; `state.state` 1, and with the `cpu-total` group asked
+    /// `cpu.time` 7 and `cpu.haltpoll.success.time` 0.
+    fn stats_for(args: &[u8]) -> Vec<u8> {
+        let mut r = Reader::new(args);
+        let n = r.u32().expect("count");
+        let mut lasts = Vec::new();
+        for _ in 0..n {
+            let _name = r.bytes().expect("name");
+            lasts.push(r.fixed::<16>().expect("uuid")[15]);
+            let _id = r.i32().expect("id");
+        }
+        if lasts.is_empty() {
+            lasts = vec![1, 2, 3];
+        }
+        let cpu = r.u32().expect("stats") & 2 != 0;
+        let mut w = Writer::default();
+        w.u32(lasts.len() as u32);
+        for last in lasts {
+            w.string(&format!("vm-{last}"));
+            let mut uuid = [0u8; 16];
+            uuid[15] = last;
+            w.fixed(&uuid);
+            w.i32(i32::from(last));
+            let mut params: Vec<(&str, i32, Vec<u8>)> = vec![("state.state", 1, vec![0, 0, 0, 1])];
+            if cpu {
+                params.push(("cpu.time", 4, 7u64.to_be_bytes().to_vec()));
+                params.push(("cpu.haltpoll.success.time", 4, 0u64.to_be_bytes().to_vec()));
+            }
+            w.u32(params.len() as u32);
+            for (field, kind, value) in params {
+                w.string(field);
+                w.i32(kind);
+                w.fixed(&value);
+            }
+        }
+        w.into_bytes()
+    }
+
     /// The fake daemon's reply to a `virDomainGetCPUStats` call (see `Answer::CpuTotals`).
     fn cpu_total_reply(s: &mut UnixStream, serial: u32, args: &[u8]) {
         let mut r = Reader::new(args);
@@ -459,6 +499,9 @@ mod tests {
                                 reply(&mut s, procedure, serial, &one_domain_body())
                             }
                             Answer::Xml => reply(&mut s, procedure, serial, &xml_for(&args)),
+                            Answer::CpuTotals if procedure == 344 => {
+                                reply(&mut s, procedure, serial, &stats_for(&args))
+                            }
                             Answer::CpuTotals => {
                                 pending.push((serial, args));
                                 if pending.len() == 3 {
@@ -620,6 +663,42 @@ mod tests {
             );
             assert!(is_open(&slot), "the client stays in step");
         }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_bulk_call_leaves_cpu_total_to_per_domain_reads_and_asks_it_for_the_rest() {
+        let (_dir, settings) = fake_daemon(Answer::CpuTotals);
+        let slot = WireSlot::open(&settings);
+        let calls = std::sync::atomic::AtomicU64::new(0);
+        let count = |n| {
+            calls.fetch_add(n, Ordering::SeqCst);
+        };
+        let cpu_total = vadvisor_api::StatsGroups::CPU_TOTAL.0;
+        let got = slot
+            .awaited(&settings, "virConnectGetAllDomainStats", async |c| {
+                let records =
+                    crate::cpu_totals::domain_stats_async(c, &[], cpu_total | 1, 0, &count).await?;
+                Ok((records, c.cpu_totals_per_domain()))
+            })
+            .await;
+        let Some(Ok((records, still_per_domain))) = got else {
+            panic!("{got:?}")
+        };
+        let cpu = |name: &str, key: &str| {
+            let r = records.iter().find(|r| r.name == name).expect(name);
+            r.params.get(key).cloned()
+        };
+        // Read per domain: the cgroup counters, none of the monitor's.
+        assert_eq!(cpu("vm-1", "cpu.time"), Some(TypedValue::ULLong(1000)));
+        assert_eq!(cpu("vm-3", "cpu.user"), Some(TypedValue::ULLong(1800)));
+        assert_eq!(cpu("vm-1", "cpu.haltpoll.success.time"), None);
+        // vm-2's read failed (no such domain): the group came from a bulk call of its own.
+        assert_eq!(cpu("vm-2", "cpu.time"), Some(TypedValue::ULLong(7)));
+        assert_eq!(cpu("vm-2", "state.state"), Some(TypedValue::Int(1)));
+        // The bulk call, three CPU reads, the follow-up.
+        assert_eq!(calls.load(Ordering::SeqCst), 5);
+        // A domain gone meanwhile is no reason to stop reading per domain.
+        assert!(still_per_domain);
     }
 
     #[tokio::test(flavor = "current_thread")]
