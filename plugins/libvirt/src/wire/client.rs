@@ -350,12 +350,12 @@ impl WireClient {
     }
 
     /// Whether domains' CPU totals are asked per domain (see `cpu_totals`): until the
-    /// daemon answered none of them.
+    /// daemon refused them all.
     pub fn cpu_totals_per_domain(&self) -> bool {
         self.cpu_totals_per_domain
     }
 
-    /// The daemon answered none: ask the bulk group from now on, on this connection.
+    /// The daemon refused them all: ask the bulk group from now on, on this connection.
     pub fn stop_cpu_totals_per_domain(&mut self) {
         self.cpu_totals_per_domain = false;
     }
