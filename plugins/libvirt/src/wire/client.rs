@@ -66,12 +66,17 @@ impl From<StatsDecodeError> for WireError {
 /// reply usually arrives whole, so this is one read (growing the buffer while reading
 /// took one per 8, 16, 32… KiB). Only bytes past the previous reply's length are zeroed.
 fn sized(buf: &mut Vec<u8>, word: [u8; 4]) -> Result<&mut [u8], WireError> {
+    buf.resize(message_len(word)? - 4, 0);
+    Ok(buf)
+}
+
+/// The length a message's length word (which counts itself) gives, if it is plausible.
+fn message_len(word: [u8; 4]) -> Result<usize, WireError> {
     let len = u32::from_be_bytes(word) as usize;
     if !(HEADER_LEN..=MESSAGE_MAX).contains(&len) {
         return Err(WireError::Protocol(format!("message length {len}")));
     }
-    buf.resize(len - 4, 0);
-    Ok(buf)
+    Ok(len)
 }
 
 /// How much a batch of calls reads at a time (their replies are ~100 bytes each).
@@ -83,11 +88,7 @@ fn whole_message(buf: &[u8]) -> Result<Option<&[u8]>, WireError> {
     let Some(word) = buf.first_chunk::<4>() else {
         return Ok(None);
     };
-    let len = u32::from_be_bytes(*word) as usize;
-    if !(HEADER_LEN..=MESSAGE_MAX).contains(&len) {
-        return Err(WireError::Protocol(format!("message length {len}")));
-    }
-    Ok(buf.get(4..len))
+    Ok(buf.get(4..message_len(*word)?))
 }
 
 /// The calls of one batch: serials `first..first + count` of `procedure`.
