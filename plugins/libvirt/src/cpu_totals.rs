@@ -8,6 +8,13 @@
 //! `cpu.user`, `cpu.system`) are the domain's cgroup, which `virDomainGetCPUStats`
 //! reads without the monitor. So the bulk call leaves `cpu-total` out and one
 //! `virDomainGetCPUStats` per running domain, all sent in one write, fills them in.
+//!
+//! Those reads go over a second connection, the CPU reader, sent just before the bulk
+//! call for the domains expected to run (the shard's, or those that ran at the last
+//! call): the daemon answers them while QEMU's monitors answer the bulk call, and the
+//! replies, off the runtime's reactor, wake nobody; they are read once the bulk reply
+//! is in. A running domain they did not cover (new since the last call, or without a
+//! reader) is read over the main connection after the bulk call.
 //! A domain those calls do not answer for gets the group from a bulk call of its own;
 //! when the daemon refuses them all (a host without CPU accounting; a domain gone
 //! meanwhile does not count), the connection's client asks the group in the bulk call
@@ -16,7 +23,7 @@
 use vadvisor_api::StatsGroups;
 
 use crate::ffi::RawRecord;
-use crate::wire::{DomainId, WireClient, WireError};
+use crate::wire::{CpuTotal, DomainId, WireClient, WireError};
 
 /// `VIR_ERR_NO_DOMAIN`: the domain went away between the bulk call and its CPU read.
 const NO_DOMAIN: i32 = 42;
@@ -36,40 +43,83 @@ pub(crate) async fn domain_stats_async(
     if stats & cpu == 0 || !client.cpu_totals_per_domain() {
         return client.domain_stats_async(doms, stats, flags).await;
     }
+    let expected = if doms.is_empty() {
+        client.take_last_running()
+    } else {
+        doms.to_vec()
+    };
+    let ahead = if expected.is_empty() {
+        None
+    } else {
+        client.send_cpu_totals(&expected)
+    };
+    if ahead.is_some() {
+        calls(expected.len() as u64);
+    }
     let mut records = client.domain_stats_async(doms, stats & !cpu, flags).await?;
-    let asked: Vec<(usize, DomainId)> = records
+    let mut early = match ahead {
+        Some(sent) => client.sent_cpu_totals(sent).await.unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let running: Vec<(usize, DomainId)> = records
         .iter()
         .enumerate()
         .filter(|(_, r)| r.active)
         .filter_map(|(i, r)| Some((i, DomainId::by_uuid(&r.uuid)?)))
         .collect();
-    if asked.is_empty() {
-        return Ok(records);
+    // Each running domain's reply from the reader, if it was asked there (the daemon
+    // lists domains in the same order call after call: the same place first).
+    let mut totals: Vec<Option<CpuTotal>> = running
+        .iter()
+        .enumerate()
+        .map(|(place, (_, id))| {
+            let asked = |k: &usize| expected.get(*k).is_some_and(|e| e.uuid == id.uuid);
+            let k = Some(place)
+                .filter(asked)
+                .or_else(|| (0..early.len()).find(asked))?;
+            early
+                .get_mut(k)
+                .map(|t| std::mem::replace(t, Ok(Vec::new())))
+        })
+        .collect();
+    let late: Vec<usize> = (0..running.len())
+        .filter(|&i| totals[i].is_none())
+        .collect();
+    if !late.is_empty() {
+        let ids: Vec<DomainId> = late.iter().map(|&i| running[i].1.clone()).collect();
+        calls(ids.len() as u64);
+        let read = client.domain_cpu_totals_async(&ids).await?;
+        for (i, total) in late.into_iter().zip(read) {
+            totals[i] = Some(total);
+        }
     }
-    let ids: Vec<DomainId> = asked.iter().map(|(_, d)| d.clone()).collect();
-    calls(ids.len() as u64);
-    let totals = client.domain_cpu_totals_async(&ids).await?;
     let mut missing = Vec::new();
     let mut refused = 0;
-    for ((index, id), total) in asked.into_iter().zip(totals) {
+    for ((index, id), total) in running.iter().zip(totals) {
         match total {
-            Ok(values) if values.iter().any(|(k, _)| *k == "cpu.time") => {
-                let params = &mut records[index].params;
+            Some(Ok(values)) if values.iter().any(|(k, _)| *k == "cpu.time") => {
+                let params = &mut records[*index].params;
                 for (key, value) in values {
                     params.insert(key, value);
                 }
             }
-            Err(WireError::Remote(e)) if e.code == NO_DOMAIN => missing.push((index, id)),
+            Some(Err(WireError::Remote(e))) if e.code == NO_DOMAIN => {
+                missing.push((*index, id.clone()))
+            }
             _ => {
                 refused += 1;
-                missing.push((index, id));
+                missing.push((*index, id.clone()));
             }
         }
+    }
+    let all_refused = refused > 0 && refused == running.len();
+    if doms.is_empty() {
+        client.set_last_running(running.into_iter().map(|(_, id)| id).collect());
     }
     if missing.is_empty() {
         return Ok(records);
     }
-    if refused == ids.len() {
+    if all_refused {
         client.stop_cpu_totals_per_domain();
     }
     let ids: Vec<DomainId> = missing.iter().map(|(_, d)| d.clone()).collect();

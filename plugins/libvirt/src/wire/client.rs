@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use thiserror::Error;
+use tracing::debug;
 
 use super::endpoint::Endpoint;
 use super::protocol::{
@@ -131,6 +132,51 @@ fn take_replies<R>(
     Ok(replies)
 }
 
+/// `count` empty reply slots.
+fn empty_slots<R>(count: usize) -> Vec<Option<Result<R, WireError>>> {
+    (0..count).map(|_| None).collect()
+}
+
+/// Reads what has arrived on the non-blocking `socket` onto the end of `buf`, without
+/// waiting.
+fn read_arrived(socket: &mut UnixStream, buf: &mut Vec<u8>) -> Result<(), WireError> {
+    loop {
+        let start = buf.len();
+        buf.resize(start + READ_CHUNK, 0);
+        match socket.read(&mut buf[start..]) {
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()),
+            Ok(n) => buf.truncate(start + n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                buf.truncate(start);
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Awaits the `left` replies of `batch` not in `out` yet (see `take_replies`).
+async fn await_replies<R>(
+    stream: &mut tokio::net::UnixStream,
+    buf: &mut Vec<u8>,
+    batch: &Batch,
+    out: &mut [Option<Result<R, WireError>>],
+    decode: &mut impl FnMut(&[u8]) -> Result<R, WireError>,
+    mut left: usize,
+) -> Result<(), WireError> {
+    while left > 0 {
+        let start = buf.len();
+        buf.resize(start + READ_CHUNK, 0);
+        let n = stream.read(&mut buf[start..]).await?;
+        buf.truncate(start + n);
+        if n == 0 {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+        }
+        left -= take_replies(buf, batch, out, decode)?;
+    }
+    Ok(())
+}
+
 /// How long the replies of a batch of calls are left to gather before they are read
 /// (see `calls_async`), at first and at least; at most.
 const BATCH_WAIT_FIRST: Duration = Duration::from_millis(2);
@@ -188,6 +234,9 @@ enum Socket {
     Blocking(UnixStream),
     /// Non-blocking and registered with the async runtime's reactor: for awaited calls.
     Registered(tokio::net::UnixStream),
+    /// Non-blocking and off the reactor: the CPU reader's, whose replies wake nobody
+    /// when they arrive (they are read once the bulk reply is in).
+    Quiet(UnixStream),
 }
 
 impl Socket {
@@ -199,6 +248,10 @@ impl Socket {
                 s.set_nonblocking(false)?;
                 Ok(s)
             }
+            Socket::Quiet(s) => {
+                s.set_nonblocking(false)?;
+                Ok(s)
+            }
         }
     }
 
@@ -206,6 +259,7 @@ impl Socket {
     fn unregistered(self) -> io::Result<UnixStream> {
         let s = match self {
             Socket::Registered(s) => return s.into_std(),
+            Socket::Quiet(s) => return Ok(s),
             Socket::Blocking(s) => s,
         };
         s.set_nonblocking(true)?;
@@ -216,6 +270,7 @@ impl Socket {
     fn registered(self) -> io::Result<tokio::net::UnixStream> {
         match self {
             Socket::Registered(s) => Ok(s),
+            Socket::Quiet(s) => tokio::net::UnixStream::from_std(s),
             Socket::Blocking(s) => {
                 s.set_nonblocking(true)?;
                 tokio::net::UnixStream::from_std(s)
@@ -243,7 +298,24 @@ pub struct WireClient {
     /// How long a batch's replies are left to gather before they are read: about as
     /// long as the last batch took (see `calls_async`).
     batch_wait: Duration,
+    /// A second connection to the same daemon, for the per-domain CPU reads sent ahead
+    /// of the bulk call (see `cpu_totals`); `None` without one (or after it failed).
+    cpu_reader: Option<Box<WireClient>>,
+    /// The domains that ran at the last bulk call over every domain: whose CPU reads
+    /// the next one sends ahead.
+    last_running: Vec<DomainId>,
 }
+
+/// One domain's CPU totals as the bulk group keys them, or the daemon's error for it.
+pub type CpuTotal = Result<Vec<(&'static str, TypedValue)>, WireError>;
+
+/// CPU reads sent over the reader, not read yet (see [`WireClient::send_cpu_totals`]).
+pub struct SentCpuReads(Batch);
+
+/// How long the reader's replies that had not arrived with the bulk reply are waited
+/// for (they are answered in well under a millisecond each): past it, the reader is
+/// dropped and the domains' CPU totals read over the main connection.
+const READER_WAIT: Duration = Duration::from_millis(250);
 
 /// Host counters as the daemon names them, with their values.
 type NodeCounters = Vec<(String, u64)>;
@@ -272,6 +344,8 @@ impl WireClient {
             node_counts: NodeCounts::default(),
             cpu_totals_per_domain: true,
             batch_wait: BATCH_WAIT_FIRST,
+            cpu_reader: None,
+            last_running: Vec::new(),
         };
         let types = decode_auth_list(c.call(Procedure::AuthList, |_| {})?)?;
         if !types.is_empty() && !types.contains(&AUTH_NONE) {
@@ -379,17 +453,8 @@ impl WireClient {
         mut args: impl FnMut(usize, &mut protocol::Writer),
         mut decode: impl FnMut(&[u8]) -> Result<R, WireError>,
     ) -> Result<Vec<Result<R, WireError>>, WireError> {
-        let first = self.serial.wrapping_add(1);
-        let mut msgs = Vec::new();
-        for i in 0..count {
-            msgs.extend_from_slice(&self.next_call(procedure, |w| args(i, w)));
-        }
-        let batch = Batch {
-            first,
-            procedure,
-            count,
-        };
-        let mut out: Vec<Option<Result<R, WireError>>> = (0..count).map(|_| None).collect();
+        let (batch, msgs) = self.batch_of(procedure, count, &mut args);
+        let mut out = empty_slots(count);
         self.buf.clear();
         let socket = self.stream.take().ok_or_else(not_connected)?;
         let mut quiet = socket.unregistered()?;
@@ -405,34 +470,14 @@ impl WireClient {
         let mut left = count;
         if written == msgs.len() {
             tokio::time::sleep(self.batch_wait).await;
-            loop {
-                let start = self.buf.len();
-                self.buf.resize(start + READ_CHUNK, 0);
-                match quiet.read(&mut self.buf[start..]) {
-                    Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()),
-                    Ok(n) => self.buf.truncate(start + n),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        self.buf.truncate(start);
-                        break;
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
+            read_arrived(&mut quiet, &mut self.buf)?;
             left -= take_replies(&mut self.buf, &batch, &mut out, &mut decode)?;
         }
         let mut stream = tokio::net::UnixStream::from_std(quiet)?;
         stream.write_all(&msgs[written..]).await?;
         let gathered = left == 0;
-        while left > 0 {
-            let start = self.buf.len();
-            self.buf.resize(start + READ_CHUNK, 0);
-            let n = stream.read(&mut self.buf[start..]).await?;
-            self.buf.truncate(start + n);
-            if n == 0 {
-                return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
-            }
-            left -= take_replies(&mut self.buf, &batch, &mut out, &mut decode)?;
-        }
+        let (buf, slots) = (&mut self.buf, &mut out);
+        await_replies(&mut stream, buf, &batch, slots, &mut decode, left).await?;
         if !self.buf.is_empty() {
             // More than the replies: nothing else is ever sent unasked.
             return Err(WireError::Protocol("bytes after the last reply".into()));
@@ -442,6 +487,151 @@ impl WireClient {
         Ok(out.into_iter().flatten().collect())
     }
 
+    /// The calls of a batch: `count` calls of `procedure` (arguments of call `i` from
+    /// `args(i, …)`), and their messages, one after the other.
+    fn batch_of(
+        &mut self,
+        procedure: Procedure,
+        count: usize,
+        args: &mut impl FnMut(usize, &mut protocol::Writer),
+    ) -> (Batch, Vec<u8>) {
+        let first = self.serial.wrapping_add(1);
+        let mut msgs = Vec::new();
+        for i in 0..count {
+            msgs.extend_from_slice(&self.next_call(procedure, |w| args(i, w)));
+        }
+        let batch = Batch {
+            first,
+            procedure,
+            count,
+        };
+        (batch, msgs)
+    }
+
+    /// Sends a batch of calls (as [`calls_async`](Self::calls_async) names them) in one
+    /// write and returns at once: the socket stays off the reactor, so their replies
+    /// wake nobody; [`replies_to`](Self::replies_to) reads them. A write the socket
+    /// cannot take whole at once fails (it takes kilobytes; a daemon that lets that
+    /// much pile up is not reading), and drops the socket.
+    fn send_calls(
+        &mut self,
+        procedure: Procedure,
+        count: usize,
+        mut args: impl FnMut(usize, &mut protocol::Writer),
+    ) -> Result<Batch, WireError> {
+        let (batch, msgs) = self.batch_of(procedure, count, &mut args);
+        let mut quiet = self
+            .stream
+            .take()
+            .ok_or_else(not_connected)?
+            .unregistered()?;
+        quiet.write_all(&msgs)?;
+        self.stream = Some(Socket::Quiet(quiet));
+        Ok(batch)
+    }
+
+    /// The replies to `batch`, sent by [`send_calls`](Self::send_calls), each decoded
+    /// by `decode`, in call order (see `calls_async`): what has arrived is read without
+    /// waiting; the rest is awaited, up to `READER_WAIT` (then a timeout, and the
+    /// socket is dropped).
+    async fn replies_to<R>(
+        &mut self,
+        batch: Batch,
+        mut decode: impl FnMut(&[u8]) -> Result<R, WireError>,
+    ) -> Result<Vec<Result<R, WireError>>, WireError> {
+        let mut out = empty_slots(batch.count);
+        self.buf.clear();
+        let mut quiet = self
+            .stream
+            .take()
+            .ok_or_else(not_connected)?
+            .unregistered()?;
+        read_arrived(&mut quiet, &mut self.buf)?;
+        let left = batch.count - take_replies(&mut self.buf, &batch, &mut out, &mut decode)?;
+        if left > 0 {
+            let mut stream = tokio::net::UnixStream::from_std(quiet)?;
+            let (buf, slots) = (&mut self.buf, &mut out);
+            let rest = await_replies(&mut stream, buf, &batch, slots, &mut decode, left);
+            tokio::time::timeout(READER_WAIT, rest)
+                .await
+                .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+            quiet = stream.into_std()?;
+        }
+        if !self.buf.is_empty() {
+            return Err(WireError::Protocol("bytes after the last reply".into()));
+        }
+        self.stream = Some(Socket::Quiet(quiet));
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    /// Opens the CPU reader (see `cpu_totals`): a second connection, as `connect`
+    /// opens one (blocking).
+    pub fn open_cpu_reader(
+        &mut self,
+        endpoint: &Endpoint,
+        timeout: Option<Duration>,
+    ) -> Result<(), WireError> {
+        self.cpu_reader = Some(Box::new(Self::connect(endpoint, timeout)?));
+        Ok(())
+    }
+
+    /// Sends the CPU reads of `doms` (as [`domain_cpu_totals_async`] asks them) over
+    /// the CPU reader and returns at once; [`sent_cpu_totals`](Self::sent_cpu_totals)
+    /// reads their replies. `None` without a reader, or when it failed (it is then
+    /// dropped: the main connection reads the CPU totals from then on).
+    ///
+    /// [`domain_cpu_totals_async`]: Self::domain_cpu_totals_async
+    pub fn send_cpu_totals(&mut self, doms: &[DomainId]) -> Option<SentCpuReads> {
+        let reader = self.cpu_reader.as_mut()?;
+        let sent = reader.send_calls(Procedure::DomainGetCpuStats, doms.len(), |i, w| {
+            encode_domain_cpu_total(w, &doms[i])
+        });
+        match sent {
+            Ok(batch) => Some(SentCpuReads(batch)),
+            Err(e) => {
+                self.drop_cpu_reader(&e);
+                None
+            }
+        }
+    }
+
+    /// The replies to the CPU reads `sent`, in call order; `None` when the reader
+    /// failed (it is then dropped).
+    pub async fn sent_cpu_totals(&mut self, sent: SentCpuReads) -> Option<Vec<CpuTotal>> {
+        let reader = self.cpu_reader.as_mut()?;
+        match reader
+            .replies_to(sent.0, |body| Ok(decode_domain_cpu_total(body)?))
+            .await
+        {
+            Ok(totals) => Some(totals),
+            Err(e) => {
+                self.drop_cpu_reader(&e);
+                None
+            }
+        }
+    }
+
+    fn drop_cpu_reader(&mut self, e: &WireError) {
+        debug!(error = %e, "the CPU reads' connection failed; they go over the main one");
+        self.cpu_reader = None;
+    }
+
+    /// Whether the CPU reader is open.
+    #[cfg(test)]
+    pub(super) fn has_cpu_reader(&self) -> bool {
+        self.cpu_reader.is_some()
+    }
+
+    /// The domains that ran at the last bulk call over every domain (taken: the next
+    /// call [sets](Self::set_last_running) them).
+    pub fn take_last_running(&mut self) -> Vec<DomainId> {
+        std::mem::take(&mut self.last_running)
+    }
+
+    pub fn set_last_running(&mut self, running: Vec<DomainId>) {
+        self.last_running = running;
+    }
+
     /// Each domain's total CPU time, user and system time (`virDomainGetCPUStats`,
     /// `start_cpu` -1), keyed as the bulk `cpu-total` group keys them: all the calls in
     /// one write, awaited. Per domain, the daemon's error for it (a domain gone, a host
@@ -449,7 +639,7 @@ impl WireClient {
     pub async fn domain_cpu_totals_async(
         &mut self,
         doms: &[DomainId],
-    ) -> Result<Vec<Result<Vec<(&'static str, TypedValue)>, WireError>>, WireError> {
+    ) -> Result<Vec<CpuTotal>, WireError> {
         self.calls_async(
             Procedure::DomainGetCpuStats,
             doms.len(),

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 use vadvisor_api::HypervisorError;
 
-pub use client::{WireClient, WireError};
+pub use client::{CpuTotal, WireClient, WireError};
 pub use endpoint::endpoint;
 pub use protocol::DomainId;
 
@@ -287,7 +287,11 @@ fn connect_if_due(settings: &LibvirtSettings, state: &mut State) -> Result<(), W
         return Ok(());
     };
     match WireClient::connect(&ep, silence_limit(settings)) {
-        Ok(c) => {
+        Ok(mut c) => {
+            if let Err(e) = c.open_cpu_reader(&ep, silence_limit(settings)) {
+                debug!(uri = %settings.uri, error = %e,
+                    "no second connection for the CPU reads: they go over the main one");
+            }
             if !ANNOUNCED.swap(true, Ordering::Relaxed) {
                 info!(uri = %settings.uri, socket = %ep.socket.display(),
                     "bulk statistics are read over libvirt's RPC protocol directly");
@@ -480,39 +484,27 @@ mod tests {
     }
 
     /// A daemon on a socket of its own: the handshake (no authentication, open) works,
-    /// every later call gets `answer`. Serves connections one after the other.
+    /// every later call gets `answer`. Serves each connection on a thread of its own.
     fn fake_daemon(answer: Answer) -> (tempfile::TempDir, LibvirtSettings) {
+        let (dir, settings, _log) = logged_fake_daemon(answer);
+        (dir, settings)
+    }
+
+    /// The calls a fake daemon got after the handshakes: (connection, procedure), the
+    /// connections numbered from 0 in the order they came.
+    type CallLog = std::sync::Arc<Mutex<Vec<(usize, i32)>>>;
+
+    /// [`fake_daemon`], with the log of the calls it got.
+    fn logged_fake_daemon(answer: Answer) -> (tempfile::TempDir, LibvirtSettings, CallLog) {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("libvirt-sock");
         let listener = UnixListener::bind(&path).expect("bind");
+        let log = CallLog::default();
+        let daemon_log = log.clone();
         std::thread::spawn(move || {
-            for mut s in listener.incoming().flatten() {
-                let mut pending: Vec<(u32, Vec<u8>)> = Vec::new();
-                while let Some((procedure, serial, args)) = read_call_args(&mut s) {
-                    match procedure {
-                        66 => reply(&mut s, procedure, serial, &[0, 0, 0, 1, 0, 0, 0, 0]),
-                        1 => reply(&mut s, procedure, serial, &[]),
-                        _ => match answer {
-                            Answer::Garbage => reply(&mut s, procedure, serial, &[0xff; 8]),
-                            Answer::Silence => {}
-                            Answer::OneDomain => {
-                                reply(&mut s, procedure, serial, &one_domain_body())
-                            }
-                            Answer::Xml => reply(&mut s, procedure, serial, &xml_for(&args)),
-                            Answer::CpuTotals if procedure == 344 => {
-                                reply(&mut s, procedure, serial, &stats_for(&args))
-                            }
-                            Answer::CpuTotals => {
-                                pending.push((serial, args));
-                                if pending.len() == 3 {
-                                    for (serial, args) in pending.drain(..).rev() {
-                                        cpu_total_reply(&mut s, serial, &args);
-                                    }
-                                }
-                            }
-                        },
-                    }
-                }
+            for (conn, s) in listener.incoming().flatten().enumerate() {
+                let log = daemon_log.clone();
+                std::thread::spawn(move || serve(conn, s, answer, &log));
             }
         });
         let settings = LibvirtSettings {
@@ -521,7 +513,38 @@ mod tests {
             keepalive_count: 0,
             ..LibvirtSettings::default()
         };
-        (dir, settings)
+        (dir, settings, log)
+    }
+
+    /// One connection of a fake daemon (see [`logged_fake_daemon`]).
+    fn serve(conn: usize, mut s: UnixStream, answer: Answer, log: &CallLog) {
+        let mut pending: Vec<(u32, Vec<u8>)> = Vec::new();
+        while let Some((procedure, serial, args)) = read_call_args(&mut s) {
+            if procedure != 66 && procedure != 1 {
+                log.lock().unwrap().push((conn, procedure));
+            }
+            match procedure {
+                66 => reply(&mut s, procedure, serial, &[0, 0, 0, 1, 0, 0, 0, 0]),
+                1 => reply(&mut s, procedure, serial, &[]),
+                _ => match answer {
+                    Answer::Garbage => reply(&mut s, procedure, serial, &[0xff; 8]),
+                    Answer::Silence => {}
+                    Answer::OneDomain => reply(&mut s, procedure, serial, &one_domain_body()),
+                    Answer::Xml => reply(&mut s, procedure, serial, &xml_for(&args)),
+                    Answer::CpuTotals if procedure == 344 => {
+                        reply(&mut s, procedure, serial, &stats_for(&args))
+                    }
+                    Answer::CpuTotals => {
+                        pending.push((serial, args));
+                        if pending.len() == 3 {
+                            for (serial, args) in pending.drain(..).rev() {
+                                cpu_total_reply(&mut s, serial, &args);
+                            }
+                        }
+                    }
+                },
+            }
+        }
     }
 
     #[test]
@@ -702,6 +725,54 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
+    async fn later_calls_send_the_cpu_reads_over_a_second_connection_ahead_of_the_bulk_call() {
+        let (_dir, settings, log) = logged_fake_daemon(Answer::CpuTotals);
+        let slot = WireSlot::open(&settings);
+        let has_reader = |slot: &WireSlot| matches!(&*slot.state.lock().unwrap(), State::Open(c) if c.has_cpu_reader());
+        assert!(has_reader(&slot), "the reader opens with the client");
+        let cpu_total = vadvisor_api::StatsGroups::CPU_TOTAL.0;
+        for round in 0..3 {
+            let calls = std::sync::atomic::AtomicU64::new(0);
+            let count = |n| {
+                calls.fetch_add(n, Ordering::SeqCst);
+            };
+            let got = slot
+                .awaited(&settings, "virConnectGetAllDomainStats", async |c| {
+                    crate::cpu_totals::domain_stats_async(c, &[], cpu_total | 1, 0, &count).await
+                })
+                .await;
+            let Some(Ok(records)) = got else {
+                panic!("round {round}: {got:?}")
+            };
+            let cpu = |name: &str, key: &str| {
+                let r = records.iter().find(|r| r.name == name).expect(name);
+                r.params.get(key).cloned()
+            };
+            assert_eq!(cpu("vm-1", "cpu.time"), Some(TypedValue::ULLong(1000)));
+            assert_eq!(cpu("vm-3", "cpu.user"), Some(TypedValue::ULLong(1800)));
+            assert_eq!(cpu("vm-3", "cpu.haltpoll.success.time"), None);
+            // vm-2's read fails (no such domain): the follow-up bulk call fills it.
+            assert_eq!(cpu("vm-2", "cpu.time"), Some(TypedValue::ULLong(7)));
+            // The bulk call, three CPU reads, the follow-up: wherever they went.
+            assert_eq!(calls.load(Ordering::SeqCst), 5, "round {round}");
+            assert!(has_reader(&slot), "round {round}: the reader stays in step");
+        }
+        let log = log.lock().unwrap().clone();
+        let on = |conn: usize, procedure: i32| {
+            log.iter()
+                .filter(|&&(c, p)| c == conn && p == procedure)
+                .count()
+        };
+        // The first call knew no domains yet: its CPU reads went over the main
+        // connection after the bulk call. The next two sent theirs over the reader.
+        assert_eq!(on(0, 262), 3, "{log:?}");
+        assert_eq!(on(1, 262), 6, "{log:?}");
+        // Only CPU reads on the reader; the bulk calls and follow-ups on the main one.
+        assert_eq!(on(1, 344), 0, "{log:?}");
+        assert_eq!(on(0, 344), 6, "{log:?}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
     async fn a_domain_s_xml_is_asked_by_its_uuid_awaited_and_blocking() {
         let (_dir, settings) = fake_daemon(Answer::Xml);
         let slot = WireSlot::open(&settings);
@@ -820,32 +891,36 @@ mod tests {
         let asked = Arc::clone(&count_asked);
         std::thread::spawn(move || {
             for mut s in listener.incoming().flatten() {
-                while let Some((procedure, serial, args)) = read_call_args(&mut s) {
-                    match procedure {
-                        66 => reply(&mut s, procedure, serial, &[0, 0, 0, 1, 0, 0, 0, 0]),
-                        1 => reply(&mut s, procedure, serial, &[]),
-                        227 => {
-                            // cpuNum, nparams, flags: the daemon has two counters.
-                            let nparams = i32::from_be_bytes([args[4], args[5], args[6], args[7]]);
-                            let mut w = Writer::default();
-                            if nparams == 0 {
-                                asked.fetch_add(1, Ordering::SeqCst);
-                                w.u32(0);
-                            } else {
-                                w.u32(2);
-                                w.string("user");
-                                w.u32(0);
-                                w.u32(11);
-                                w.string("system");
-                                w.u32(0);
-                                w.u32(22);
+                let asked = Arc::clone(&asked);
+                std::thread::spawn(move || {
+                    while let Some((procedure, serial, args)) = read_call_args(&mut s) {
+                        match procedure {
+                            66 => reply(&mut s, procedure, serial, &[0, 0, 0, 1, 0, 0, 0, 0]),
+                            1 => reply(&mut s, procedure, serial, &[]),
+                            227 => {
+                                // cpuNum, nparams, flags: the daemon has two counters.
+                                let nparams =
+                                    i32::from_be_bytes([args[4], args[5], args[6], args[7]]);
+                                let mut w = Writer::default();
+                                if nparams == 0 {
+                                    asked.fetch_add(1, Ordering::SeqCst);
+                                    w.u32(0);
+                                } else {
+                                    w.u32(2);
+                                    w.string("user");
+                                    w.u32(0);
+                                    w.u32(11);
+                                    w.string("system");
+                                    w.u32(0);
+                                    w.u32(22);
+                                }
+                                w.i32(2);
+                                reply(&mut s, procedure, serial, &w.into_bytes());
                             }
-                            w.i32(2);
-                            reply(&mut s, procedure, serial, &w.into_bytes());
+                            _ => {}
                         }
-                        _ => {}
                     }
-                }
+                });
             }
         });
         let settings = LibvirtSettings {
