@@ -142,7 +142,11 @@ async fn lab_a_stopped_guest_costs_the_others_one_hedge_delay() {
     // On a shared lab another client may have taken the job first: then our first call
     // skips the guest at once (NOWAIT) and needs no hedge. Over the native client, the
     // call also sends one CPU read per domain ahead of the bulk call (counted as sent).
-    let reads = if calls > domains as u64 { domains as u64 } else { 0 };
+    let reads = if calls > domains as u64 {
+        domains as u64
+    } else {
+        0
+    };
     match calls - reads {
         2 => assert!(
             first >= hedge_after && first < hedge_after + Duration::from_millis(1500),

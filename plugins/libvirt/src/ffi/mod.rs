@@ -22,8 +22,8 @@
 //!   code libvirt's client and its libraries ran once, at load): handed back so that
 //!   only what the agent runs again counts as resident.
 //!
-//! - a descriptor the agent owns registered with tokio's reactor (the scheduler's tick
-//!   timer).
+//! - a descriptor the agent owns registered with tokio's reactor for reading only (the
+//!   scheduler's tick timer, the native libvirt client's socket).
 //!
 //! The last three are not libvirt calls; they are here so that `unsafe` stays in this
 //! module.

@@ -2,16 +2,17 @@
 //! protocol, without libvirt's client library: authentication (none, or polkit, which
 //! the daemon waives for root), the read-only open, the domain listing and the bulk
 //! statistics call. One call at a time, blocking — or awaited on the async runtime's
-//! reactor (`*_async`: the socket is switched to non-blocking and registered there for
-//! the first awaited call, and back only for a blocking one), so a tick's call needs no
-//! blocking thread.
+//! reactor (`*_async`: the socket is switched to non-blocking and registered there, for
+//! reading only, for the first awaited call, and back only for a blocking one), so a
+//! tick's call needs no blocking thread. A second connection, the CPU reader, carries
+//! the per-domain CPU reads sent ahead of the bulk call (see `cpu_totals`).
 //! Each reply is read into one reused buffer and decoded there.
 
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::unix::AsyncFd;
 
 use thiserror::Error;
 use tracing::debug;
@@ -157,7 +158,7 @@ fn read_arrived(socket: &mut UnixStream, buf: &mut Vec<u8>) -> Result<(), WireEr
 
 /// Awaits the `left` replies of `batch` not in `out` yet (see `take_replies`).
 async fn await_replies<R>(
-    stream: &mut tokio::net::UnixStream,
+    stream: &AsyncFd<UnixStream>,
     buf: &mut Vec<u8>,
     batch: &Batch,
     out: &mut [Option<Result<R, WireError>>],
@@ -167,7 +168,7 @@ async fn await_replies<R>(
     while left > 0 {
         let start = buf.len();
         buf.resize(start + READ_CHUNK, 0);
-        let n = stream.read(&mut buf[start..]).await?;
+        let n = read_async(stream, &mut buf[start..]).await?;
         buf.truncate(start + n);
         if n == 0 {
             return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
@@ -232,8 +233,13 @@ fn reply_body(msg: &[u8], status: u32) -> Result<&[u8], WireError> {
 enum Socket {
     /// Blocking, with the read and write timeouts: for blocking calls.
     Blocking(UnixStream),
-    /// Non-blocking and registered with the async runtime's reactor: for awaited calls.
-    Registered(tokio::net::UnixStream),
+    /// Non-blocking and registered with the async runtime's reactor for reading only:
+    /// for awaited calls. Not for writing: registered for that too (as a
+    /// `tokio::net::UnixStream` is), the socket woke the runtime's thread each time the
+    /// daemon read a call off it (the write space grew), once per awaited call, in the
+    /// middle of the wait for its reply. Writes go straight to the non-blocking socket
+    /// (see [`write_all_async`]).
+    Registered(AsyncFd<UnixStream>),
     /// Non-blocking and off the reactor: the CPU reader's, whose replies wake nobody
     /// when they arrive (they are read once the bulk reply is in).
     Quiet(UnixStream),
@@ -241,24 +247,15 @@ enum Socket {
 
 impl Socket {
     fn blocking(self) -> io::Result<UnixStream> {
-        match self {
-            Socket::Blocking(s) => Ok(s),
-            Socket::Registered(s) => {
-                let s = s.into_std()?;
-                s.set_nonblocking(false)?;
-                Ok(s)
-            }
-            Socket::Quiet(s) => {
-                s.set_nonblocking(false)?;
-                Ok(s)
-            }
-        }
+        let s = self.unregistered()?;
+        s.set_nonblocking(false)?;
+        Ok(s)
     }
 
     /// Non-blocking and off the reactor (a blocking socket is switched).
     fn unregistered(self) -> io::Result<UnixStream> {
         let s = match self {
-            Socket::Registered(s) => return s.into_std(),
+            Socket::Registered(s) => return Ok(s.into_inner()),
             Socket::Quiet(s) => return Ok(s),
             Socket::Blocking(s) => s,
         };
@@ -266,17 +263,60 @@ impl Socket {
         Ok(s)
     }
 
-    /// Registered with the current runtime's reactor (must be called on it).
-    fn registered(self) -> io::Result<tokio::net::UnixStream> {
+    /// Registered with the current runtime's reactor for reading (must be called on
+    /// it).
+    fn registered(self) -> io::Result<AsyncFd<UnixStream>> {
         match self {
             Socket::Registered(s) => Ok(s),
-            Socket::Quiet(s) => tokio::net::UnixStream::from_std(s),
-            Socket::Blocking(s) => {
-                s.set_nonblocking(true)?;
-                tokio::net::UnixStream::from_std(s)
-            }
+            other => readable_only(other.unregistered()?),
         }
     }
+}
+
+/// Non-blocking `s`, registered with the current runtime's reactor for reading only.
+fn readable_only(s: UnixStream) -> io::Result<AsyncFd<UnixStream>> {
+    crate::ffi::register_readable(s)
+}
+
+/// Writes all of `buf` to the registered socket `s`. The socket is not registered for
+/// writing (see [`Socket::Registered`]): when it is full (the daemon stopped reading a
+/// socket buffer's worth of calls: kilobytes; never seen), the write is retried every
+/// millisecond, within the call's silence limit like the rest of the call.
+async fn write_all_async(s: &AsyncFd<UnixStream>, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        match s.get_ref().write(buf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                tokio::time::sleep(Duration::from_millis(1)).await
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Reads what the registered socket `s` has into `buf`, awaiting it when nothing has
+/// arrived; 0 at the end of the stream.
+async fn read_async(s: &AsyncFd<UnixStream>, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        let mut ready = s.readable().await?;
+        if let Ok(read) = ready.try_io(|s| s.get_ref().read(buf)) {
+            return read;
+        }
+    }
+}
+
+/// Fills `buf` from the registered socket `s`.
+async fn read_exact_async(s: &AsyncFd<UnixStream>, mut buf: &mut [u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        match read_async(s, buf).await? {
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            n => buf = &mut buf[n..],
+        }
+    }
+    Ok(())
 }
 
 /// An open, authenticated, read-only connection.
@@ -410,12 +450,12 @@ impl WireClient {
         args: impl FnOnce(&mut protocol::Writer),
     ) -> Result<&[u8], WireError> {
         let msg = self.next_call(procedure, args);
-        let mut stream = self.stream.take().ok_or_else(not_connected)?.registered()?;
-        stream.write_all(&msg).await?;
+        let stream = self.stream.take().ok_or_else(not_connected)?.registered()?;
+        write_all_async(&stream, &msg).await?;
         let status = loop {
             let mut word = [0u8; 4];
-            stream.read_exact(&mut word).await?;
-            stream.read_exact(sized(&mut self.buf, word)?).await?;
+            read_exact_async(&stream, &mut word).await?;
+            read_exact_async(&stream, sized(&mut self.buf, word)?).await?;
             if let Some(status) = reply_status(&self.buf, self.serial, procedure)? {
                 break status;
             }
@@ -473,11 +513,11 @@ impl WireClient {
             read_arrived(&mut quiet, &mut self.buf)?;
             left -= take_replies(&mut self.buf, &batch, &mut out, &mut decode)?;
         }
-        let mut stream = tokio::net::UnixStream::from_std(quiet)?;
-        stream.write_all(&msgs[written..]).await?;
+        let stream = readable_only(quiet)?;
+        write_all_async(&stream, &msgs[written..]).await?;
         let gathered = left == 0;
         let (buf, slots) = (&mut self.buf, &mut out);
-        await_replies(&mut stream, buf, &batch, slots, &mut decode, left).await?;
+        await_replies(&stream, buf, &batch, slots, &mut decode, left).await?;
         if !self.buf.is_empty() {
             // More than the replies: nothing else is ever sent unasked.
             return Err(WireError::Protocol("bytes after the last reply".into()));
@@ -549,13 +589,13 @@ impl WireClient {
         read_arrived(&mut quiet, &mut self.buf)?;
         let left = batch.count - take_replies(&mut self.buf, &batch, &mut out, &mut decode)?;
         if left > 0 {
-            let mut stream = tokio::net::UnixStream::from_std(quiet)?;
+            let stream = readable_only(quiet)?;
             let (buf, slots) = (&mut self.buf, &mut out);
-            let rest = await_replies(&mut stream, buf, &batch, slots, &mut decode, left);
+            let rest = await_replies(&stream, buf, &batch, slots, &mut decode, left);
             tokio::time::timeout(READER_WAIT, rest)
                 .await
                 .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
-            quiet = stream.into_std()?;
+            quiet = stream.into_inner();
         }
         if !self.buf.is_empty() {
             return Err(WireError::Protocol("bytes after the last reply".into()));
