@@ -22,7 +22,9 @@
 #      with perf installed also the agent's exact task-clock. What the agent causes
 #      = agent phase − mean of the idle phases; host cost per tick = (agent + caused
 #      libvirtd + caused QEMU) / ticks. QEMU's monitor I/O threads are also counted
-#      apart: what reading libvirt's monitor commands costs, without the guests' noise.
+#      apart: what reading libvirt's monitor commands costs, without the guests' noise;
+#      and its vCPU threads, the guests' own work (noise of tens of ms per tick between
+#      phases), with the host cost once more without them.
 #      Then, with perf, the last phase's agent at rest: BENCH_REST_AGE s after its start
 #      (its history full, start-up work over), BENCH_REST_WINDOW s of task-clock and
 #      context switches, no request served yet. The default window, 120 s, holds two of
@@ -81,11 +83,19 @@ done
 # QEMU's monitor I/O threads: where the QMP commands libvirt sends are read (one byte per
 # system call in QEMU 7.2), counted apart: the rest of QEMU's CPU (the guests' own vCPU
 # work) moves by more than the monitoring between phases.
+# The vCPU threads ("CPU 0/TCG", "CPU 1/KVM", …) are counted apart too: they run the
+# guests' own work, which the agent does not cause but which moves by tens of ms per
+# tick between phases.
 monitor_tids=()
+vcpu_tids=()
 for p in "${qemu_pids[@]}"; do
 	for t in /proc/"$p"/task/*; do
 		# As "PID/task/TID": /proc/TID/stat alone would count the whole process.
-		[ "$(cat "$t/comm" 2>/dev/null)" = "IO mon_iothread" ] && monitor_tids+=("$p/task/${t##*/}")
+		comm="$(cat "$t/comm" 2>/dev/null)"
+		case "$comm" in
+		"IO mon_iothread") monitor_tids+=("$p/task/${t##*/}") ;;
+		"CPU "*/TCG | "CPU "*/KVM) vcpu_tids+=("$p/task/${t##*/}") ;;
+		esac
 	done
 done
 mapfile -t daemon_pids < <(pgrep -x 'libvirtd|virtqemud' || true)
@@ -128,7 +138,7 @@ stop_agent() {
 
 # ---------------------------------------------------------------- 1. CPU phases
 log "${#guests[@]} domains, $ROUNDS rounds of ${PHASE}s idle + ${PHASE}s with the agent"
-idle_d=0 idle_q=0 idle_s=0 ag_a=0 ag_d=0 ag_q=0 ag_s=0 ag_ticks=0 ag_exact=0 idle_m=0 ag_m=0
+idle_d=0 idle_q=0 idle_s=0 ag_a=0 ag_d=0 ag_q=0 ag_s=0 ag_ticks=0 ag_exact=0 idle_m=0 ag_m=0 idle_v=0 ag_v=0
 # /proc/<pid>/stat counts CPU time in clock ticks (10 ms): over a 20 s phase that is
 # ±0.5 ms per 1 s tick. With perf (Debian: linux-perf), the agent's task-clock gives its
 # CPU time exactly as well.
@@ -137,14 +147,14 @@ if command -v perf >/dev/null 2>&1 && perf stat -e task-clock -- true >/dev/null
 	perf_ok=1
 fi
 for r in $(seq "$ROUNDS"); do
-	d0=$(ticks "${daemon_pids[@]}") q0=$(ticks "${qemu_pids[@]}") m0=$(ticks "${monitor_tids[@]}") t0=$(date +%s%N)
+	d0=$(ticks "${daemon_pids[@]}") q0=$(ticks "${qemu_pids[@]}") m0=$(ticks "${monitor_tids[@]}") v0=$(ticks "${vcpu_tids[@]}") t0=$(date +%s%N)
 	sleep "$PHASE"
-	d1=$(ticks "${daemon_pids[@]}") q1=$(ticks "${qemu_pids[@]}") m1=$(ticks "${monitor_tids[@]}") t1=$(date +%s%N)
+	d1=$(ticks "${daemon_pids[@]}") q1=$(ticks "${qemu_pids[@]}") m1=$(ticks "${monitor_tids[@]}") v1=$(ticks "${vcpu_tids[@]}") t1=$(date +%s%N)
 	idle_d=$((idle_d + d1 - d0)) idle_q=$((idle_q + q1 - q0)) idle_s=$((idle_s + (t1 - t0) / 1000000))
-	idle_m=$((idle_m + m1 - m0))
+	idle_m=$((idle_m + m1 - m0)) idle_v=$((idle_v + v1 - v0))
 	start_agent
 	sleep 3 # first ticks, connection set-up
-	a0=$(ticks "$agent_pid") d0=$(ticks "${daemon_pids[@]}") q0=$(ticks "${qemu_pids[@]}") m0=$(ticks "${monitor_tids[@]}") n0=$(runs) t0=$(date +%s%N)
+	a0=$(ticks "$agent_pid") d0=$(ticks "${daemon_pids[@]}") q0=$(ticks "${qemu_pids[@]}") m0=$(ticks "${monitor_tids[@]}") v0=$(ticks "${vcpu_tids[@]}") n0=$(runs) t0=$(date +%s%N)
 	if [ -n "$perf_ok" ]; then
 		# The agent's exact CPU time in the phase (its threads and those they start).
 		perf stat -x, -e task-clock -p "$agent_pid" -o "$work/perf-$r.csv" -- sleep "$PHASE" 2>/dev/null
@@ -152,8 +162,9 @@ for r in $(seq "$ROUNDS"); do
 	else
 		sleep "$PHASE"
 	fi
-	a1=$(ticks "$agent_pid") d1=$(ticks "${daemon_pids[@]}") q1=$(ticks "${qemu_pids[@]}") m1=$(ticks "${monitor_tids[@]}") n1=$(runs) t1=$(date +%s%N)
+	a1=$(ticks "$agent_pid") d1=$(ticks "${daemon_pids[@]}") q1=$(ticks "${qemu_pids[@]}") m1=$(ticks "${monitor_tids[@]}") v1=$(ticks "${vcpu_tids[@]}") n1=$(runs) t1=$(date +%s%N)
 	ag_a=$((ag_a + a1 - a0)) ag_d=$((ag_d + d1 - d0)) ag_q=$((ag_q + q1 - q0)) ag_m=$((ag_m + m1 - m0))
+	ag_v=$((ag_v + v1 - v0))
 	ag_s=$((ag_s + (t1 - t0) / 1000000))
 	ag_ticks=$(python3 -c "print($ag_ticks + ${n1:-0} - ${n0:-0})")
 	log "round $r: agent $(cpu_ms $((a1 - a0))) ms CPU in $(((t1 - t0) / 1000000)) ms"
@@ -320,7 +331,7 @@ python3 - "$HZ" "$idle_d" "$idle_q" "$idle_s" "$ag_a" "$ag_d" "$ag_q" "$ag_s" "$
 	"${#guests[@]}" "$samples" "$rss_idle" "$rss_load" "$lat_metrics" "$lat_stats" "$lat_live" \
 	"$rps" "$raw" "$partial" "$partial_all" "$collection" "${SHARDS:-auto}" "$(cut -d' ' -f1-3 /proc/loadavg)" \
 	"$rss_after" "$lat_floor" "${perf_ok:+$ag_exact}" "$rest_exact" "$rest_cs" "$rest_ticks" "$REST_AGE" \
-	"$idle_m" "$ag_m" "${#monitor_tids[@]}" <<'EOF'
+	"$idle_m" "$ag_m" "${#monitor_tids[@]}" "$idle_v" "$ag_v" "${#vcpu_tids[@]}" <<'EOF'
 import sys
 a = sys.argv[1:]
 hz = int(a[0])
@@ -330,6 +341,7 @@ per_min, period, fewest = a[10].split()
 rss_idle, rss_load, lat_m, lat_s, lat_l, rps, raw, partial, partial_all, collection, shards, load = a[11:23]
 rss_after, lat_floor, exact, rest_exact, rest_cs, rest_ticks, rest_age = a[23:30]
 idle_m, ag_m, monitors = (int(x) for x in a[30:33])
+idle_v, ag_v, vcpus = (int(x) for x in a[33:36])
 c_med, c_max, p_med, p_max = collection.split()
 ms = lambda t: t * 1000.0 / hz
 # Per second of phase, then per tick.
@@ -354,7 +366,12 @@ row(f"QEMU CPU caused ({domains} processes)", f"{q_caused/10:.2f} % of a core ({
 if monitors:
     m_caused = (ms(ag_m) / ag_s - ms(idle_m) / idle_s) * 1000
     row(f"  of which monitor threads ({monitors})", f"{m_caused/10:.2f} % of a core ({m_caused/tick_rate:.1f} ms per tick; the rest is mostly the guests' own work)")
+v_caused = (ms(ag_v) / ag_s - ms(idle_v) / idle_s) * 1000
+if vcpus:
+    row(f"  of which vCPU threads ({vcpus})", f"{v_caused/10:.2f} % of a core ({v_caused/tick_rate:.1f} ms per tick; the guests' own work: noise)")
 row("host cost per tick (agent+libvirtd+QEMU)", f"{(agent + d_caused + q_caused)/tick_rate:.1f} ms CPU")
+if vcpus:
+    row("  the same without the vCPU threads", f"{(agent + d_caused + q_caused - v_caused)/tick_rate:.1f} ms CPU")
 row("ticks per second (cpu collector runs)", f"{tick_rate:.2f}")
 row("samples per VM per 60 s (median, fewest)", f"{per_min}, {fewest} (actual period {period} s)")
 row("collection time median / max (cpu)", f"{c_med} ms / {c_max} ms")
