@@ -29,17 +29,22 @@ mod tests {
     use std::io::{Read, Write};
     use std::os::unix::net::UnixStream;
 
+    /// Waits (at most 5 s) until `fd` reports readiness to read.
+    async fn readable_within_5_s<T: AsRawFd>(fd: &AsyncFd<T>) {
+        let guard = tokio::time::timeout(std::time::Duration::from_secs(5), fd.readable())
+            .await
+            .expect("readiness within 5 s")
+            .expect("readable");
+        drop(guard);
+    }
+
     #[tokio::test]
     async fn a_registered_descriptor_reports_readiness_and_is_closed_on_drop() {
         let (a, mut b) = UnixStream::pair().expect("pair");
         a.set_nonblocking(true).expect("nonblocking");
         let fd = register_readable(OwnedFd::from(a)).expect("registered");
         b.write_all(b"x").expect("write");
-        let guard = tokio::time::timeout(std::time::Duration::from_secs(5), fd.readable())
-            .await
-            .expect("readiness within 5 s")
-            .expect("readable");
-        drop(guard);
+        readable_within_5_s(&fd).await;
         drop(fd);
         // The peer sees the stream end (reset, as the byte sent was never read): the
         // descriptor was closed.
@@ -68,11 +73,7 @@ mod tests {
         // wakes nobody.
         assert!(fd.poll_write_ready(&mut cx).is_pending());
         b.write_all(b"x").expect("write");
-        let guard = tokio::time::timeout(std::time::Duration::from_secs(5), fd.readable())
-            .await
-            .expect("readiness within 5 s")
-            .expect("readable");
-        drop(guard);
+        readable_within_5_s(&fd).await;
         let mut s = fd.into_inner();
         s.write_all(b"ping").expect("still open after into_inner");
         let mut buf = [0u8; 4];

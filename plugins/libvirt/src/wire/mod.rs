@@ -688,29 +688,42 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "current_thread")]
-    async fn the_bulk_call_leaves_cpu_total_to_per_domain_reads_and_asks_it_for_the_rest() {
-        let (_dir, settings) = fake_daemon(Answer::CpuTotals);
-        let slot = WireSlot::open(&settings);
+    /// One bulk call with `cpu-total` over `slot`'s client as the tick makes it: its
+    /// records, the calls it counted, and whether CPU totals are still read per domain.
+    async fn cpu_total_call(
+        slot: &WireSlot,
+        settings: &LibvirtSettings,
+    ) -> (Vec<crate::ffi::RawRecord>, u64, bool) {
         let calls = std::sync::atomic::AtomicU64::new(0);
         let count = |n| {
             calls.fetch_add(n, Ordering::SeqCst);
         };
         let cpu_total = vadvisor_api::StatsGroups::CPU_TOTAL.0;
         let got = slot
-            .awaited(&settings, "virConnectGetAllDomainStats", async |c| {
+            .awaited(settings, "virConnectGetAllDomainStats", async |c| {
                 let records =
                     crate::cpu_totals::domain_stats_async(c, &[], cpu_total | 1, 0, &count).await?;
                 Ok((records, c.cpu_totals_per_domain()))
             })
             .await;
-        let Some(Ok((records, still_per_domain))) = got else {
+        let Some(Ok((records, per_domain))) = got else {
             panic!("{got:?}")
         };
-        let cpu = |name: &str, key: &str| {
-            let r = records.iter().find(|r| r.name == name).expect(name);
-            r.params.get(key).cloned()
-        };
+        (records, calls.load(Ordering::SeqCst), per_domain)
+    }
+
+    /// `key` of the record of domain `name`.
+    fn value(records: &[crate::ffi::RawRecord], name: &str, key: &str) -> Option<TypedValue> {
+        let r = records.iter().find(|r| r.name == name).expect(name);
+        r.params.get(key).cloned()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_bulk_call_leaves_cpu_total_to_per_domain_reads_and_asks_it_for_the_rest() {
+        let (_dir, settings) = fake_daemon(Answer::CpuTotals);
+        let slot = WireSlot::open(&settings);
+        let (records, calls, still_per_domain) = cpu_total_call(&slot, &settings).await;
+        let cpu = |name: &str, key: &str| value(&records, name, key);
         // Read per domain: the cgroup counters, none of the monitor's.
         assert_eq!(cpu("vm-1", "cpu.time"), Some(TypedValue::ULLong(1000)));
         assert_eq!(cpu("vm-3", "cpu.user"), Some(TypedValue::ULLong(1800)));
@@ -719,7 +732,7 @@ mod tests {
         assert_eq!(cpu("vm-2", "cpu.time"), Some(TypedValue::ULLong(7)));
         assert_eq!(cpu("vm-2", "state.state"), Some(TypedValue::Int(1)));
         // The bulk call, three CPU reads, the follow-up.
-        assert_eq!(calls.load(Ordering::SeqCst), 5);
+        assert_eq!(calls, 5);
         // A domain gone meanwhile is no reason to stop reading per domain.
         assert!(still_per_domain);
     }
@@ -730,31 +743,16 @@ mod tests {
         let slot = WireSlot::open(&settings);
         let has_reader = |slot: &WireSlot| matches!(&*slot.state.lock().unwrap(), State::Open(c) if c.has_cpu_reader());
         assert!(has_reader(&slot), "the reader opens with the client");
-        let cpu_total = vadvisor_api::StatsGroups::CPU_TOTAL.0;
         for round in 0..3 {
-            let calls = std::sync::atomic::AtomicU64::new(0);
-            let count = |n| {
-                calls.fetch_add(n, Ordering::SeqCst);
-            };
-            let got = slot
-                .awaited(&settings, "virConnectGetAllDomainStats", async |c| {
-                    crate::cpu_totals::domain_stats_async(c, &[], cpu_total | 1, 0, &count).await
-                })
-                .await;
-            let Some(Ok(records)) = got else {
-                panic!("round {round}: {got:?}")
-            };
-            let cpu = |name: &str, key: &str| {
-                let r = records.iter().find(|r| r.name == name).expect(name);
-                r.params.get(key).cloned()
-            };
+            let (records, calls, _) = cpu_total_call(&slot, &settings).await;
+            let cpu = |name: &str, key: &str| value(&records, name, key);
             assert_eq!(cpu("vm-1", "cpu.time"), Some(TypedValue::ULLong(1000)));
             assert_eq!(cpu("vm-3", "cpu.user"), Some(TypedValue::ULLong(1800)));
             assert_eq!(cpu("vm-3", "cpu.haltpoll.success.time"), None);
             // vm-2's read fails (no such domain): the follow-up bulk call fills it.
             assert_eq!(cpu("vm-2", "cpu.time"), Some(TypedValue::ULLong(7)));
             // The bulk call, three CPU reads, the follow-up: wherever they went.
-            assert_eq!(calls.load(Ordering::SeqCst), 5, "round {round}");
+            assert_eq!(calls, 5, "round {round}");
             assert!(has_reader(&slot), "round {round}: the reader stays in step");
         }
         let log = log.lock().unwrap().clone();
