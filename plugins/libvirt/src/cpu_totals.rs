@@ -95,7 +95,7 @@ pub(crate) async fn domain_stats_async(
     }
     let mut missing = Vec::new();
     let mut refused = 0;
-    for ((index, id), total) in running.iter().zip(totals) {
+    for ((index, _), total) in running.iter().zip(totals) {
         match total {
             Some(Ok(values)) if values.iter().any(|(k, _)| *k == "cpu.time") => {
                 let params = &mut records[*index].params;
@@ -103,12 +103,10 @@ pub(crate) async fn domain_stats_async(
                     params.insert(key, value);
                 }
             }
-            Some(Err(WireError::Remote(e))) if e.code == NO_DOMAIN => {
-                missing.push((*index, id.clone()))
-            }
+            Some(Err(WireError::Remote(e))) if e.code == NO_DOMAIN => missing.push(*index),
             _ => {
                 refused += 1;
-                missing.push((*index, id.clone()));
+                missing.push(*index);
             }
         }
     }
@@ -122,28 +120,44 @@ pub(crate) async fn domain_stats_async(
     if all_refused {
         client.stop_cpu_totals_per_domain();
     }
-    let ids: Vec<DomainId> = missing.iter().map(|(_, d)| d.clone()).collect();
     calls(1);
-    // The daemon's error leaves these domains without the group (the per-domain
-    // fallback then fills it); the others keep their statistics.
-    let extras = match client.domain_stats_async(&ids, cpu, flags).await {
+    group_from_bulk_call(client, &mut records, &missing, cpu, "cpu.", flags).await?;
+    Ok(records)
+}
+
+/// Asks `group` of the running domains at `missing` (indices into `records`) in a bulk
+/// call of their own and copies its keys (those starting with `prefix`) into their
+/// records. The daemon's error leaves these domains without the group (the per-domain
+/// fallback then fills it); the others keep their statistics.
+pub(crate) async fn group_from_bulk_call(
+    client: &mut WireClient,
+    records: &mut [RawRecord],
+    missing: &[usize],
+    group: u32,
+    prefix: &str,
+    flags: u32,
+) -> Result<(), WireError> {
+    let ids: Vec<DomainId> = missing
+        .iter()
+        .filter_map(|&index| DomainId::by_uuid(&records.get(index)?.uuid))
+        .collect();
+    let extras = match client.domain_stats_async(&ids, group, flags).await {
         Err(WireError::Remote(_)) => Vec::new(),
         other => other?,
     };
     for extra in extras {
         let Some(record) = missing
             .iter()
-            .map(|&(index, _)| index)
-            .find(|&index| records[index].uuid == extra.uuid)
-            .map(|index| &mut records[index])
+            .find(|&&index| records.get(index).is_some_and(|r| r.uuid == extra.uuid))
+            .and_then(|&index| records.get_mut(index))
         else {
             continue;
         };
         for (key, value) in extra.params.iter() {
-            if key.starts_with("cpu.") {
+            if key.starts_with(prefix) {
                 record.params.insert(key, value.clone());
             }
         }
     }
-    Ok(records)
+    Ok(())
 }

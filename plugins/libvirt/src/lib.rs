@@ -33,6 +33,7 @@ mod shards;
 mod stats;
 mod supervisor;
 pub mod tick_timer;
+mod vcpu_threads;
 mod wire;
 
 pub use hypervisor::LibvirtHypervisor;

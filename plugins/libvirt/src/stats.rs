@@ -14,7 +14,6 @@ use virt::domain::Domain;
 use virt::sys;
 
 use crate::calls::BULK_CALL;
-use crate::cpu_totals;
 use crate::errors::{classify, Abort};
 use crate::fallback::{fallback, needs_fallback};
 use crate::ffi;
@@ -23,6 +22,7 @@ use crate::lanes::Lease;
 use crate::live::{release, Live};
 use crate::shards::{self, ShardPlan};
 use crate::supervisor::Supervisor;
+use crate::vcpu_threads;
 use crate::wire;
 
 /// Before the bulk call starts: still waiting for a concurrency permit.
@@ -221,10 +221,12 @@ async fn native_records_async(
 ) -> Option<Result<Vec<ffi::RawRecord>, HypervisorError>> {
     let settings = &sup.settings;
     let calls = |n| sup.count_native_calls(n);
+    let threads = &sup.vcpu_threads;
     live.wire
         .awaited(settings, scope.call(), async |client| match scope {
             Scope::All => {
-                cpu_totals::domain_stats_async(client, &[], stats, BULK_FLAGS, &calls).await
+                vcpu_threads::domain_stats_async(client, threads, &[], stats, BULK_FLAGS, &calls)
+                    .await
             }
             Scope::Shard { index, plan } => {
                 sup.count_native_calls(1);
@@ -233,7 +235,8 @@ async fn native_records_async(
                 if mine.is_empty() {
                     return Ok(Vec::new());
                 }
-                cpu_totals::domain_stats_async(client, &mine, stats, BULK_FLAGS, &calls).await
+                vcpu_threads::domain_stats_async(client, threads, &mine, stats, BULK_FLAGS, &calls)
+                    .await
             }
         })
         .await

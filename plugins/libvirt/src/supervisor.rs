@@ -20,6 +20,7 @@ use crate::partial::GroupMemory;
 use crate::per_domain::Busy;
 use crate::settings::LibvirtSettings;
 use crate::shards::ShardPlan;
+use crate::vcpu_threads::VcpuThreads;
 
 /// A stats call that finds no connection waits at most this long for the reconnect
 /// attempt it asked for (less when `call_timeout` is short).
@@ -80,6 +81,8 @@ pub(crate) struct Supervisor {
     pub(crate) cpus: usize,
     /// Which shard asks for which domain, from the last collection's reply.
     shard_plan: Mutex<Arc<ShardPlan>>,
+    /// The running domains' vCPU threads, when they are read here (`vcpu_threads`).
+    pub(crate) vcpu_threads: Mutex<VcpuThreads>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -92,6 +95,7 @@ impl Supervisor {
         let permits = Arc::new(Semaphore::new(n));
         let stopping = Arc::new(AtomicBool::new(false));
         let lanes = Arc::new(Lanes::new(n, settings.clone(), Arc::clone(&stopping)));
+        let vcpu_threads = VcpuThreads::for_uri(&settings.uri);
         Self {
             settings,
             live: Mutex::new(None),
@@ -117,6 +121,7 @@ impl Supervisor {
             metadata_tx: tokio::sync::broadcast::channel(256).0,
             cpus: std::thread::available_parallelism().map_or(1, usize::from),
             shard_plan: Mutex::new(Arc::new(ShardPlan::default())),
+            vcpu_threads,
         }
     }
 
