@@ -305,6 +305,108 @@ async fn lab_native_client_reads_what_the_library_reads() {
     library.shutdown();
 }
 
+/// A `vcpu.N.*` counter of a domain's parameters.
+fn vcpu_counter(d: &vadvisor_api::DomainStats, key: &str) -> u64 {
+    match d.params.get(key) {
+        Some(vadvisor_api::TypedValue::ULLong(v)) => *v,
+        other => panic!("{}: {key} is {other:?}", d.domain.name),
+    }
+}
+
+/// On the daemon's own host the native path reads the `vcpu` group from the vCPU
+/// threads' `/proc` files, not through libvirt (whose group sends each QEMU two monitor
+/// commands): the same keys with the same types as libvirt's group, each counter
+/// between libvirt's reads just before and just after it, and run times in exact
+/// nanoseconds (libvirt's are whole clock ticks).
+#[ignore = "needs the lab: scripts/lab.sh up (scripts/test.sh runs it)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lab_vcpu_counters_are_read_from_the_threads_and_agree_with_libvirt() {
+    let uri = lab_uri();
+    let native = LibvirtHypervisor::start(lab_settings(&uri));
+    let library = LibvirtHypervisor::start(LibvirtSettings {
+        stats_transport: StatsTransport::Library,
+        ..lab_settings(&uri)
+    });
+    assert!(native.wait_connected(Duration::from_secs(10)).await);
+    assert!(library.wait_connected(Duration::from_secs(10)).await);
+    let vcpu = StatsGroups::VCPU;
+    // libvirt's clock tick, and one more: it truncates user and system time apart.
+    const TWO_TICKS: u64 = 20_000_000;
+    let mut checked = 0;
+    let mut exact = 0;
+    for _ in 0..5 {
+        let before = library.domain_stats(vcpu).await.expect("library stats");
+        let calls = native.status().native_calls;
+        let ours = native.domain_stats(vcpu).await.expect("native stats");
+        assert_eq!(
+            native.status().native_calls - calls,
+            1,
+            "one bulk call, no follow-up for the vcpu group"
+        );
+        let after = library.domain_stats(vcpu).await.expect("library stats");
+        for d in ours
+            .iter()
+            .filter(|d| d.domain.name.starts_with("vadv-lab-"))
+        {
+            let find = |v: &[vadvisor_api::DomainStats]| {
+                v.iter()
+                    .find(|o| o.domain.uuid == d.domain.uuid && o.errors.is_empty())
+                    .cloned()
+            };
+            let (Some(b), Some(a)) = (find(&before), find(&after)) else {
+                continue;
+            };
+            assert!(d.errors.is_empty(), "{}: {:?}", d.domain.name, d.errors);
+            let (ks, kb) = (shape(d).0, shape(&b).0);
+            assert_eq!(ks, kb, "{}: keys and types", d.domain.name);
+            for key in ["vcpu.current", "vcpu.maximum"] {
+                assert_eq!(
+                    d.params.get(key),
+                    b.params.get(key),
+                    "{}: {key}",
+                    d.domain.name
+                );
+            }
+            for (n, _) in d.params.indexed_sections("vcpu") {
+                let key = |f: &str| format!("vcpu.{n}.{f}");
+                let (lo, hi) = (
+                    vcpu_counter(&b, &key("time")),
+                    vcpu_counter(&a, &key("time")),
+                );
+                let time = vcpu_counter(d, &key("time"));
+                assert!(
+                    lo <= time && time <= hi + TWO_TICKS,
+                    "{}: vcpu {n} time {lo} <= {time} <= {hi} + 2 ticks",
+                    d.domain.name
+                );
+                if time % 10_000_000 != 0 {
+                    exact += 1;
+                }
+                for f in ["delay", "wait"] {
+                    let (lo, hi) = (vcpu_counter(&b, &key(f)), vcpu_counter(&a, &key(f)));
+                    let v = vcpu_counter(d, &key(f));
+                    assert!(
+                        lo <= v && v <= hi,
+                        "{}: vcpu {n} {f} {lo} <= {v} <= {hi}",
+                        d.domain.name
+                    );
+                }
+                checked += 1;
+            }
+        }
+        if checked >= 3 {
+            break;
+        }
+    }
+    assert!(checked >= 3, "only {checked} vCPUs compared");
+    // A running TCG vCPU's exact run time is a multiple of 10 ms by chance only: these
+    // came from the threads, not from libvirt's group.
+    assert!(exact * 2 > checked, "{exact} of {checked} run times exact");
+    println!("{checked} vCPUs agree with libvirt's group; {exact} run times exact");
+    native.shutdown();
+    library.shutdown();
+}
+
 #[ignore = "needs the lab: scripts/lab.sh up (scripts/test.sh runs it)"]
 #[test]
 fn lab_close_callback_is_released_on_the_remote_driver() {

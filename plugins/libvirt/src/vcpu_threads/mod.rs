@@ -71,6 +71,8 @@ pub(crate) struct VcpuThreads {
 
 /// One domain's status file as last read.
 struct Watched {
+    name: String,
+    path: PathBuf,
     modified: Option<SystemTime>,
     /// `None`: its threads could not be read; not tried again before the file changes.
     threads: Option<Threads>,
@@ -167,17 +169,33 @@ impl VcpuThreads {
         let Some(dir) = &self.state_dir else {
             return false;
         };
-        let path = dir.join(format!("{name}.xml"));
-        let modified = fs::metadata(&path).and_then(|m| m.modified()).ok();
-        let known = self
-            .domains
-            .get(uuid)
-            .is_some_and(|w| w.modified == modified && modified.is_some());
-        if !known {
+        // `Some(modified)`: the status file must be read (again); `None`: as last read.
+        let reread = match self.domains.get(uuid) {
+            Some(w) if w.name == name => {
+                let modified = modified_time(&w.path);
+                (modified.is_none() || modified != w.modified).then_some(modified)
+            }
+            _ => Some(None),
+        };
+        if let Some(modified) = reread {
+            let path = dir.join(format!("{name}.xml"));
+            let modified = modified.or_else(|| modified_time(&path));
+            // A file still missing was said already.
+            let said = modified.is_none()
+                && self
+                    .domains
+                    .get(uuid)
+                    .is_some_and(|w| w.modified.is_none() && w.threads.is_none());
             let threads = discover(&path, uuid, &self.proc_root)
-                .map_err(|e| debug!(domain = name, error = %e, "vCPU counters from libvirt's vcpu group"))
+                .map_err(|e| {
+                    if !said {
+                        debug!(domain = name, error = %e, "vCPU counters from libvirt's vcpu group");
+                    }
+                })
                 .ok();
             let watched = Watched {
+                name: name.to_string(),
+                path,
                 modified,
                 threads,
                 seen: now,
@@ -213,6 +231,11 @@ impl VcpuThreads {
         }
         true
     }
+}
+
+/// When the file at `path` was last modified; `None` when it cannot be read.
+fn modified_time(path: &Path) -> Option<SystemTime> {
+    fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 /// The threads of the domain `uuid` from its status file at `path`.
@@ -303,7 +326,7 @@ mod tests {
     const UUID: &str = "5ad0a0b0-0000-4000-8000-000000000001";
 
     /// A thread of this process named as QEMU names a vCPU thread, spinning until
-    /// dropped; its thread id.
+    /// dropped; its thread id. Each test names its threads apart (tests run at once).
     struct FakeVcpu {
         stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
         handle: Option<std::thread::JoinHandle<()>>,
@@ -396,7 +419,7 @@ mod tests {
     #[test]
     fn a_domain_s_vcpu_group_is_read_from_the_threads_its_status_file_lists() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let vcpu = FakeVcpu::start("CPU 1/KVM");
+        let vcpu = FakeVcpu::start("CPU 1/KVM-a");
         let pid = std::process::id() as i32;
         let xml = status_xml(pid, UUID, "<vcpu current='1'>2</vcpu>", &[(1, vcpu.tid)]);
         fs::write(dir.path().join("vadv-lab-1.xml"), xml).expect("write");
@@ -434,8 +457,8 @@ mod tests {
     #[test]
     fn threads_that_are_not_vcpus_or_a_file_of_another_domain_are_not_read() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let other = FakeVcpu::start("not-a-vcpu");
-        let vcpu = FakeVcpu::start("CPU 0/TCG");
+        let other = FakeVcpu::start("not-a-vcpu-b");
+        let vcpu = FakeVcpu::start("CPU 0/TCG-b");
         let pid = std::process::id() as i32;
         let other_uuid = "5ad0a0b0-0000-4000-8000-000000000002";
         let files = [
@@ -470,8 +493,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let pid = std::process::id() as i32;
         let path = dir.path().join("d.xml");
-        let first = FakeVcpu::start("CPU 0/KVM");
-        let keep = FakeVcpu::start("CPU 1/KVM");
+        let first = FakeVcpu::start("CPU 0/KVM-c");
+        let keep = FakeVcpu::start("CPU 1/KVM-c");
         let write = |tid: i32, t: SystemTime| {
             let xml = status_xml(pid, UUID, "<vcpu>2</vcpu>", &[(0, tid), (1, keep.tid)]);
             fs::write(&path, xml).expect("write");
@@ -485,7 +508,7 @@ mod tests {
         write(first.tid, t0);
         let mut threads = threads_in(dir.path());
         // A second domain keeps the reader in use.
-        let other = FakeVcpu::start("CPU 0/TCG");
+        let other = FakeVcpu::start("CPU 0/TCG-c");
         let other_uuid = "5ad0a0b0-0000-4000-8000-000000000002";
         let xml = status_xml(pid, other_uuid, "<vcpu>1</vcpu>", &[(0, other.tid)]);
         fs::write(dir.path().join("e.xml"), xml).expect("write");
@@ -496,8 +519,10 @@ mod tests {
         assert_eq!(threads.fill_all(&mut records, Instant::now()), vec![0]);
         assert_eq!(threads.fill_all(&mut records, Instant::now()), vec![0]);
         // libvirt rewrites the file (a vCPU replugged): read again.
-        let again = FakeVcpu::start("CPU 0/KVM");
+        let again = FakeVcpu::start("CPU 0/KVM-d");
         write(again.tid, t0 + Duration::from_secs(1));
+        // The kernel adds a running thread's time up at its scheduler ticks.
+        std::thread::sleep(Duration::from_millis(50));
         let mut records = vec![record("d", UUID), record("e", other_uuid)];
         assert!(threads.fill_all(&mut records, Instant::now()).is_empty());
         assert!(u64_of(&records[0], "vcpu.0.time") > 0);
