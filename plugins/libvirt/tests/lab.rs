@@ -379,7 +379,7 @@ async fn lab_vcpu_counters_are_read_from_the_threads_and_agree_with_libvirt() {
                     "{}: vcpu {n} time {lo} <= {time} <= {hi} + 2 ticks",
                     d.domain.name
                 );
-                if time % 10_000_000 != 0 {
+                if !time.is_multiple_of(10_000_000) {
                     exact += 1;
                 }
                 for f in ["delay", "wait"] {

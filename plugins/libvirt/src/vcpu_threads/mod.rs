@@ -9,8 +9,9 @@
 //! and the counts from the domain's definition. On the daemon's own host, in the same
 //! PID namespace, the agent reads them itself ([`thread_files`]): the threads are the
 //! ones libvirt's status file of the domain lists ([`status_file`]), read again when
-//! libvirt rewrites it (a vCPU plugged or unplugged, the domain restarted). The bulk
-//! call then leaves `vcpu` out.
+//! libvirt replaces it (a vCPU plugged or unplugged, the domain restarted; a tick looks
+//! at the directory, and at the files only when it changed). The bulk call then leaves
+//! `vcpu` out.
 //!
 //! A running domain whose threads cannot be read (its status file unreadable, its
 //! process in another PID namespace, a thread gone) gets the group from a bulk call of
@@ -59,6 +60,8 @@ pub(crate) struct VcpuThreads {
     /// The daemon's status-file directory, when its domains' threads are read here.
     state_dir: Option<PathBuf>,
     proc_root: PathBuf,
+    /// When `state_dir` last changed, as last looked at.
+    dir_modified: Option<SystemTime>,
     /// When `state_dir` is looked for again.
     recheck_at: Instant,
     /// By UUID.
@@ -101,10 +104,19 @@ impl VcpuThreads {
         Mutex::new(Self::new(uri, Path::new("/proc")))
     }
 
+    /// Reads the status files in `dir`, whatever the URI (tests).
+    #[cfg(test)]
+    pub(crate) fn in_dir(dir: &Path) -> Mutex<Self> {
+        let mut t = Self::new("qemu:///system", Path::new("/proc"));
+        t.state_dir = Some(dir.to_path_buf());
+        Mutex::new(t)
+    }
+
     fn new(uri: &str, proc_root: &Path) -> Self {
         let mut t = Self {
             uri: uri.to_string(),
             state_dir: None,
+            dir_modified: None,
             proc_root: proc_root.to_path_buf(),
             recheck_at: Instant::now(),
             domains: HashMap::new(),
@@ -136,8 +148,13 @@ impl VcpuThreads {
     fn fill_all(&mut self, records: &mut [RawRecord], now: Instant) -> Vec<usize> {
         let mut missing = Vec::new();
         let mut filled = 0;
+        // libvirt replaces a status file (a new file renamed over it): the directory
+        // changes with it, and only then are the files looked at one by one.
+        let dir_modified = self.state_dir.as_deref().and_then(modified_time);
+        let look = dir_modified.is_none() || dir_modified != self.dir_modified;
+        self.dir_modified = dir_modified;
         for (i, r) in records.iter_mut().enumerate().filter(|(_, r)| r.active) {
-            if self.fill(&r.uuid, &r.name, &mut r.params, now) {
+            if self.fill(&r.uuid, &r.name, &mut r.params, look, now) {
                 filled += 1;
             } else {
                 missing.push(i);
@@ -159,11 +176,13 @@ impl VcpuThreads {
     }
 
     /// Fills one running domain's `vcpu` group; `false` when its threads cannot be read.
+    /// `look`: whether its status file may have changed since it was last read.
     fn fill(
         &mut self,
         uuid: &str,
         name: &str,
         params: &mut vadvisor_api::Params,
+        look: bool,
         now: Instant,
     ) -> bool {
         let Some(dir) = &self.state_dir else {
@@ -171,6 +190,7 @@ impl VcpuThreads {
         };
         // `Some(modified)`: the status file must be read (again); `None`: as last read.
         let reread = match self.domains.get(uuid) {
+            Some(w) if w.name == name && !look => None,
             Some(w) if w.name == name => {
                 let modified = modified_time(&w.path);
                 (modified.is_none() || modified != w.modified).then_some(modified)
@@ -318,8 +338,16 @@ pub(crate) async fn domain_stats_async(
     Ok(records)
 }
 
+/// A status file of this process naming thread `tid` as the domain `uuid`'s one vCPU
+/// (tests).
 #[cfg(test)]
-mod tests {
+pub(crate) fn status_xml_for_tests(uuid: &str, tid: i32) -> String {
+    let pid = std::process::id() as i32;
+    status_file::tests::status_xml(pid, uuid, "<vcpu>1</vcpu>", &[(0, tid)])
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
     use super::*;
     use status_file::tests::status_xml;
 
@@ -327,14 +355,14 @@ mod tests {
 
     /// A thread of this process named as QEMU names a vCPU thread, spinning until
     /// dropped; its thread id. Each test names its threads apart (tests run at once).
-    struct FakeVcpu {
+    pub(crate) struct FakeVcpu {
         stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
         handle: Option<std::thread::JoinHandle<()>>,
-        tid: i32,
+        pub(crate) tid: i32,
     }
 
     impl FakeVcpu {
-        fn start(name: &str) -> Self {
+        pub(crate) fn start(name: &str) -> Self {
             use std::sync::atomic::{AtomicBool, Ordering};
             let stop = std::sync::Arc::new(AtomicBool::new(false));
             let s = std::sync::Arc::clone(&stop);
@@ -394,9 +422,9 @@ mod tests {
     }
 
     fn threads_in(dir: &Path) -> VcpuThreads {
-        let mut t = VcpuThreads::new("qemu:///system", Path::new("/proc"));
-        t.state_dir = Some(dir.to_path_buf());
-        t
+        VcpuThreads::in_dir(dir)
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     fn record(name: &str, uuid: &str) -> RawRecord {
@@ -495,14 +523,17 @@ mod tests {
         let path = dir.path().join("d.xml");
         let first = FakeVcpu::start("CPU 0/KVM-c");
         let keep = FakeVcpu::start("CPU 1/KVM-c");
+        // As libvirt replaces it: a new file renamed over the old one.
         let write = |tid: i32, t: SystemTime| {
             let xml = status_xml(pid, UUID, "<vcpu>2</vcpu>", &[(0, tid), (1, keep.tid)]);
-            fs::write(&path, xml).expect("write");
+            let new = path.with_extension("xml.new");
+            fs::write(&new, xml).expect("write");
             fs::File::options()
                 .write(true)
-                .open(&path)
+                .open(&new)
                 .and_then(|f| f.set_modified(t))
                 .expect("mtime");
+            fs::rename(&new, &path).expect("rename");
         };
         let t0 = SystemTime::now() - Duration::from_secs(100);
         write(first.tid, t0);

@@ -394,8 +394,9 @@ mod tests {
 
     /// The fake daemon's bulk statistics (see `Answer::CpuTotals`) for the call whose
     /// arguments are `args`: domains `vm-1` to `vm-3` (UUIDs ending in 1 to 3), or those
-    /// the call names; `state.state` 1, and with the `cpu-total` group asked
-    /// `cpu.time` 7 and `cpu.haltpoll.success.time` 0.
+    /// the call names; `state.state` 1, with the `cpu-total` group asked `cpu.time` 7
+    /// and `cpu.haltpoll.success.time` 0, with the `vcpu` group `vcpu.current` 1,
+    /// `vcpu.0.time` 9 and `vcpu.0.halted` false.
     fn stats_for(args: &[u8]) -> Vec<u8> {
         let mut r = Reader::new(args);
         let n = r.u32().expect("count");
@@ -408,7 +409,8 @@ mod tests {
         if lasts.is_empty() {
             lasts = vec![1, 2, 3];
         }
-        let cpu = r.u32().expect("stats") & 2 != 0;
+        let stats = r.u32().expect("stats");
+        let (cpu, vcpu) = (stats & 2 != 0, stats & 8 != 0);
         let mut w = Writer::default();
         w.u32(lasts.len() as u32);
         for last in lasts {
@@ -421,6 +423,11 @@ mod tests {
             if cpu {
                 params.push(("cpu.time", 4, 7u64.to_be_bytes().to_vec()));
                 params.push(("cpu.haltpoll.success.time", 4, 0u64.to_be_bytes().to_vec()));
+            }
+            if vcpu {
+                params.push(("vcpu.current", 2, 1u32.to_be_bytes().to_vec()));
+                params.push(("vcpu.0.halted", 6, vec![0, 0, 0, 0]));
+                params.push(("vcpu.0.time", 4, 9u64.to_be_bytes().to_vec()));
             }
             w.u32(params.len() as u32);
             for (field, kind, value) in params {
@@ -735,6 +742,81 @@ mod tests {
         assert_eq!(calls, 5);
         // A domain gone meanwhile is no reason to stop reading per domain.
         assert!(still_per_domain);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_vcpu_group_is_read_from_the_threads_and_asked_of_the_daemon_for_the_rest() {
+        use crate::vcpu_threads::{tests::FakeVcpu, VcpuThreads};
+        let (_dir, settings, log) = logged_fake_daemon(Answer::CpuTotals);
+        let slot = WireSlot::open(&settings);
+        // Status files for vm-1 and vm-3, naming a vCPU thread of this process; none
+        // for vm-2.
+        let status = tempfile::tempdir().expect("tempdir");
+        let thread = FakeVcpu::start("CPU 0/KVM-w");
+        for last in [1, 3] {
+            let uuid = format!("00000000-0000-0000-0000-00000000000{last}");
+            let xml = crate::vcpu_threads::status_xml_for_tests(&uuid, thread.tid);
+            std::fs::write(status.path().join(format!("vm-{last}.xml")), xml).expect("write");
+        }
+        let threads = VcpuThreads::in_dir(status.path());
+        let calls = std::sync::atomic::AtomicU64::new(0);
+        let count = |n| {
+            calls.fetch_add(n, Ordering::SeqCst);
+        };
+        let groups = (vadvisor_api::StatsGroups::CPU_TOTAL | vadvisor_api::StatsGroups::VCPU).0 | 1;
+        let got = slot
+            .awaited(&settings, "virConnectGetAllDomainStats", async |c| {
+                crate::vcpu_threads::domain_stats_async(c, &threads, &[], groups, 0, &count).await
+            })
+            .await;
+        let Some(Ok(records)) = got else {
+            panic!("{got:?}")
+        };
+        // vm-1 and vm-3 from the thread: not the daemon's value, nor a key only its
+        // group has.
+        for name in ["vm-1", "vm-3"] {
+            let time = value(&records, name, "vcpu.0.time");
+            assert!(
+                matches!(time, Some(TypedValue::ULLong(t)) if t != 9),
+                "{name}: {time:?}"
+            );
+            assert_eq!(value(&records, name, "vcpu.0.halted"), None, "{name}");
+            assert_eq!(
+                value(&records, name, "vcpu.current"),
+                Some(TypedValue::UInt(1))
+            );
+            assert_eq!(
+                value(&records, name, "vcpu.0.state"),
+                Some(TypedValue::Int(1))
+            );
+        }
+        assert_eq!(
+            value(&records, "vm-1", "cpu.time"),
+            Some(TypedValue::ULLong(1000))
+        );
+        // vm-2 has no status file: its group came from a bulk call of its own (as its
+        // CPU totals did: the daemon refused its CPU read).
+        assert_eq!(
+            value(&records, "vm-2", "vcpu.0.time"),
+            Some(TypedValue::ULLong(9))
+        );
+        assert_eq!(
+            value(&records, "vm-2", "vcpu.0.halted"),
+            Some(TypedValue::Boolean(false))
+        );
+        assert_eq!(
+            value(&records, "vm-2", "cpu.time"),
+            Some(TypedValue::ULLong(7))
+        );
+        // The bulk call, three CPU reads, the CPU follow-up, the vcpu follow-up.
+        assert_eq!(calls.load(Ordering::SeqCst), 6);
+        let bulk = log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, p)| *p == 344)
+            .count();
+        assert_eq!(bulk, 3);
     }
 
     #[tokio::test(flavor = "current_thread")]
