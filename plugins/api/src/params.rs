@@ -209,8 +209,20 @@ impl Params {
         self.find(key).is_ok()
     }
 
-    /// Sets `key`, returning its previous value.
+    /// Sets `key`, returning its previous value. A key that sorts after every key
+    /// present (a group filled in, in order, after the others) is appended without a
+    /// search.
     pub fn insert(&mut self, key: &str, value: TypedValue) -> Option<TypedValue> {
+        let after_last = self.entries.last().is_none_or(|last| {
+            let prefix = key_prefix(key.as_bytes());
+            prefix > last.prefix
+                || (prefix == last.prefix && key.as_bytes() > self.key_of(last).as_bytes())
+        });
+        if after_last {
+            let entry = self.entry_for(key, value);
+            self.entries.push(entry);
+            return None;
+        }
         match self.find(key) {
             Ok(i) => Some(std::mem::replace(&mut self.entries[i].value, value)),
             Err(i) => {
@@ -714,7 +726,19 @@ mod tests {
             for (k, v) in &pairs {
                 grown.insert(k, TypedValue::Int(*v));
             }
-            prop_assert_eq!(grown.keys().collect::<Vec<_>>(), expected);
+            prop_assert_eq!(grown.keys().collect::<Vec<_>>(), expected.clone());
+            // In key order, each key goes on the end (no search): the same result.
+            let mut in_order = pairs.clone();
+            in_order.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            let mut appended = Params::new();
+            for (k, v) in &in_order {
+                appended.insert(k, TypedValue::Int(*v));
+            }
+            prop_assert_eq!(appended.keys().collect::<Vec<_>>(), expected);
+            for (k, _) in &in_order {
+                let last = in_order.iter().rev().find(|(o, _)| o == k).map(|(_, v)| TypedValue::Int(*v));
+                prop_assert_eq!(appended.get(k), last.as_ref());
+            }
         }
     }
 

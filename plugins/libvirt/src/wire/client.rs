@@ -139,13 +139,18 @@ fn empty_slots<R>(count: usize) -> Vec<Option<Result<R, WireError>>> {
 }
 
 /// Reads what has arrived on the non-blocking `socket` onto the end of `buf`, without
-/// waiting.
+/// waiting. A read that does not fill its chunk took everything there was (a stream
+/// socket's read gathers all it has queued): no further read to learn that.
 fn read_arrived(socket: &mut UnixStream, buf: &mut Vec<u8>) -> Result<(), WireError> {
     loop {
         let start = buf.len();
         buf.resize(start + READ_CHUNK, 0);
         match socket.read(&mut buf[start..]) {
             Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()),
+            Ok(n) if n < READ_CHUNK => {
+                buf.truncate(start + n);
+                return Ok(());
+            }
             Ok(n) => buf.truncate(start + n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 buf.truncate(start);
