@@ -16,7 +16,8 @@
 //! A running domain whose threads cannot be read (its status file unreadable, its
 //! process in another PID namespace, a thread gone) gets the group from a bulk call of
 //! its own, as before, until its status file changes. When no running domain's
-//! threads can be read, the group goes back into the bulk call for ten minutes.
+//! threads can be read three calls in a row, the group goes back into the bulk call
+//! for ten minutes.
 
 mod status_file;
 mod thread_files;
@@ -50,6 +51,10 @@ const QEMU_SOCKETS: &[&str] = &[
 /// read, and how often a URI that is not (yet) the local system daemon is looked at
 /// again (`/run/libvirt` appears when the daemon first starts).
 const RECHECK_AFTER: Duration = Duration::from_secs(600);
+/// After this many calls in a row without one running domain's threads read (not
+/// just a domain starting, whose status file does not list its threads yet), the group
+/// goes back into the bulk call.
+const UNREADABLE_CALLS: u32 = 3;
 /// A domain not seen for this long is forgotten (its files closed).
 const FORGET_AFTER: Duration = Duration::from_secs(60);
 
@@ -70,6 +75,8 @@ pub(crate) struct VcpuThreads {
     counters: Vec<ThreadCounters>,
     /// Said once: the threads are read here, or why not.
     announced: bool,
+    /// Calls in a row in which no running domain's threads could be read.
+    unreadable_calls: u32,
 }
 
 /// One domain's status file as last read.
@@ -123,6 +130,7 @@ impl VcpuThreads {
             buf: Box::new([0; 8192]),
             counters: Vec::new(),
             announced: false,
+            unreadable_calls: 0,
         };
         t.recheck(Instant::now());
         t
@@ -162,7 +170,13 @@ impl VcpuThreads {
         }
         self.domains
             .retain(|_, w| now.duration_since(w.seen) < FORGET_AFTER);
-        if filled == 0 && !missing.is_empty() {
+        self.unreadable_calls = if filled == 0 && !missing.is_empty() {
+            self.unreadable_calls + 1
+        } else {
+            0
+        };
+        if self.unreadable_calls >= UNREADABLE_CALLS {
+            self.unreadable_calls = 0;
             info!(uri = %self.uri, domains = missing.len(),
                 "the domains' vCPU threads cannot be read here: vCPU counters come from libvirt's vcpu group (looked at again in 10 minutes)");
             self.state_dir = None;
@@ -514,10 +528,13 @@ pub(crate) mod tests {
             active: false,
             ..record("b", other_uuid)
         });
-        let missing = threads.fill_all(&mut records, Instant::now());
-        assert_eq!(missing, vec![0, 1, 2, 3]);
-        assert!(records.iter().all(|r| !r.params.has_group("vcpu")));
-        // None could be read: the group goes back into the bulk call.
+        for call in 1..=UNREADABLE_CALLS {
+            assert!(threads.in_use(Instant::now()), "call {call}");
+            let missing = threads.fill_all(&mut records, Instant::now());
+            assert_eq!(missing, vec![0, 1, 2, 3]);
+            assert!(records.iter().all(|r| !r.params.has_group("vcpu")));
+        }
+        // None could be read three calls in a row: the group goes back into the bulk call.
         assert!(!threads.in_use(Instant::now()));
     }
 
