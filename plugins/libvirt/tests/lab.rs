@@ -172,6 +172,19 @@ fn cpu_total_extra(key: &str) -> bool {
     key.starts_with("cpu.") && !matches!(key, "cpu.time" | "cpu.user" | "cpu.system")
 }
 
+/// A hypervisor on the native client (the default on the lab's local socket) and one on
+/// libvirt's client library, both connected to `uri`.
+async fn native_and_library(uri: &str) -> (Arc<LibvirtHypervisor>, Arc<LibvirtHypervisor>) {
+    let native = LibvirtHypervisor::start(lab_settings(uri));
+    let library = LibvirtHypervisor::start(LibvirtSettings {
+        stats_transport: StatsTransport::Library,
+        ..lab_settings(uri)
+    });
+    assert!(native.wait_connected(Duration::from_secs(10)).await);
+    assert!(library.wait_connected(Duration::from_secs(10)).await);
+    (native, library)
+}
+
 /// The native client (the default on the lab's local socket) reads what libvirt's client
 /// library reads: the same domains, every key with the same type, equal values where
 /// nothing moves; and it is what answers (every bulk call native with `auto`, none with
@@ -180,13 +193,7 @@ fn cpu_total_extra(key: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lab_native_client_reads_what_the_library_reads() {
     let uri = lab_uri();
-    let native = LibvirtHypervisor::start(lab_settings(&uri));
-    let library = LibvirtHypervisor::start(LibvirtSettings {
-        stats_transport: StatsTransport::Library,
-        ..lab_settings(&uri)
-    });
-    assert!(native.wait_connected(Duration::from_secs(10)).await);
-    assert!(library.wait_connected(Duration::from_secs(10)).await);
+    let (native, library) = native_and_library(&uri).await;
     let expected = running_lab_domains(&uri);
     assert!(!expected.is_empty(), "no running vadv-lab-* domain");
     let mut same = std::collections::BTreeSet::new();
@@ -322,13 +329,7 @@ fn vcpu_counter(d: &vadvisor_api::DomainStats, key: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lab_vcpu_counters_are_read_from_the_threads_and_agree_with_libvirt() {
     let uri = lab_uri();
-    let native = LibvirtHypervisor::start(lab_settings(&uri));
-    let library = LibvirtHypervisor::start(LibvirtSettings {
-        stats_transport: StatsTransport::Library,
-        ..lab_settings(&uri)
-    });
-    assert!(native.wait_connected(Duration::from_secs(10)).await);
-    assert!(library.wait_connected(Duration::from_secs(10)).await);
+    let (native, library) = native_and_library(&uri).await;
     let vcpu = StatsGroups::VCPU;
     // libvirt's clock tick, and one more: it truncates user and system time apart.
     const TWO_TICKS: u64 = 20_000_000;

@@ -64,7 +64,6 @@ pub(crate) struct VcpuThreads {
     uri: String,
     /// The daemon's status-file directory, when its domains' threads are read here.
     state_dir: Option<PathBuf>,
-    proc_root: PathBuf,
     /// When `state_dir` last changed, as last looked at.
     dir_modified: Option<SystemTime>,
     /// When `state_dir` is looked for again.
@@ -108,23 +107,22 @@ impl VcpuThreads {
     /// For the daemon at `uri`: its domains' threads are read here when `uri` is the
     /// local system QEMU daemon (its socket in `/run/libvirt`, or a bind mount of it).
     pub(crate) fn for_uri(uri: &str) -> Mutex<Self> {
-        Mutex::new(Self::new(uri, Path::new("/proc")))
+        Mutex::new(Self::new(uri))
     }
 
     /// Reads the status files in `dir`, whatever the URI (tests).
     #[cfg(test)]
     pub(crate) fn in_dir(dir: &Path) -> Mutex<Self> {
-        let mut t = Self::new("qemu:///system", Path::new("/proc"));
+        let mut t = Self::new("qemu:///system");
         t.state_dir = Some(dir.to_path_buf());
         Mutex::new(t)
     }
 
-    fn new(uri: &str, proc_root: &Path) -> Self {
+    fn new(uri: &str) -> Self {
         let mut t = Self {
             uri: uri.to_string(),
             state_dir: None,
             dir_modified: None,
-            proc_root: proc_root.to_path_buf(),
             recheck_at: Instant::now(),
             domains: HashMap::new(),
             buf: Box::new([0; 8192]),
@@ -220,7 +218,7 @@ impl VcpuThreads {
                     .domains
                     .get(uuid)
                     .is_some_and(|w| w.modified.is_none() && w.threads.is_none());
-            let threads = discover(&path, uuid, &self.proc_root)
+            let threads = discover(&path, uuid)
                 .map_err(|e| {
                     if !said {
                         debug!(domain = name, error = %e, "vCPU counters from libvirt's vcpu group");
@@ -274,7 +272,7 @@ fn modified_time(path: &Path) -> Option<SystemTime> {
 }
 
 /// The threads of the domain `uuid` from its status file at `path`.
-fn discover(path: &Path, uuid: &str, proc_root: &Path) -> Result<Threads, String> {
+fn discover(path: &Path, uuid: &str) -> Result<Threads, String> {
     let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let DomainStatus {
         uuid: found,
@@ -290,7 +288,7 @@ fn discover(path: &Path, uuid: &str, proc_root: &Path) -> Result<Threads, String
     let vcpus = vcpus
         .into_iter()
         .map(|(n, tid)| {
-            let files = ThreadFiles::open(proc_root, pid, tid).map_err(|e| e.to_string())?;
+            let files = ThreadFiles::open(pid, tid).map_err(|e| e.to_string())?;
             let keys = ["delay", "state", "time", "wait"].map(|f| format!("vcpu.{n}.{f}"));
             Ok(Vcpu { keys, files })
         })

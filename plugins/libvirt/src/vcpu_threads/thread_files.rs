@@ -10,7 +10,7 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::PathBuf;
 
 /// A vCPU thread's open counter files.
 #[derive(Debug)]
@@ -40,12 +40,12 @@ fn invalid(what: String) -> io::Error {
 }
 
 impl ThreadFiles {
-    /// Opens thread `tid` of process `pid` under `proc_root` (`/proc`), when it is a
+    /// Opens thread `tid` of process `pid` in `/proc`, when it is a
     /// QEMU vCPU thread: named `CPU N/…` (libvirt starts QEMU with `debug-threads=on`).
     /// Another name means the process is not what the status file says (a process of
     /// another PID namespace, a reused id).
-    pub fn open(proc_root: &Path, pid: i32, tid: i32) -> io::Result<Self> {
-        let dir = proc_root.join(format!("{pid}/task/{tid}"));
+    pub fn open(pid: i32, tid: i32) -> io::Result<Self> {
+        let dir = PathBuf::from(format!("/proc/{pid}/task/{tid}"));
         let comm = std::fs::read_to_string(dir.join("comm"))?;
         if !(comm.starts_with("CPU ") && comm.contains('/')) {
             return Err(invalid(format!(
