@@ -10,7 +10,7 @@ use async_trait::async_trait;
 
 use crate::host::{JobStats, Machine, NodeStats};
 use crate::model::{DomainRef, DomainState, LifecycleEvent};
-pub use crate::params::{IndexedKey, Params, Section, SortMemo};
+pub use crate::params::{IndexedKey, Params, Room, Section, SortMemo};
 pub use crate::typed_value::TypedValue;
 
 /// libvirt's `virDomainStatsTypes` bit set.

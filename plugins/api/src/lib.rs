@@ -35,7 +35,7 @@ pub use health::{
 pub use host::{version_string, JobStats, Machine, NodeInfo, NodeStats};
 pub use hypervisor::{
     ConnectionStatus, DomainEntry, DomainStats, Hypervisor, HypervisorError, IndexedKey, Params,
-    Section, SortMemo, StatsGroups, TypedValue,
+    Room, Section, SortMemo, StatsGroups, TypedValue,
 };
 pub use metric::{JsonPath, MetricDesc, MetricKind, Unit};
 pub use model::{

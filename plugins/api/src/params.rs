@@ -25,6 +25,13 @@ struct Entry {
     value: TypedValue,
 }
 
+/// Room for parameters added after a record is built: how many, and their keys' bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Room {
+    pub entries: usize,
+    pub key_bytes: usize,
+}
+
 /// A domain's typed parameters, sorted by key, each key at most once.
 #[derive(Clone, Default)]
 pub struct Params {
@@ -80,9 +87,21 @@ impl Params {
         key_bytes: usize,
         memo: &mut SortMemo,
     ) -> Self {
+        Self::from_unsorted_bytes_memo_with_room(pairs, key_bytes, Room::default(), memo)
+    }
+
+    /// [`Params::from_unsorted_bytes_memo`] with `room` to spare, for parameters
+    /// inserted later (a group read apart from the bulk call): those inserts then move
+    /// nothing to a larger allocation.
+    pub fn from_unsorted_bytes_memo_with_room<'k>(
+        pairs: impl IntoIterator<Item = (&'k [u8], TypedValue)>,
+        key_bytes: usize,
+        room: Room,
+        memo: &mut SortMemo,
+    ) -> Self {
         let pairs = pairs.into_iter();
-        let mut raw: Vec<u8> = Vec::with_capacity(key_bytes);
-        let mut entries = Vec::with_capacity(pairs.size_hint().0);
+        let mut raw: Vec<u8> = Vec::with_capacity(key_bytes + room.key_bytes);
+        let mut entries = Vec::with_capacity(pairs.size_hint().0 + room.entries);
         for (k, value) in pairs {
             entries.push(Entry {
                 prefix: key_prefix(k),
@@ -825,6 +844,47 @@ mod tests {
                 prop_assert_eq!(section.get(probe), params.get(&whole));
             }
         }
+    }
+
+    #[test]
+    fn parameters_inserted_into_the_room_left_move_nothing() {
+        let room = Room {
+            entries: 3,
+            key_bytes: 26,
+        };
+        let mut p = Params::from_unsorted_bytes_memo_with_room(
+            [
+                (&b"state.state"[..], TypedValue::Int(1)),
+                (&b"balloon.current"[..], TypedValue::ULLong(2)),
+            ],
+            26,
+            room,
+            &mut SortMemo::default(),
+        );
+        let (entries, keys) = (p.entries.as_ptr(), p.keys.as_ptr());
+        p.insert("cpu.time", TypedValue::ULLong(3));
+        p.insert("cpu.user", TypedValue::ULLong(4));
+        p.insert("cpu.system", TypedValue::ULLong(5));
+        assert_eq!((p.entries.as_ptr(), p.keys.as_ptr()), (entries, keys));
+        assert_eq!(
+            p.keys().collect::<Vec<_>>(),
+            [
+                "balloon.current",
+                "cpu.system",
+                "cpu.time",
+                "cpu.user",
+                "state.state"
+            ]
+        );
+        // Without the room, the same inserts need larger allocations.
+        let mut tight = Params::from_unsorted_bytes_memo(
+            [(&b"state.state"[..], TypedValue::Int(1))],
+            11,
+            &mut SortMemo::default(),
+        );
+        let cap = tight.entries.capacity();
+        tight.insert("cpu.time", TypedValue::ULLong(3));
+        assert!(tight.entries.capacity() > cap);
     }
 
     #[test]

@@ -20,7 +20,7 @@
 //! meanwhile does not count), the connection's client asks the group in the bulk call
 //! again from then on.
 
-use vadvisor_api::StatsGroups;
+use vadvisor_api::{Room, StatsGroups};
 
 use crate::ffi::RawRecord;
 use crate::wire::{CpuTotal, DomainId, WireClient, WireError};
@@ -38,10 +38,31 @@ pub(crate) async fn domain_stats_async(
     flags: u32,
     calls: &(dyn Fn(u64) + Sync),
 ) -> Result<Vec<RawRecord>, WireError> {
+    domain_stats_with_room_async(client, doms, stats, flags, Room::default(), calls).await
+}
+
+/// The room the three CPU totals take in a record.
+const CPU_TOTAL_ROOM: Room = Room {
+    entries: 3,
+    key_bytes: "cpu.time".len() + "cpu.user".len() + "cpu.system".len(),
+};
+
+/// [`domain_stats_async`], each record with `room` to spare for what the caller fills
+/// in after the call (and with room for the CPU totals when they are read here).
+pub(crate) async fn domain_stats_with_room_async(
+    client: &mut WireClient,
+    doms: &[DomainId],
+    stats: u32,
+    flags: u32,
+    room: Room,
+    calls: &(dyn Fn(u64) + Sync),
+) -> Result<Vec<RawRecord>, WireError> {
     let cpu = StatsGroups::CPU_TOTAL.0;
     calls(1);
     if stats & cpu == 0 || !client.cpu_totals_per_domain() {
-        return client.domain_stats_async(doms, stats, flags).await;
+        return client
+            .domain_stats_with_room_async(doms, stats, flags, room)
+            .await;
     }
     let expected = if doms.is_empty() {
         client.take_last_running()
@@ -56,7 +77,13 @@ pub(crate) async fn domain_stats_async(
     if ahead.is_some() {
         calls(expected.len() as u64);
     }
-    let mut records = client.domain_stats_async(doms, stats & !cpu, flags).await?;
+    let room = Room {
+        entries: room.entries + CPU_TOTAL_ROOM.entries,
+        key_bytes: room.key_bytes + CPU_TOTAL_ROOM.key_bytes,
+    };
+    let mut records = client
+        .domain_stats_with_room_async(doms, stats & !cpu, flags, room)
+        .await?;
     let mut early = match ahead {
         Some(sent) => client.sent_cpu_totals(sent).await.unwrap_or_default(),
         None => Vec::new(),

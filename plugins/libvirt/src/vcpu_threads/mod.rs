@@ -30,7 +30,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use tracing::{debug, info};
-use vadvisor_api::{StatsGroups, TypedValue};
+use vadvisor_api::{Room, StatsGroups, TypedValue};
 
 use crate::ffi::RawRecord;
 use crate::wire::{endpoint, DomainId, WireClient, WireError};
@@ -141,6 +141,23 @@ impl VcpuThreads {
         }
         self.recheck_at = now + RECHECK_AFTER;
         self.state_dir = system_state_dir(&self.uri, Path::new(SYSTEM_RUN_DIR));
+    }
+
+    /// The room a record needs for the `vcpu` group as [`fill`](Self::fill) sets it:
+    /// that of the domain with the most vCPUs read here.
+    fn room(&self) -> Room {
+        let keys = |t: &Threads| {
+            let per_vcpu: usize = t.vcpus.iter().flat_map(|v| &v.keys).map(String::len).sum();
+            per_vcpu + "vcpu.current".len() + "vcpu.maximum".len()
+        };
+        self.domains
+            .values()
+            .filter_map(|w| w.threads.as_ref())
+            .max_by_key(|t| t.vcpus.len())
+            .map_or(Room::default(), |t| Room {
+                entries: 4 * t.vcpus.len() + 2,
+                key_bytes: keys(t),
+            })
     }
 
     /// Whether a bulk call leaves the `vcpu` group to [`fill`](Self::fill) now.
@@ -339,8 +356,16 @@ pub(crate) async fn domain_stats_async(
     if stats & vcpu == 0 || !lock().in_use(Instant::now()) {
         return crate::cpu_totals::domain_stats_async(client, doms, stats, flags, calls).await;
     }
-    let mut records =
-        crate::cpu_totals::domain_stats_async(client, doms, stats & !vcpu, flags, calls).await?;
+    let room = lock().room();
+    let mut records = crate::cpu_totals::domain_stats_with_room_async(
+        client,
+        doms,
+        stats & !vcpu,
+        flags,
+        room,
+        calls,
+    )
+    .await?;
     let missing = lock().fill_all(&mut records, Instant::now());
     if missing.is_empty() {
         return Ok(records);
@@ -467,10 +492,20 @@ pub(crate) mod tests {
         let mut threads = threads_in(dir.path());
         let mut records = vec![record("vadv-lab-1", UUID)];
         let before = (schedstat(vcpu.tid, 0), schedstat(vcpu.tid, 1));
+        assert_eq!(threads.room(), Room::default(), "nothing read yet");
         let missing = threads.fill_all(&mut records, Instant::now());
         let after = (schedstat(vcpu.tid, 0), schedstat(vcpu.tid, 1));
         assert!(missing.is_empty());
         let r = &records[0];
+        // The room a record leaves for the group is exactly what the group took.
+        let added: Vec<&str> = r.params.keys().filter(|k| k.starts_with("vcpu.")).collect();
+        assert_eq!(
+            threads.room(),
+            Room {
+                entries: added.len(),
+                key_bytes: added.iter().map(|k| k.len()).sum(),
+            }
+        );
         assert_eq!(r.params.get("vcpu.current"), Some(&TypedValue::UInt(1)));
         assert_eq!(r.params.get("vcpu.maximum"), Some(&TypedValue::UInt(2)));
         assert_eq!(r.params.get("vcpu.1.state"), Some(&TypedValue::Int(1)));

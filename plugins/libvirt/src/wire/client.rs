@@ -29,7 +29,7 @@ use super::protocol::{
 };
 use super::xdr::{Reader, XdrError};
 use crate::ffi::RawRecord;
-use vadvisor_api::{NodeInfo, SortMemo, TypedValue};
+use vadvisor_api::{NodeInfo, Room, SortMemo, TypedValue};
 
 /// Why a call over the native client failed.
 #[derive(Debug, Error)]
@@ -733,6 +733,20 @@ impl WireClient {
         stats: u32,
         flags: u32,
     ) -> Result<Vec<RawRecord>, WireError> {
+        self.domain_stats_with_room_async(doms, stats, flags, Room::default())
+            .await
+    }
+
+    /// [`domain_stats_async`](Self::domain_stats_async), each record with `room` to
+    /// spare for the groups the caller fills in after the call (`cpu_totals`,
+    /// `vcpu_threads`): their inserts then move no record to a larger allocation.
+    pub async fn domain_stats_with_room_async(
+        &mut self,
+        doms: &[DomainId],
+        stats: u32,
+        flags: u32,
+        room: Room,
+    ) -> Result<Vec<RawRecord>, WireError> {
         let mut memo = std::mem::take(&mut self.sort_memo);
         let records = match self
             .call_async(Procedure::ConnectGetAllDomainStats, |w| {
@@ -740,7 +754,7 @@ impl WireClient {
             })
             .await
         {
-            Ok(body) => decode_domain_stats(body, &mut memo).map_err(WireError::from),
+            Ok(body) => decode_domain_stats(body, &mut memo, room).map_err(WireError::from),
             Err(e) => Err(e),
         };
         self.sort_memo = memo;
@@ -769,7 +783,7 @@ impl WireClient {
             .call(Procedure::ConnectGetAllDomainStats, |w| {
                 encode_get_all_domain_stats(w, doms, stats, flags)
             })
-            .and_then(|body| Ok(decode_domain_stats(body, &mut memo)?));
+            .and_then(|body| Ok(decode_domain_stats(body, &mut memo, Room::default())?));
         self.sort_memo = memo;
         records
     }

@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use vadvisor_api::{NodeInfo, Params, SortMemo, TypedValue};
+use vadvisor_api::{NodeInfo, Params, Room, SortMemo, TypedValue};
 
 pub use super::xdr::Writer;
 use super::xdr::{Reader, XdrError};
@@ -377,10 +377,12 @@ fn typed_value(r: &mut Reader<'_>, field: &[u8]) -> Result<TypedValue, StatsDeco
 
 /// `remote_connect_get_all_domain_stats_ret`, straight into owned records: field names
 /// are borrowed from the message while a record's [`Params`] are built (one key buffer
-/// per record); only string values allocate. `scratch` is reused between records.
+/// per record, with `room` to spare for the groups filled in after the call); only
+/// string values allocate. `scratch` is reused between records.
 pub fn decode_domain_stats(
     body: &[u8],
     memo: &mut SortMemo,
+    room: Room,
 ) -> Result<Vec<RawRecord>, StatsDecodeError> {
     let mut r = Reader::new(body);
     let n = r.count("domain statistics records", DOMAIN_LIST_MAX, 28)?;
@@ -398,7 +400,8 @@ pub fn decode_domain_stats(
             key_bytes += field.len();
             scratch.push((field, value));
         }
-        let params = Params::from_unsorted_bytes_memo(scratch.drain(..), key_bytes, memo);
+        let params =
+            Params::from_unsorted_bytes_memo_with_room(scratch.drain(..), key_bytes, room, memo);
         out.push(RawRecord {
             uuid: dom.uuid_string(),
             active: dom.id != -1,
@@ -534,7 +537,8 @@ mod tests {
             ),
             (domain("db", 2, 5), vec![]),
         ]);
-        let recs = decode_domain_stats(&body, &mut SortMemo::default()).expect("decodes");
+        let recs =
+            decode_domain_stats(&body, &mut SortMemo::default(), Room::default()).expect("decodes");
         assert_eq!(recs.len(), 2);
         let web = &recs[0];
         assert_eq!(web.name, "web");
@@ -567,14 +571,15 @@ mod tests {
         )]);
         for cut in [0, 3, 20, body.len() - 1] {
             assert!(
-                decode_domain_stats(&body[..cut], &mut SortMemo::default()).is_err(),
+                decode_domain_stats(&body[..cut], &mut SortMemo::default(), Room::default())
+                    .is_err(),
                 "cut at {cut} of {}",
                 body.len()
             );
         }
         let unknown = stats_reply(&[(domain("web", 1, 4), vec![("x.new", 9, vec![0; 4])])]);
         assert_eq!(
-            decode_domain_stats(&unknown, &mut SortMemo::default()).map(|_| ()),
+            decode_domain_stats(&unknown, &mut SortMemo::default(), Room::default()).map(|_| ()),
             Err(StatsDecodeError::UnknownType {
                 field: "x.new".into(),
                 kind: 9
