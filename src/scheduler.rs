@@ -17,8 +17,8 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use vadvisor_api::{
-    async_trait, Batch, Bus, CollectContext, Collector, Health, Hypervisor, LiveCollect,
-    MetricDesc, Record, StatsGroups,
+    async_trait, Batch, Bus, CollectContext, Collector, DomainState, DomainStats, Health,
+    Hypervisor, HypervisorError, LiveCollect, MetricDesc, Record, StatsGroups,
 };
 
 use crate::bulk::BulkCalls;
@@ -52,6 +52,35 @@ struct Tick {
     at: std::time::SystemTime,
 }
 
+/// Each domain's state in the tick's shared statistics, looked up once per tick rather
+/// than once per collector and domain (collectors list their domains in the order of the
+/// statistics, so the same position is tried first).
+struct TickStates<'a> {
+    states: Vec<(&'a str, Option<DomainState>)>,
+}
+
+impl<'a> TickStates<'a> {
+    fn of(stats: Option<&'a Result<Arc<[DomainStats]>, HypervisorError>>) -> Self {
+        let states = match stats {
+            Some(Ok(stats)) => stats.iter().map(|s| (&*s.domain.uuid, s.state())).collect(),
+            _ => Vec::new(),
+        };
+        Self { states }
+    }
+
+    /// The state of the domain `uuid`, listed `position`th by its collector.
+    fn of_domain(&self, position: usize, uuid: &str) -> Option<DomainState> {
+        match self.states.get(position) {
+            Some((u, state)) if *u == uuid => *state,
+            _ => self
+                .states
+                .iter()
+                .find(|(u, _)| *u == uuid)
+                .and_then(|(_, state)| *state),
+        }
+    }
+}
+
 /// Runs `instances` once, sharing one statistics call.
 async fn run_tick(bulk: &Arc<BulkCalls>, instances: &[PolledInstance]) -> Tick {
     let groups = instances
@@ -83,6 +112,7 @@ async fn run_tick(bulk: &Arc<BulkCalls>, instances: &[PolledInstance]) -> Tick {
         })
         .collect();
     let results = join_with_deadlines(runs).await;
+    let states = TickStates::of(cx.fetched_stats());
     let outcomes = instances
         .iter()
         .zip(results)
@@ -90,12 +120,9 @@ async fn run_tick(bulk: &Arc<BulkCalls>, instances: &[PolledInstance]) -> Tick {
             Some((Ok(mut collected), took)) => {
                 let mut domain_errors = Vec::new();
                 // Every collector's output carries the domain state when the tick has it.
-                if let Some(Ok(stats)) = cx.fetched_stats() {
-                    for ds in collected.domains.iter_mut().filter(|d| d.state.is_none()) {
-                        ds.state = stats
-                            .iter()
-                            .find(|s| s.domain.uuid == ds.domain.uuid)
-                            .and_then(|s| s.state());
+                for (i, ds) in collected.domains.iter_mut().enumerate() {
+                    if ds.state.is_none() {
+                        ds.state = states.of_domain(i, &ds.domain.uuid);
                     }
                 }
                 for ds in &collected.domains {
@@ -445,6 +472,35 @@ mod tests {
         "h",
         Unit::Nanoseconds,
     )];
+
+    #[test]
+    fn a_domain_s_state_is_found_at_its_position_or_anywhere_else() {
+        let stats_of = |uuid: &str, state: Option<i32>| {
+            let mut d = DomainStats::new(vadvisor_api::DomainRef::new(uuid, uuid));
+            if let Some(state) = state {
+                d.params.insert("state.state", TypedValue::Int(state));
+                d.params.insert("state.reason", TypedValue::Int(1));
+            }
+            d
+        };
+        let stats: Result<Arc<[DomainStats]>, HypervisorError> = Ok(Arc::from(vec![
+            stats_of("u-1", Some(1)),
+            stats_of("u-2", Some(3)),
+            stats_of("u-3", None),
+        ]));
+        let states = TickStates::of(Some(&stats));
+        // At its own position, at another one, without a state, not in the statistics.
+        assert_eq!(states.of_domain(0, "u-1"), Some(DomainState::new(1, 1)));
+        assert_eq!(states.of_domain(0, "u-2"), Some(DomainState::new(3, 1)));
+        assert_eq!(states.of_domain(7, "u-2"), Some(DomainState::new(3, 1)));
+        assert_eq!(states.of_domain(2, "u-3"), None);
+        assert_eq!(states.of_domain(1, "u-4"), None);
+        // A tick whose statistics failed, or that asked none, has no states.
+        let failed: Result<Arc<[DomainStats]>, HypervisorError> =
+            Err(HypervisorError::Disconnected("gone".into()));
+        assert_eq!(TickStates::of(Some(&failed)).of_domain(0, "u-1"), None);
+        assert_eq!(TickStates::of(None).of_domain(0, "u-1"), None);
+    }
 
     struct Probe {
         groups: StatsGroups,
