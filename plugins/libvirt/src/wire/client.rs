@@ -304,24 +304,68 @@ async fn write_all_async(s: &AsyncFd<UnixStream>, mut buf: &[u8]) -> io::Result<
 
 /// Reads what the registered socket `s` has into `buf`, awaiting it when nothing has
 /// arrived; 0 at the end of the stream.
+///
+/// A read that does not fill `buf` took everything the socket held (a stream socket's
+/// read gathers all it has queued), so the socket's readiness is cleared then: the next
+/// wait sleeps until more arrives, where it would first have made a read only to be
+/// told `EAGAIN`. (Data that arrives meanwhile is a new readiness event, which a clear
+/// of the older one does not undo.)
 async fn read_async(s: &AsyncFd<UnixStream>, buf: &mut [u8]) -> io::Result<usize> {
     loop {
         let mut ready = s.readable().await?;
         if let Ok(read) = ready.try_io(|s| s.get_ref().read(buf)) {
+            if read.as_ref().is_ok_and(|&n| n > 0 && n < buf.len()) {
+                ready.clear_ready();
+            }
             return read;
         }
     }
 }
 
-/// Fills `buf` from the registered socket `s`.
-async fn read_exact_async(s: &AsyncFd<UnixStream>, mut buf: &mut [u8]) -> io::Result<()> {
-    while !buf.is_empty() {
-        match read_async(s, buf).await? {
-            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
-            n => buf = &mut buf[n..],
+/// How much more than the rest of the message a reply's read asks for: that it comes
+/// back short is how the read is known to have emptied the socket (see [`read_async`]).
+const READ_SLACK: usize = 4096;
+
+/// Reads from the registered socket `s` into `buf` until the reply to call `serial` of
+/// `procedure` is whole, skipping the messages before it that are not that reply;
+/// returns where the reply lies in `buf` (without its length word) and its status.
+/// Each read asks for the rest of the message and more: one read usually takes the
+/// whole reply, and its coming back short spares the next call a read that would only
+/// see `EAGAIN`. `buf`'s length is left at its largest (bytes past the reply are not
+/// zeroed again). Bytes after the reply are a protocol error (nothing is ever sent
+/// unasked, and they would be lost).
+async fn read_reply_async(
+    s: &AsyncFd<UnixStream>,
+    buf: &mut Vec<u8>,
+    serial: u32,
+    procedure: Procedure,
+) -> Result<(std::ops::Range<usize>, u32), WireError> {
+    let mut from = 0;
+    let mut filled = 0;
+    loop {
+        while let Some(msg) = whole_message(&buf[from..filled])? {
+            let end = from + 4 + msg.len();
+            if let Some(status) = reply_status(msg, serial, procedure)? {
+                if end != filled {
+                    return Err(WireError::Protocol("bytes after the reply".into()));
+                }
+                return Ok((from + 4..end, status));
+            }
+            from = end;
+        }
+        let message_end = match buf[from..filled].first_chunk::<4>() {
+            Some(word) => from + message_len(*word)?,
+            None => from + 4,
+        };
+        let want = message_end.max(filled + 1) + READ_SLACK;
+        if buf.len() < want {
+            buf.resize(want, 0);
+        }
+        match read_async(s, &mut buf[filled..]).await? {
+            0 => return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()),
+            n => filled += n,
         }
     }
-    Ok(())
 }
 
 /// An open, authenticated, read-only connection.
@@ -329,7 +373,8 @@ pub struct WireClient {
     /// Taken out while a call runs; missing after one failed or was abandoned midway.
     stream: Option<Socket>,
     serial: u32,
-    /// The last reply, length word excluded; reused so a tick allocates no buffer.
+    /// Where replies are read (the last one, by a blocking call, without its length
+    /// word); reused so a tick allocates no buffer.
     buf: Vec<u8>,
     /// How the records of earlier replies sorted: a domain's keys come in the same
     /// order tick after tick, so its record is put in order without comparing keys.
@@ -457,16 +502,10 @@ impl WireClient {
         let msg = self.next_call(procedure, args);
         let stream = self.stream.take().ok_or_else(not_connected)?.registered()?;
         write_all_async(&stream, &msg).await?;
-        let status = loop {
-            let mut word = [0u8; 4];
-            read_exact_async(&stream, &mut word).await?;
-            read_exact_async(&stream, sized(&mut self.buf, word)?).await?;
-            if let Some(status) = reply_status(&self.buf, self.serial, procedure)? {
-                break status;
-            }
-        };
+        let (reply, status) =
+            read_reply_async(&stream, &mut self.buf, self.serial, procedure).await?;
         self.stream = Some(Socket::Registered(stream));
-        reply_body(&self.buf, status)
+        reply_body(&self.buf[reply], status)
     }
 
     /// Whether domains' CPU totals are asked per domain (see `cpu_totals`): until the
@@ -855,6 +894,109 @@ impl WireClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::Future;
+    use std::task::{Context, Waker};
+
+    /// Whether `f` is ready at its first poll.
+    fn ready_at_once<F: Future>(f: F) -> bool {
+        let mut f = std::pin::pin!(f);
+        f.as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+            .is_ready()
+    }
+
+    /// Both ends of a socket pair; the first non-blocking and registered for reading.
+    fn registered_pair() -> (AsyncFd<UnixStream>, UnixStream) {
+        let (ours, theirs) = UnixStream::pair().expect("pair");
+        ours.set_nonblocking(true).expect("non-blocking");
+        (readable_only(ours).expect("registered"), theirs)
+    }
+
+    /// A reply message of `procedure` to call `serial`, status OK, with `body`.
+    fn reply(procedure: Procedure, serial: u32, body: &[u8]) -> Vec<u8> {
+        let mut w = protocol::Writer::default();
+        w.u32(0);
+        for v in [PROGRAM, 1, procedure as u32, TYPE_REPLY, serial, STATUS_OK] {
+            w.u32(v);
+        }
+        let mut msg = w.into_bytes();
+        msg.extend_from_slice(body);
+        let len = (msg.len() as u32).to_be_bytes();
+        msg[..4].copy_from_slice(&len);
+        msg
+    }
+
+    #[tokio::test]
+    async fn a_read_that_empties_the_socket_leaves_the_next_wait_asleep() {
+        let (ours, mut theirs) = registered_pair();
+        theirs.write_all(&[7; 10]).expect("write");
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(5), read_async(&ours, &mut buf))
+            .await
+            .expect("within 5 s")
+            .expect("read");
+        assert_eq!(n, 10);
+        // Readiness cleared by the short read: waiting again does not return at once
+        // (it did, and then a read saw EAGAIN, before the clear).
+        assert!(!ready_at_once(ours.readable()));
+        // More data wakes the wait.
+        theirs.write_all(&[8; 3]).expect("write");
+        let n = tokio::time::timeout(Duration::from_secs(5), read_async(&ours, &mut buf))
+            .await
+            .expect("more data is waited for and read")
+            .expect("read");
+        assert_eq!((n, buf[0]), (3, 8));
+        // A read that fills its buffer may have left data behind: readiness stays.
+        theirs.write_all(&[9; 20]).expect("write");
+        let mut small = [0u8; 8];
+        tokio::time::timeout(Duration::from_secs(5), read_async(&ours, &mut small))
+            .await
+            .expect("within 5 s")
+            .expect("read");
+        assert!(ready_at_once(ours.readable()));
+    }
+
+    #[tokio::test]
+    async fn a_reply_is_read_whole_after_the_messages_that_are_not_it() {
+        let (ours, mut theirs) = registered_pair();
+        let proc = Procedure::NodeGetFreeMemory;
+        let other = reply(Procedure::NodeGetInfo, 6, b"not this one");
+        let ours_msg = reply(proc, 7, &[1; 40_000]);
+        let mut buf = Vec::new();
+        // The other message whole, then the reply in two pieces.
+        let writer = std::thread::spawn(move || {
+            theirs.write_all(&other).expect("write");
+            theirs.write_all(&ours_msg[..100]).expect("write");
+            std::thread::sleep(Duration::from_millis(50));
+            theirs.write_all(&ours_msg[100..]).expect("write");
+            theirs
+        });
+        let (at, status) = tokio::time::timeout(
+            Duration::from_secs(5),
+            read_reply_async(&ours, &mut buf, 7, proc),
+        )
+        .await
+        .expect("within 5 s")
+        .expect("the reply");
+        let mut theirs = writer.join().expect("writer");
+        assert_eq!(status, STATUS_OK);
+        assert_eq!(
+            reply_body(&buf[at.clone()], status).expect("body"),
+            &[1; 40_000][..]
+        );
+        assert!(!ready_at_once(ours.readable()));
+        // Bytes after the reply are refused.
+        let mut two = reply(proc, 8, b"x");
+        two.extend_from_slice(&reply(proc, 9, b"y"));
+        theirs.write_all(&two).expect("write");
+        let after = tokio::time::timeout(
+            Duration::from_secs(5),
+            read_reply_async(&ours, &mut buf, 8, proc),
+        )
+        .await
+        .expect("within 5 s");
+        assert!(matches!(after, Err(WireError::Protocol(_))), "{after:?}");
+    }
 
     #[test]
     fn a_batch_waits_about_as_long_as_the_last_one_took() {
