@@ -109,19 +109,12 @@ pub(crate) async fn native_node_stats(
     }
     sup.native(NODE_CALL, async |c| {
         sup.count_native_calls(4);
-        let info = c.node_info_async().await?;
-        let cpu = optional(c.node_cpu_stats_async().await)?
-            .into_iter()
-            .collect();
-        let memory = optional(c.node_memory_stats_async().await)?
-            .into_iter()
-            .collect();
-        let free_memory = optional(c.free_memory_async().await.map(Some))?;
+        let host = c.host_counters_async().await?;
         Ok(NodeStats {
-            info,
-            cpu,
-            memory,
-            free_memory,
+            info: host.info,
+            cpu: optional(host.cpu)?.into_iter().collect(),
+            memory: optional(host.memory)?.into_iter().collect(),
+            free_memory: optional(host.free_memory.map(Some))?,
         })
     })
     .await

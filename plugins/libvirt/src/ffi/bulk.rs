@@ -7,6 +7,7 @@
 use std::ffi::CStr;
 use std::fmt;
 use std::ptr;
+use std::sync::Arc;
 
 use virt::connect::Connect;
 use virt::domain::Domain;
@@ -20,8 +21,8 @@ use super::params::stats_params_from_raw;
 /// One domain of a `virConnectGetAllDomainStats` reply, fully owned.
 pub struct RawRecord {
     /// Lower-case dashed UUID.
-    pub uuid: String,
-    pub name: String,
+    pub uuid: Arc<str>,
+    pub name: Arc<str>,
     /// The record's typed parameters (`state.state`, `cpu.time`, …).
     pub params: Params,
     /// An extra reference to the record's domain, for per-domain fallback calls: only
@@ -103,8 +104,8 @@ fn copy_record(
         None
     };
     Ok(Some(RawRecord {
-        uuid,
-        name,
+        uuid: uuid.into(),
+        name: name.into(),
         params,
         domain,
         active,
@@ -222,15 +223,15 @@ mod tests {
         .expect("bulk stats");
         let test = recs
             .iter()
-            .find(|r| r.name == "test")
+            .find(|r| &*r.name == "test")
             .expect("domain `test`");
-        assert_eq!(test.uuid, "6695eb01-f6a4-8304-79aa-97f2502e193f");
+        assert_eq!(&*test.uuid, "6695eb01-f6a4-8304-79aa-97f2502e193f");
         assert_eq!(test.params.get("state.state"), Some(&TypedValue::Int(1)));
         // The copied domain reference outlives the freed list.
         let domain = test.domain.as_ref().expect("kept");
         assert_eq!(domain_state(domain).expect("state").0, 1);
         // The UUID formatted from the raw bytes is libvirt's own string.
-        assert_eq!(domain.uuid_string().expect("uuid string"), test.uuid);
+        assert_eq!(domain.uuid_string().expect("uuid string"), &*test.uuid);
     }
 
     #[test]
@@ -245,7 +246,7 @@ mod tests {
         let recs = get_all_domain_stats(&test_conn(), sys::VIR_DOMAIN_STATS_STATE, 0, &|_| true);
         let _ = defined.undefine();
         let recs = recs.expect("bulk stats");
-        let active = |name: &str| recs.iter().find(|r| r.name == name).map(|r| r.active);
+        let active = |name: &str| recs.iter().find(|r| &*r.name == name).map(|r| r.active);
         assert_eq!(active("test"), Some(true));
         assert_eq!(active("ffi-bulk-inactive"), Some(false));
         // The same as the domain's id says, for every record.
@@ -275,7 +276,7 @@ mod tests {
         )
         .expect("list stats");
         assert_eq!(recs.len(), 1, "{recs:?}");
-        assert_eq!(recs[0].uuid, "6695eb01-f6a4-8304-79aa-97f2502e193f");
+        assert_eq!(&*recs[0].uuid, "6695eb01-f6a4-8304-79aa-97f2502e193f");
         assert_eq!(recs[0].params.get("state.state"), Some(&TypedValue::Int(1)));
         // The records own their references: the given handle can go first.
         drop(test);

@@ -23,7 +23,7 @@ use super::protocol::{
     decode_domain_get_xml_desc, decode_domain_stats, decode_free_memory, decode_list_all_domains,
     decode_node_info, decode_node_stats, encode_domain_cpu_total, encode_domain_get_xml_desc,
     encode_get_all_domain_stats, encode_list_all_domains, encode_node_cpu_stats,
-    encode_node_memory_stats, encode_open, DomainId, Header, Procedure, RemoteError,
+    encode_node_memory_stats, encode_open, DomainId, DomainNames, Header, Procedure, RemoteError,
     StatsDecodeError, AUTH_NONE, AUTH_POLKIT, CONNECT_RO, HEADER_LEN, LIST_DOMAINS_ACTIVE,
     MESSAGE_MAX, PROGRAM, STATUS_ERROR, STATUS_OK, TYPE_REPLY,
 };
@@ -93,11 +93,30 @@ fn whole_message(buf: &[u8]) -> Result<Option<&[u8]>, WireError> {
     Ok(buf.get(4..message_len(*word)?))
 }
 
-/// The calls of one batch: serials `first..first + count` of `procedure`.
+/// The calls of one batch: serials `first..first + count`, of `procedures`.
 struct Batch {
     first: u32,
-    procedure: Procedure,
+    procedures: Procedures,
     count: usize,
+}
+
+/// The procedures of a batch's calls.
+#[derive(Clone, Copy)]
+enum Procedures {
+    /// Every call of one procedure.
+    All(Procedure),
+    /// Call `i` of the `i`th (as many as the batch has calls).
+    Each(&'static [Procedure]),
+}
+
+impl Procedures {
+    /// The procedure of call `i`.
+    fn of(self, i: usize) -> Option<Procedure> {
+        match self {
+            Procedures::All(p) => Some(p),
+            Procedures::Each(ps) => ps.get(i).copied(),
+        }
+    }
 }
 
 /// Takes the whole messages off the front of `buf`, each reply to a call of `batch`
@@ -107,7 +126,7 @@ fn take_replies<R>(
     buf: &mut Vec<u8>,
     batch: &Batch,
     out: &mut [Option<Result<R, WireError>>],
-    decode: &mut impl FnMut(&[u8]) -> Result<R, WireError>,
+    decode: &mut impl FnMut(usize, &[u8]) -> Result<R, WireError>,
 ) -> Result<usize, WireError> {
     let mut taken = 0;
     let mut replies = 0;
@@ -117,13 +136,16 @@ fn take_replies<R>(
         let index = h.serial.wrapping_sub(batch.first) as usize;
         let ours = h.program == PROGRAM
             && h.kind == TYPE_REPLY
-            && h.procedure == batch.procedure as i32
-            && index < batch.count;
+            && index < batch.count
+            && batch
+                .procedures
+                .of(index)
+                .is_some_and(|p| h.procedure == p as i32);
         let Some(slot) = out.get_mut(index).filter(|slot| ours && slot.is_none()) else {
             continue;
         };
         *slot = Some(match reply_body(msg, h.status) {
-            Ok(body) => decode(body),
+            Ok(body) => decode(index, body),
             Err(WireError::Remote(e)) => Err(WireError::Remote(e)),
             Err(e) => return Err(e),
         });
@@ -167,7 +189,7 @@ async fn await_replies<R>(
     buf: &mut Vec<u8>,
     batch: &Batch,
     out: &mut [Option<Result<R, WireError>>],
-    decode: &mut impl FnMut(&[u8]) -> Result<R, WireError>,
+    decode: &mut impl FnMut(usize, &[u8]) -> Result<R, WireError>,
     mut left: usize,
 ) -> Result<(), WireError> {
     while left > 0 {
@@ -379,6 +401,8 @@ pub struct WireClient {
     /// How the records of earlier replies sorted: a domain's keys come in the same
     /// order tick after tick, so its record is put in order without comparing keys.
     sort_memo: SortMemo,
+    /// The domains' UUIDs and names, shared by their records from reply to reply.
+    names: DomainNames,
     /// How many host CPU and memory counters the daemon has (asked once: libvirt wants
     /// the exact count, which does not change while the connection lives).
     node_counts: NodeCounts,
@@ -410,6 +434,35 @@ const READER_WAIT: Duration = Duration::from_millis(250);
 /// Host counters as the daemon names them, with their values.
 type NodeCounters = Vec<(String, u64)>;
 
+/// What the host collector's four calls answered (see
+/// [`WireClient::host_counters_async`]); each counter call's daemon error kept apart, as
+/// a driver may not offer them.
+pub struct HostCounters {
+    pub info: NodeInfo,
+    pub cpu: Result<NodeCounters, WireError>,
+    pub memory: Result<NodeCounters, WireError>,
+    pub free_memory: Result<u64, WireError>,
+}
+
+/// The host counters' calls, in the order [`WireClient::host_counters_async`] sends them.
+const HOST_CALLS: &[Procedure] = &[
+    Procedure::NodeGetInfo,
+    Procedure::NodeGetCpuStats,
+    Procedure::NodeGetMemoryStats,
+    Procedure::NodeGetFreeMemory,
+];
+
+/// One reply of [`HOST_CALLS`], decoded.
+enum HostReply {
+    Info(NodeInfo),
+    Counters(NodeCounters),
+    FreeMemory(u64),
+}
+
+fn unexpected_reply() -> WireError {
+    WireError::Protocol("a reply of another call's shape".into())
+}
+
 /// The exact counter counts of `virNodeGetCPUStats` and `virNodeGetMemoryStats`, once
 /// known.
 #[derive(Default)]
@@ -431,6 +484,7 @@ impl WireClient {
             serial: 0,
             buf: Vec::new(),
             sort_memo: SortMemo::default(),
+            names: DomainNames::default(),
             node_counts: NodeCounts::default(),
             cpu_totals_per_domain: true,
             batch_wait: BATCH_WAIT_FIRST,
@@ -519,11 +573,11 @@ impl WireClient {
         self.cpu_totals_per_domain = false;
     }
 
-    /// `count` calls of `procedure` (arguments of call `i` from `args(i, …)`) sent in one
-    /// write, their replies (the daemon answers them in any order) each decoded by
-    /// `decode` as it is read, awaited (see `call_async`). One entry per call, in call
-    /// order: its decoded reply or the daemon's error for it. An I/O or protocol failure
-    /// fails them all.
+    /// `count` calls of `procedures` (arguments of call `i` from `args(i, …)`) sent in
+    /// one write, their replies (the daemon answers them in any order) each decoded by
+    /// `decode(i, …)` as it is read, awaited (see `call_async`). One entry per call, in
+    /// call order: its decoded reply or the daemon's error for it. An I/O or protocol
+    /// failure fails them all.
     ///
     /// The replies come over a millisecond or two, a few at a time; woken for each
     /// arrival, the runtime's thread switched a dozen times per batch. So the socket is
@@ -532,13 +586,13 @@ impl WireClient {
     /// wake-up, then whatever has arrived is read at once. The rest, if any, is awaited.
     async fn calls_async<R>(
         &mut self,
-        procedure: Procedure,
+        procedures: Procedures,
         count: usize,
         mut args: impl FnMut(usize, &mut protocol::Writer),
-        mut decode: impl FnMut(&[u8]) -> Result<R, WireError>,
+        mut decode: impl FnMut(usize, &[u8]) -> Result<R, WireError>,
     ) -> Result<Vec<Result<R, WireError>>, WireError> {
-        let (batch, msgs) = self.batch_of(procedure, count, &mut args);
-        let mut out = empty_slots(count);
+        let (batch, msgs) = self.batch_of(procedures, count, &mut args);
+        let mut out = empty_slots(batch.count);
         self.buf.clear();
         let socket = self.stream.take().ok_or_else(not_connected)?;
         let mut quiet = socket.unregistered()?;
@@ -551,7 +605,7 @@ impl WireClient {
             }
         }
         let sent = std::time::Instant::now();
-        let mut left = count;
+        let mut left = batch.count;
         if written == msgs.len() {
             tokio::time::sleep(self.batch_wait).await;
             read_arrived(&mut quiet, &mut self.buf)?;
@@ -571,23 +625,29 @@ impl WireClient {
         Ok(out.into_iter().flatten().collect())
     }
 
-    /// The calls of a batch: `count` calls of `procedure` (arguments of call `i` from
-    /// `args(i, …)`), and their messages, one after the other.
+    /// The calls of a batch: `count` calls of `procedures` (arguments of call `i` from
+    /// `args(i, …)`), and their messages, one after the other in one buffer.
     fn batch_of(
         &mut self,
-        procedure: Procedure,
+        procedures: Procedures,
         count: usize,
         args: &mut impl FnMut(usize, &mut protocol::Writer),
     ) -> (Batch, Vec<u8>) {
         let first = self.serial.wrapping_add(1);
         let mut msgs = Vec::new();
+        let mut sent = 0;
         for i in 0..count {
-            msgs.extend_from_slice(&self.next_call(procedure, |w| args(i, w)));
+            let Some(procedure) = procedures.of(i) else {
+                break;
+            };
+            self.serial = self.serial.wrapping_add(1);
+            msgs = protocol::call_onto(msgs, procedure, self.serial, |w| args(i, w));
+            sent += 1;
         }
         let batch = Batch {
             first,
-            procedure,
-            count,
+            procedures,
+            count: sent,
         };
         (batch, msgs)
     }
@@ -603,7 +663,7 @@ impl WireClient {
         count: usize,
         mut args: impl FnMut(usize, &mut protocol::Writer),
     ) -> Result<Batch, WireError> {
-        let (batch, msgs) = self.batch_of(procedure, count, &mut args);
+        let (batch, msgs) = self.batch_of(Procedures::All(procedure), count, &mut args);
         let mut quiet = self
             .stream
             .take()
@@ -621,7 +681,7 @@ impl WireClient {
     async fn replies_to<R>(
         &mut self,
         batch: Batch,
-        mut decode: impl FnMut(&[u8]) -> Result<R, WireError>,
+        mut decode: impl FnMut(usize, &[u8]) -> Result<R, WireError>,
     ) -> Result<Vec<Result<R, WireError>>, WireError> {
         let mut out = empty_slots(batch.count);
         self.buf.clear();
@@ -684,7 +744,7 @@ impl WireClient {
     pub async fn sent_cpu_totals(&mut self, sent: SentCpuReads) -> Option<Vec<CpuTotal>> {
         let reader = self.cpu_reader.as_mut()?;
         match reader
-            .replies_to(sent.0, |body| Ok(decode_domain_cpu_total(body)?))
+            .replies_to(sent.0, |_, body| Ok(decode_domain_cpu_total(body)?))
             .await
         {
             Ok(totals) => Some(totals),
@@ -725,10 +785,10 @@ impl WireClient {
         doms: &[DomainId],
     ) -> Result<Vec<CpuTotal>, WireError> {
         self.calls_async(
-            Procedure::DomainGetCpuStats,
+            Procedures::All(Procedure::DomainGetCpuStats),
             doms.len(),
             |i, w| encode_domain_cpu_total(w, &doms[i]),
-            |body| Ok(decode_domain_cpu_total(body)?),
+            |_, body| Ok(decode_domain_cpu_total(body)?),
         )
         .await
     }
@@ -787,16 +847,20 @@ impl WireClient {
         room: Room,
     ) -> Result<Vec<RawRecord>, WireError> {
         let mut memo = std::mem::take(&mut self.sort_memo);
+        let mut names = std::mem::take(&mut self.names);
         let records = match self
             .call_async(Procedure::ConnectGetAllDomainStats, |w| {
                 encode_get_all_domain_stats(w, doms, stats, flags)
             })
             .await
         {
-            Ok(body) => decode_domain_stats(body, &mut memo, room).map_err(WireError::from),
+            Ok(body) => {
+                decode_domain_stats(body, &mut memo, &mut names, room).map_err(WireError::from)
+            }
             Err(e) => Err(e),
         };
         self.sort_memo = memo;
+        self.names = names;
         records
     }
 
@@ -818,12 +882,21 @@ impl WireClient {
     ) -> Result<Vec<RawRecord>, WireError> {
         // Taken out for the call, which borrows the whole client for its reply.
         let mut memo = std::mem::take(&mut self.sort_memo);
+        let mut names = std::mem::take(&mut self.names);
         let records = self
             .call(Procedure::ConnectGetAllDomainStats, |w| {
                 encode_get_all_domain_stats(w, doms, stats, flags)
             })
-            .and_then(|body| Ok(decode_domain_stats(body, &mut memo, Room::default())?));
+            .and_then(|body| {
+                Ok(decode_domain_stats(
+                    body,
+                    &mut memo,
+                    &mut names,
+                    Room::default(),
+                )?)
+            });
         self.sort_memo = memo;
+        self.names = names;
         records
     }
 
@@ -888,6 +961,83 @@ impl WireClient {
             .call_async(Procedure::NodeGetFreeMemory, |_| {})
             .await?;
         Ok(decode_free_memory(body)?)
+    }
+
+    /// The host counters: [`node_info_async`](Self::node_info_async),
+    /// [`node_cpu_stats_async`](Self::node_cpu_stats_async),
+    /// [`node_memory_stats_async`](Self::node_memory_stats_async) and
+    /// [`free_memory_async`](Self::free_memory_async). Once the counters' counts are
+    /// known, the four calls go in one write (see `calls_async`): one wait for the
+    /// daemon and one system call to send, where there were four of each. A counter
+    /// call the daemon refuses then (its count changed) is asked again on its own.
+    pub async fn host_counters_async(&mut self) -> Result<HostCounters, WireError> {
+        let (Some(cpu_count), Some(memory_count)) = (self.node_counts.cpu, self.node_counts.memory)
+        else {
+            return Ok(HostCounters {
+                info: self.node_info_async().await?,
+                cpu: self.node_cpu_stats_async().await,
+                memory: self.node_memory_stats_async().await,
+                free_memory: self.free_memory_async().await,
+            });
+        };
+        let replies = self
+            .calls_async(
+                Procedures::Each(HOST_CALLS),
+                HOST_CALLS.len(),
+                |i, w| match i {
+                    1 => encode_node_cpu_stats(w, cpu_count),
+                    2 => encode_node_memory_stats(w, memory_count),
+                    _ => {}
+                },
+                |i, body| {
+                    Ok(match i {
+                        0 => HostReply::Info(decode_node_info(body)?),
+                        1 | 2 => HostReply::Counters(decode_node_stats(body)?.0),
+                        _ => HostReply::FreeMemory(decode_free_memory(body)?),
+                    })
+                },
+            )
+            .await?;
+        let mut replies = replies.into_iter();
+        let mut next = || {
+            replies
+                .next()
+                .unwrap_or_else(|| Err(WireError::Protocol("a reply missing".into())))
+        };
+        let info = match next()? {
+            HostReply::Info(info) => info,
+            _ => return Err(unexpected_reply()),
+        };
+        let (cpu, memory) = (next(), next());
+        let free_memory = match next() {
+            Ok(HostReply::FreeMemory(bytes)) => Ok(bytes),
+            Ok(_) => Err(unexpected_reply()),
+            Err(e) => Err(e),
+        };
+        let cpu = match cpu {
+            Ok(HostReply::Counters(c)) => Ok(c),
+            Ok(_) => Err(unexpected_reply()),
+            Err(WireError::Remote(_)) => {
+                self.node_counts.cpu = None;
+                self.node_cpu_stats_async().await
+            }
+            Err(e) => Err(e),
+        };
+        let memory = match memory {
+            Ok(HostReply::Counters(c)) => Ok(c),
+            Ok(_) => Err(unexpected_reply()),
+            Err(WireError::Remote(_)) => {
+                self.node_counts.memory = None;
+                self.node_memory_stats_async().await
+            }
+            Err(e) => Err(e),
+        };
+        Ok(HostCounters {
+            info,
+            cpu,
+            memory,
+            free_memory,
+        })
     }
 }
 

@@ -721,7 +721,7 @@ mod tests {
 
     /// `key` of the record of domain `name`.
     fn value(records: &[crate::ffi::RawRecord], name: &str, key: &str) -> Option<TypedValue> {
-        let r = records.iter().find(|r| r.name == name).expect(name);
+        let r = records.iter().find(|r| &*r.name == name).expect(name);
         r.params.get(key).cloned()
     }
 
@@ -1027,6 +1027,180 @@ mod tests {
             1,
             "asked once, not per call"
         );
+    }
+
+    /// The body of a host counters reply (`virNodeGetCPUStats`, `…MemoryStats`): the
+    /// counters asked for (`nparams` > 0; none when 0), then the count the daemon has;
+    /// `Err` with an error body when `nparams` is not that count.
+    fn node_counters_body(nparams: i32, counters: &[(&str, u32)]) -> Result<Vec<u8>, Vec<u8>> {
+        let mut w = Writer::default();
+        if nparams != 0 && nparams != counters.len() as i32 {
+            w.i32(8); // VIR_ERR_INVALID_ARG
+            w.i32(10);
+            w.i32(1);
+            w.string("nparams");
+            return Err(w.into_bytes());
+        }
+        if nparams == 0 {
+            w.u32(0);
+        } else {
+            w.u32(counters.len() as u32);
+            for (name, value) in counters {
+                w.string(name);
+                w.u32(0);
+                w.u32(*value);
+            }
+        }
+        w.i32(counters.len() as i32);
+        Ok(w.into_bytes())
+    }
+
+    /// The reply body a fake daemon gives a host call (`procedure`, `args`), with `cpu`
+    /// its CPU counters (`Err`: an error reply); `None` for other calls.
+    fn host_reply_body(
+        procedure: i32,
+        args: &[u8],
+        cpu: &[(&str, u32)],
+    ) -> Option<Result<Vec<u8>, Vec<u8>>> {
+        let int_at =
+            |at: usize| i32::from_be_bytes([args[at], args[at + 1], args[at + 2], args[at + 3]]);
+        let mut w = Writer::default();
+        Some(Ok(match procedure {
+            6 => {
+                for c in b"x86_64".iter().chain(&[0u8; 26]) {
+                    w.u32(u32::from(*c));
+                }
+                w.u32(0);
+                w.u32(1 << 20); // memory, KiB
+                for count in [2, 2400, 1, 1, 2, 1] {
+                    w.i32(count);
+                }
+                w.into_bytes()
+            }
+            227 => return Some(node_counters_body(int_at(4), cpu)),
+            228 => {
+                let memory = [("total", 33), ("free", 44), ("cached", 55)];
+                return Some(node_counters_body(int_at(0), &memory));
+            }
+            102 => {
+                w.u32(0);
+                w.u32(777);
+                w.into_bytes()
+            }
+            _ => return None,
+        }))
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_host_counters_go_in_one_write_once_their_counts_are_known() {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("libvirt-sock");
+        let listener = UnixListener::bind(&path).expect("bind");
+        // Per host call: whether the next call had already arrived when it was read.
+        let log: Arc<Mutex<Vec<(i32, bool)>>> = Arc::default();
+        let daemon_log = Arc::clone(&log);
+        // Set before the last round: the host then has a third CPU counter.
+        let grown = Arc::new(AtomicBool::new(false));
+        let daemon_grown = Arc::clone(&grown);
+        std::thread::spawn(move || {
+            for mut s in listener.incoming().flatten() {
+                let log = Arc::clone(&daemon_log);
+                let grown = Arc::clone(&daemon_grown);
+                std::thread::spawn(move || {
+                    // Calls that arrived together are answered together, last first.
+                    let mut held: Vec<(i32, u32, Vec<u8>)> = Vec::new();
+                    while let Some((procedure, serial, args)) = read_call_args(&mut s) {
+                        match procedure {
+                            66 => reply(&mut s, procedure, serial, &[0, 0, 0, 1, 0, 0, 0, 0]),
+                            1 => reply(&mut s, procedure, serial, &[]),
+                            _ => {
+                                std::thread::sleep(std::time::Duration::from_millis(20));
+                                let more = rustix::io::ioctl_fionread(&s).is_ok_and(|n| n > 0);
+                                log.lock().unwrap().push((procedure, more));
+                                held.push((procedure, serial, args));
+                                let cpu: &[(&str, u32)] = if grown.load(Ordering::SeqCst) {
+                                    &[("user", 11), ("system", 22), ("idle", 99)]
+                                } else {
+                                    &[("user", 11), ("system", 22)]
+                                };
+                                if !more {
+                                    for (procedure, serial, args) in held.drain(..).rev() {
+                                        match host_reply_body(procedure, &args, cpu) {
+                                            Some(Ok(body)) => {
+                                                reply(&mut s, procedure, serial, &body)
+                                            }
+                                            Some(Err(error)) => respond(
+                                                &mut s,
+                                                procedure,
+                                                serial,
+                                                STATUS_ERROR,
+                                                &error,
+                                            ),
+                                            None => {}
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        let settings = LibvirtSettings {
+            uri: format!("qemu:///system?socket={}", path.display()),
+            ..LibvirtSettings::default()
+        };
+        let slot = WireSlot::open(&settings);
+        for round in 0..3 {
+            grown.store(round == 2, Ordering::SeqCst);
+            let mut taken = slot.take_open().expect("open and free");
+            let result = {
+                let client = taken.client().expect("a client");
+                client.host_counters_async().await
+            };
+            let host = result.expect("the host counters");
+            assert_eq!(
+                (
+                    host.info.model.as_str(),
+                    host.info.memory_kib,
+                    host.info.mhz
+                ),
+                ("x86_64", 1 << 20, 2400),
+                "round {round}"
+            );
+            let mut cpu = vec![("user".to_string(), 11), ("system".to_string(), 22)];
+            if round == 2 {
+                cpu.push(("idle".to_string(), 99));
+            }
+            assert_eq!(host.cpu.expect("cpu"), cpu, "round {round}");
+            assert_eq!(
+                host.memory.expect("memory"),
+                [
+                    ("total".to_string(), 33),
+                    ("free".to_string(), 44),
+                    ("cached".to_string(), 55)
+                ]
+            );
+            assert_eq!(host.free_memory.expect("free memory"), 777);
+            taken.settle(&settings, "virNodeGetInfo", Ok::<(), WireError>(()));
+        }
+        let log = log.lock().unwrap().clone();
+        let procedures: Vec<i32> = log.iter().map(|(p, _)| *p).collect();
+        // First: one by one, each counter's count asked before its values. Then the
+        // four calls at once, twice; the second time the CPU count has changed, so the
+        // daemon refuses that call, and the count and counters are asked again.
+        assert_eq!(
+            procedures,
+            [6, 227, 227, 228, 228, 102, 6, 227, 228, 102, 6, 227, 228, 102, 227, 227]
+        );
+        let together: Vec<bool> = log.iter().map(|(_, more)| *more).collect();
+        assert!(together[..6].iter().all(|more| !more), "{log:?}");
+        for batch in [&together[6..10], &together[10..14]] {
+            assert_eq!(batch, [true, true, true, false], "{log:?}");
+        }
+        assert_eq!(together[14..], [false, false], "{log:?}");
     }
 
     #[test]

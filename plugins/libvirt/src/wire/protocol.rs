@@ -4,6 +4,8 @@
 //! `virConnectGetAllDomainStats`. Encoding and decoding only; no I/O.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use vadvisor_api::{NodeInfo, Params, Room, SortMemo, TypedValue};
 
@@ -88,7 +90,18 @@ impl Header {
 /// A whole call message, length word included: the header for `procedure` and
 /// `serial`, then what `args` writes.
 pub fn call(procedure: Procedure, serial: u32, args: impl FnOnce(&mut Writer)) -> Vec<u8> {
-    let mut w = Writer::default();
+    call_onto(Vec::new(), procedure, serial, args)
+}
+
+/// [`call`] written at the end of `msgs` (a batch's messages, one after the other).
+pub fn call_onto(
+    msgs: Vec<u8>,
+    procedure: Procedure,
+    serial: u32,
+    args: impl FnOnce(&mut Writer),
+) -> Vec<u8> {
+    let start = msgs.len();
+    let mut w = Writer::onto(msgs);
     w.u32(0); // the length, patched below
     w.u32(PROGRAM);
     w.u32(PROTOCOL_VERSION);
@@ -97,8 +110,8 @@ pub fn call(procedure: Procedure, serial: u32, args: impl FnOnce(&mut Writer)) -
     w.u32(serial);
     w.u32(STATUS_OK);
     args(&mut w);
-    let len = u32::try_from(w.len()).unwrap_or(u32::MAX);
-    w.patch_u32(0, len);
+    let len = u32::try_from(w.len() - start).unwrap_or(u32::MAX);
+    w.patch_u32(start, len);
     w.into_bytes()
 }
 
@@ -378,18 +391,24 @@ fn typed_value(r: &mut Reader<'_>, field: &[u8]) -> Result<TypedValue, StatsDeco
 /// `remote_connect_get_all_domain_stats_ret`, straight into owned records: field names
 /// are borrowed from the message while a record's [`Params`] are built (one key buffer
 /// per record, with `room` to spare for the groups filled in after the call); only
-/// string values allocate. `scratch` is reused between records.
+/// string values allocate, and a domain's UUID and name come from `names` once it has
+/// seen them. `scratch` is reused between records.
 pub fn decode_domain_stats(
     body: &[u8],
     memo: &mut SortMemo,
+    names: &mut DomainNames,
     room: Room,
 ) -> Result<Vec<RawRecord>, StatsDecodeError> {
     let mut r = Reader::new(body);
     let n = r.count("domain statistics records", DOMAIN_LIST_MAX, 28)?;
     let mut out = Vec::with_capacity(n);
     let mut scratch: Vec<(&[u8], TypedValue)> = Vec::new();
+    names.start_reply();
     for _ in 0..n {
-        let dom = DomainId::decode(&mut r)?;
+        let name = r.bytes()?;
+        let uuid = r.fixed::<16>()?;
+        let id = r.i32()?;
+        let (uuid, name) = names.of(uuid, name);
         let params = r.count("statistics parameters", STATS_PARAMS_MAX, 12)?;
         scratch.clear();
         scratch.reserve(params);
@@ -403,14 +422,61 @@ pub fn decode_domain_stats(
         let params =
             Params::from_unsorted_bytes_memo_with_room(scratch.drain(..), key_bytes, room, memo);
         out.push(RawRecord {
-            uuid: dom.uuid_string(),
-            active: dom.id != -1,
-            name: dom.name,
+            uuid,
+            active: id != -1,
+            name,
             params,
             domain: None,
         });
     }
+    names.end_reply(n);
     Ok(out)
+}
+
+/// The domains' UUIDs (formatted) and names of the last replies, by UUID: a domain's
+/// record reuses them, where each reply formatted the UUID and copied the name again
+/// (and the records' consumers copied both once more).
+#[derive(Default)]
+pub struct DomainNames {
+    /// By UUID: the formatted UUID, the name, and the reply that last named it.
+    known: HashMap<[u8; 16], (Arc<str>, Arc<str>, u64)>,
+    reply: u64,
+}
+
+impl DomainNames {
+    fn start_reply(&mut self) {
+        self.reply += 1;
+    }
+
+    /// The domain's formatted UUID and its name (`name` decoded lossily if it is not
+    /// UTF-8), shared with the earlier records of the same domain and name.
+    fn of(&mut self, uuid: [u8; 16], name: &[u8]) -> (Arc<str>, Arc<str>) {
+        let reply = self.reply;
+        let entry = self
+            .known
+            .entry(uuid)
+            .or_insert_with(|| (Arc::from(format_uuid(&uuid)), Arc::from(text(name)), reply));
+        if entry.1.as_bytes() != name {
+            entry.1 = Arc::from(text(name));
+        }
+        entry.2 = reply;
+        (Arc::clone(&entry.0), Arc::clone(&entry.1))
+    }
+
+    /// After a reply of `records` records: forgets the domains it did not name, once
+    /// there are many more of them than of those it did.
+    fn end_reply(&mut self, records: usize) {
+        if self.known.len() > 2 * records + 16 {
+            let reply = self.reply;
+            self.known.retain(|_, (_, _, seen)| *seen == reply);
+        }
+    }
+
+    /// How many domains it knows (tests).
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.known.len()
+    }
 }
 
 #[cfg(test)]
@@ -537,12 +603,17 @@ mod tests {
             ),
             (domain("db", 2, 5), vec![]),
         ]);
-        let recs =
-            decode_domain_stats(&body, &mut SortMemo::default(), Room::default()).expect("decodes");
+        let recs = decode_domain_stats(
+            &body,
+            &mut SortMemo::default(),
+            &mut DomainNames::default(),
+            Room::default(),
+        )
+        .expect("decodes");
         assert_eq!(recs.len(), 2);
         let web = &recs[0];
-        assert_eq!(web.name, "web");
-        assert_eq!(web.uuid, "5a5a5a5a-5a5a-5a5a-5a5a-5a5a5a5a5aab");
+        assert_eq!(&*web.name, "web");
+        assert_eq!(&*web.uuid, "5a5a5a5a-5a5a-5a5a-5a5a-5a5a5a5a5aab");
         let p = &web.params;
         assert_eq!(p.len(), 7);
         assert_eq!(p.get("state.state"), Some(&TypedValue::Int(1)));
@@ -564,6 +635,34 @@ mod tests {
     }
 
     #[test]
+    fn a_domain_s_uuid_and_name_are_shared_from_reply_to_reply() {
+        let mut names = DomainNames::default();
+        let mut decode = |records: &[(DomainId, Vec<RawParam>)]| {
+            let body = stats_reply(records);
+            decode_domain_stats(&body, &mut SortMemo::default(), &mut names, Room::default())
+                .expect("decodes")
+        };
+        let first = decode(&[(domain("web", 1, 4), vec![]), (domain("db", 2, 5), vec![])]);
+        let again = decode(&[(domain("db", 2, 5), vec![]), (domain("web", 1, 4), vec![])]);
+        assert_eq!(&*first[0].uuid, "5a5a5a5a-5a5a-5a5a-5a5a-5a5a5a5a5a01");
+        assert!(Arc::ptr_eq(&first[0].uuid, &again[1].uuid));
+        assert!(Arc::ptr_eq(&first[0].name, &again[1].name));
+        assert!(Arc::ptr_eq(&first[1].name, &again[0].name));
+        // Renamed: the new name, the same UUID.
+        let renamed = decode(&[(domain("www", 1, 4), vec![])]);
+        assert_eq!(&*renamed[0].name, "www");
+        assert!(Arc::ptr_eq(&renamed[0].uuid, &first[0].uuid));
+        // Domains no reply names any more are forgotten once they are many.
+        let many: Vec<(DomainId, Vec<RawParam>)> = (0..40u8)
+            .map(|i| (domain(&format!("vm-{i}"), 100 + i, 1), vec![]))
+            .collect();
+        decode(&many);
+        let web = decode(&[(domain("www", 1, 4), vec![])]);
+        assert!(Arc::ptr_eq(&web[0].uuid, &first[0].uuid));
+        assert_eq!(names.len(), 1);
+    }
+
+    #[test]
     fn a_truncated_or_unknown_reply_is_an_error() {
         let body = stats_reply(&[(
             domain("web", 1, 4),
@@ -571,15 +670,26 @@ mod tests {
         )]);
         for cut in [0, 3, 20, body.len() - 1] {
             assert!(
-                decode_domain_stats(&body[..cut], &mut SortMemo::default(), Room::default())
-                    .is_err(),
+                decode_domain_stats(
+                    &body[..cut],
+                    &mut SortMemo::default(),
+                    &mut DomainNames::default(),
+                    Room::default()
+                )
+                .is_err(),
                 "cut at {cut} of {}",
                 body.len()
             );
         }
         let unknown = stats_reply(&[(domain("web", 1, 4), vec![("x.new", 9, vec![0; 4])])]);
         assert_eq!(
-            decode_domain_stats(&unknown, &mut SortMemo::default(), Room::default()).map(|_| ()),
+            decode_domain_stats(
+                &unknown,
+                &mut SortMemo::default(),
+                &mut DomainNames::default(),
+                Room::default()
+            )
+            .map(|_| ()),
             Err(StatsDecodeError::UnknownType {
                 field: "x.new".into(),
                 kind: 9

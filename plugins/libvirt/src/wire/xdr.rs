@@ -31,6 +31,11 @@ pub struct Writer {
 }
 
 impl Writer {
+    /// A writer that goes on at the end of `buf`.
+    pub fn onto(buf: Vec<u8>) -> Self {
+        Self { buf }
+    }
+
     pub fn into_bytes(self) -> Vec<u8> {
         self.buf
     }
