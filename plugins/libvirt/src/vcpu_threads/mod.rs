@@ -9,9 +9,9 @@
 //! and the counts from the domain's definition. On the daemon's own host, in the same
 //! PID namespace, the agent reads them itself ([`thread_files`]): the threads are the
 //! ones libvirt's status file of the domain lists ([`status_file`]), read again when
-//! libvirt replaces it (a vCPU plugged or unplugged, the domain restarted; a tick looks
-//! at the directory, and at the files only when it changed). The bulk call then leaves
-//! `vcpu` out.
+//! libvirt replaces it (a vCPU plugged or unplugged, the domain restarted; an inotify
+//! watch on the directory tells a tick whether it changed, [`dir_watch`], and only then
+//! are the files looked at). The bulk call then leaves `vcpu` out.
 //!
 //! A running domain whose threads cannot be read (its status file unreadable, its
 //! process in another PID namespace, a thread gone) gets the group from a bulk call of
@@ -19,6 +19,7 @@
 //! threads can be read three calls in a row, the group goes back into the bulk call
 //! for ten minutes.
 
+mod dir_watch;
 mod status_file;
 mod thread_files;
 
@@ -30,6 +31,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use tracing::{debug, info};
+
+use dir_watch::DirWatch;
 use vadvisor_api::{Room, StatsGroups, TypedValue};
 
 use crate::ffi::RawRecord;
@@ -64,8 +67,8 @@ pub(crate) struct VcpuThreads {
     uri: String,
     /// The daemon's status-file directory, when its domains' threads are read here.
     state_dir: Option<PathBuf>,
-    /// When `state_dir` last changed, as last looked at.
-    dir_modified: Option<SystemTime>,
+    /// Whether `state_dir` changed since the last tick.
+    dir_watch: Option<DirWatch>,
     /// When `state_dir` is looked for again.
     recheck_at: Instant,
     /// By UUID.
@@ -114,7 +117,7 @@ impl VcpuThreads {
     #[cfg(test)]
     pub(crate) fn in_dir(dir: &Path) -> Mutex<Self> {
         let mut t = Self::new("qemu:///system");
-        t.state_dir = Some(dir.to_path_buf());
+        t.set_state_dir(Some(dir.to_path_buf()));
         Mutex::new(t)
     }
 
@@ -122,7 +125,7 @@ impl VcpuThreads {
         let mut t = Self {
             uri: uri.to_string(),
             state_dir: None,
-            dir_modified: None,
+            dir_watch: None,
             recheck_at: Instant::now(),
             domains: HashMap::new(),
             buf: Box::new([0; 8192]),
@@ -140,7 +143,13 @@ impl VcpuThreads {
             return;
         }
         self.recheck_at = now + RECHECK_AFTER;
-        self.state_dir = system_state_dir(&self.uri, Path::new(SYSTEM_RUN_DIR));
+        self.set_state_dir(system_state_dir(&self.uri, Path::new(SYSTEM_RUN_DIR)));
+    }
+
+    /// Reads the status files in `dir` from now on (`None`: none).
+    fn set_state_dir(&mut self, dir: Option<PathBuf>) {
+        self.dir_watch = dir.as_deref().map(DirWatch::new);
+        self.state_dir = dir;
     }
 
     /// The room a record needs for the `vcpu` group as [`fill`](Self::fill) sets it:
@@ -173,9 +182,7 @@ impl VcpuThreads {
         let mut filled = 0;
         // libvirt replaces a status file (a new file renamed over it): the directory
         // changes with it, and only then are the files looked at one by one.
-        let dir_modified = self.state_dir.as_deref().and_then(modified_time);
-        let look = dir_modified.is_none() || dir_modified != self.dir_modified;
-        self.dir_modified = dir_modified;
+        let look = self.dir_watch.as_mut().is_none_or(DirWatch::changed);
         for (i, r) in records.iter_mut().enumerate().filter(|(_, r)| r.active) {
             if self.fill(&r.uuid, &r.name, &mut r.params, look, now) {
                 filled += 1;
@@ -194,7 +201,7 @@ impl VcpuThreads {
             self.unreadable_calls = 0;
             info!(uri = %self.uri, domains = missing.len(),
                 "the domains' vCPU threads cannot be read here: vCPU counters come from libvirt's vcpu group (looked at again in 10 minutes)");
-            self.state_dir = None;
+            self.set_state_dir(None);
             self.domains.clear();
             self.announced = true;
         } else if filled > 0 && !self.announced {
