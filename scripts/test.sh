@@ -46,6 +46,9 @@ python3 scripts/check-module-cycles.py plugins/libvirt/src plugins/api/src plugi
   plugins/sinks/src plugins/sinks/src/events plugins/sinks/src/prometheus \
   plugins/sinks/src/statsd plugins/sinks/src/rest plugins/sinks/src/ui plugins/sinks/src/remote_write src
 
+log "cargo fetch (the locked dependencies, for the offline licence check)"
+cargo fetch --locked
+
 log "cargo deny (licences, bans, sources)"
 "${VADVISOR_TOOLS_DIR:-/opt/vadvisor-test-peers/tools}/bin/cargo-deny" --offline \
   check licenses bans sources
