@@ -11,6 +11,7 @@
 #                                   after its start, for this many seconds
 #   BENCH_BIN=target/release/vadvisor  the binary (default: built with cargo --release)
 #   BENCH_SHARDS=1                  the agent's libvirt.bulk_shards (default: the config's, auto)
+#   BENCH_KEEP=DIR                  keep the work files there (agent log, each request's time)
 #   BENCH_CONFIG=FILE               the pipeline file (default: config.example.yaml); e.g. an
 #                                   older build's own example file for an A/B run
 #
@@ -53,7 +54,7 @@ ROUNDS="${BENCH_ROUNDS:-3}"
 REST_AGE="${BENCH_REST_AGE:-70}"
 REST_WINDOW="${BENCH_REST_WINDOW:-120}"
 LAB_URI="${LAB_URI:-qemu:///system}"
-REQUESTS="${BENCH_REQUESTS:-60}"
+REQUESTS="${BENCH_REQUESTS:-120}"
 SHARDS="${BENCH_SHARDS:-}"
 HZ="$(getconf CLK_TCK)"
 
@@ -199,22 +200,25 @@ rss() {
 	awk '/^Pss:/ { printf "; PSS %.1f)", $2 / 1024 }' "/proc/$agent_pid/smaps_rollup"
 }
 rss_idle="$(rss)"
-# latency URL [FILE]: median and p99 of REQUESTS requests; with FILE, the cpu collector's
-# duration and period of each /metrics response go there (milliseconds, one pair a line).
+# latency URL TIMES [FILE]: median, p99 and slowest of REQUESTS requests; each request's
+# start (Unix time) and duration go to TIMES; with FILE, the cpu collector's duration and
+# period of each /metrics response go there (milliseconds, one pair a line).
 latency() {
-	python3 - "$1" "$REQUESTS" "${2:-}" <<'EOF'
+	python3 - "$1" "$REQUESTS" "${3:-}" "$2" <<'EOF'
 import http.client, re, statistics, sys, time, urllib.parse
-url, n, keep = urllib.parse.urlsplit(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+url, n, keep, times = urllib.parse.urlsplit(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+log = open(times, "w")
 conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
 path = url.path + ("?" + url.query if url.query else "")
 took, seen = [], []
 fig = lambda name, text: re.search(r'^' + name + r'\{collector="cpu"\} (\S+)$', text, re.M)
 for _ in range(n):
-    t = time.perf_counter()
+    started, t = time.time(), time.perf_counter()
     conn.request("GET", path)
     r = conn.getresponse()
     body = r.read()
     took.append((time.perf_counter() - t) * 1000)
+    log.write(f"{started:.3f} {took[-1]:.2f}\n")
     if keep:
         text = body.decode("utf-8", "replace")
         d = fig("vadvisor_collector_duration_seconds", text)
@@ -224,13 +228,13 @@ for _ in range(n):
     time.sleep(0.37)
 took.sort()
 p99 = took[min(len(took) - 1, int(round(0.99 * len(took) + 0.5)) - 1)]
-print(f"{statistics.median(took):.2f} {p99:.2f}")
+print(f"{statistics.median(took):.2f} {p99:.2f} {took[-1]:.2f}")
 if keep:
     open(keep, "w").write("\n".join(seen) + "\n")
 EOF
 }
 log "latency: $REQUESTS requests each, 0.37 s apart"
-lat_metrics="$(latency "$base/metrics" "$work/collection.txt")"
+lat_metrics="$(latency "$base/metrics" "$work/times-metrics.txt" "$work/collection.txt")"
 collection="$(python3 - "$work/collection.txt" <<'EOF'
 import statistics, sys
 rows = [tuple(map(float, l.split())) for l in open(sys.argv[1]) if l.strip()]
@@ -239,8 +243,8 @@ p = sorted(r[1] for r in rows)
 print(f"{statistics.median(d):.0f} {d[-1]:.0f} {statistics.median(p):.0f} {p[-1]:.0f}" if rows else "- - - -")
 EOF
 )"
-lat_stats="$(latency "$base/api/v1.0/stats/")"
-lat_live="$(latency "$base/api/v1.0/stats/?live=true")"
+lat_stats="$(latency "$base/api/v1.0/stats/" "$work/times-stats.txt")"
+lat_live="$(latency "$base/api/v1.0/stats/?live=true" "$work/times-live.txt")"
 # The client floor: the same body from a server that only sends prepared bytes.
 curl -s "$base/api/v1.0/stats/" >"$work/stats-body.json"
 python3 - "$work/stats-body.json" >"$work/floor-port" <<'EOF' &
@@ -267,7 +271,7 @@ EOF
 floor_pid=$!
 helper_pids+=("$floor_pid")
 for _ in $(seq 50); do [ -s "$work/floor-port" ] && break; sleep 0.1; done
-lat_floor="$(latency "http://127.0.0.1:$(cat "$work/floor-port")/stats")"
+lat_floor="$(latency "http://127.0.0.1:$(cat "$work/floor-port")/stats" "$work/times-floor.txt")"
 kill "$floor_pid" 2>/dev/null || true
 command -v wrk >/dev/null || apt-get install -y -qq wrk >/dev/null 2>&1 || true
 if command -v wrk >/dev/null; then
@@ -379,10 +383,10 @@ row("period self-metric median / max", f"{p_med} ms / {p_max} ms")
 row("RSS idle", rss_idle)
 row("RSS 2 s after 200 clients", rss_load)
 row("RSS 25 s after 200 clients", rss_after)
-row("/metrics median / p99", " / ".join(x + " ms" for x in lat_m.split()))
-row("/api/v1.0/stats/ median / p99", " / ".join(x + " ms" for x in lat_s.split()))
+row("/metrics median / p99 / slowest", " / ".join(x + " ms" for x in lat_m.split()))
+row("/api/v1.0/stats/ median / p99 / slowest", " / ".join(x + " ms" for x in lat_s.split()))
 row("  same body, minimal server (client floor)", " / ".join(x + " ms" for x in lat_floor.split()))
-row("?live=true median / p99", " / ".join(x + " ms" for x in lat_l.split()))
+row("?live=true median / p99 / slowest", " / ".join(x + " ms" for x in lat_l.split()))
 row("/api/v1.0/stats/ with 200 clients (wrk)", f"{rps} requests/s")
 row("raw bulk call (virsh domstats) median / p99", " / ".join(x + " ms" for x in raw.split()))
 row("partial-data warnings (measured domains / all)", f"{partial} / {partial_all}")

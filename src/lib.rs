@@ -52,6 +52,9 @@ fn build_runtime() -> std::io::Result<tokio::runtime::Runtime> {
 /// Parses the command line, sets up logging and runs the agent with `registry`.
 /// Returns the process exit code: 0, 1 on a runtime failure, 2 on an invalid config.
 pub fn main_with(registry: Registry) -> i32 {
+    // Before any thread starts: malloc's thresholds fixed so that a thread's arena does
+    // not keep freed response bodies resident (vadvisor_libvirt::ffi::keep_free_heap_small).
+    let heap_thresholds_fixed = vadvisor_libvirt::ffi::keep_free_heap_small();
     let args = cli::Args::parse();
     let default_level = if args.verbose {
         "vadvisor=debug,info"
@@ -66,6 +69,12 @@ pub fn main_with(registry: Registry) -> i32 {
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
         .init();
+    tracing::debug!(
+        fixed = heap_thresholds_fixed,
+        trim_threshold = vadvisor_libvirt::ffi::HEAP_TRIM_THRESHOLD,
+        mmap_threshold = vadvisor_libvirt::ffi::HEAP_MMAP_THRESHOLD,
+        "malloc thresholds (fixed=false: the environment sets them, or the C library is not glibc)"
+    );
 
     let runtime = match build_runtime() {
         Ok(rt) => rt,

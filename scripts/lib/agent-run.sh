@@ -6,7 +6,8 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 # Sets `work` (a new temporary directory), `agent_pid` (empty: the caller stores the
 # agent's pid there) and `helper_pids` (empty: other processes the caller starts), and
-# on exit stops them and removes `work`.
+# on exit stops them and removes `work` (copied first to $BENCH_KEEP when that is set:
+# the agent's log, the per-request times, …).
 agent_workdir() {
 	work="$(mktemp -d)"
 	agent_pid=""
@@ -16,6 +17,7 @@ agent_workdir() {
 agent_workdir_cleanup() {
 	[ -n "$agent_pid" ] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null
 	for pid in "${helper_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+	if [ -n "${BENCH_KEEP:-}" ]; then mkdir -p "$BENCH_KEEP" && cp -r "$work"/. "$BENCH_KEEP"/; fi
 	rm -rf "$work"
 }
 

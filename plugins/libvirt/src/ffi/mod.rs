@@ -17,7 +17,8 @@
 //!   `VIR_DOMAIN_EVENT_ID_LIFECYCLE`), whose `opaque` is a registry key, not a pointer;
 //! - `virDomainGetJobStats` with the libvirt-allocated array freed by libvirt;
 //! - `virNodeGetCPUStats` and `virNodeGetMemoryStats` (no `virt` wrappers);
-//! - the process's C heap: free pages handed back to the kernel (`malloc_trim`);
+//! - the process's C heap: free pages handed back to the kernel (`malloc_trim`), and
+//!   malloc's thresholds fixed so that a thread arena does not keep megabytes at its top;
 //! - the page-table entries of the process's read-only, never-written segments (the
 //!   code libvirt's client and its libraries ran once, at load): handed back so that
 //!   only what the agent runs again counts as resident.
@@ -49,7 +50,10 @@ pub use domain::{block_info, cpu_total_stats, domain_state, vcpu_info, VcpuInfo}
 pub use domain_events::{
     live_domain_event_registrations, DomainEventKind, DomainEventRegistration, RawDomainEvent,
 };
-pub use heap::release_free_heap;
+pub use heap::{
+    keep_free_heap_small, release_free_heap, MMAP_THRESHOLD as HEAP_MMAP_THRESHOLD,
+    TRIM_THRESHOLD as HEAP_TRIM_THRESHOLD,
+};
 pub use job::job_stats;
 pub use lifecycle::{
     live_lifecycle_registrations, Deregistered, LifecycleRegistration, LifecycleShared,

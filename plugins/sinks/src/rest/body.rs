@@ -5,8 +5,13 @@
 //! replaces the snapshot; its buffer is freed when the last response using it is sent.
 //! (Streaming each response in chunks copied the whole text once per response, and 200
 //! concurrent clients held up to 400 KiB of queued chunks each.)
+//!
+//! The all-domains text is written into a buffer kept from the moment before
+//! ([`BodyPool`]): while someone reads every tick, the ~1.4 MB buffer stays resident and
+//! is written over, instead of being freed each tick and its pages faulted in again;
+//! the store drops the spare once a moment goes unread.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use vadvisor_api::axum::body::Bytes;
 
@@ -37,12 +42,80 @@ impl DomainSnapshot {
     }
 }
 
+/// One spare text buffer, handed back by the moment whose text it held once its last
+/// response is sent, and written over by the next moment's text.
+#[derive(Default)]
+pub struct BodyPool {
+    spare: Mutex<Option<Vec<u8>>>,
+}
+
+impl BodyPool {
+    /// An empty buffer with room for `len` bytes: the spare if it has the room and is
+    /// not more than twice as large, else a new one with an eighth more (the next
+    /// moment's text is a little longer or shorter).
+    fn take(&self, len: usize) -> Vec<u8> {
+        let spare = self.lock().take();
+        match spare {
+            Some(mut buf) if buf.capacity() >= len && buf.capacity() / 2 <= len.max(64 * 1024) => {
+                buf.clear();
+                buf
+            }
+            _ => Vec::with_capacity(len + len / 8),
+        }
+    }
+
+    /// Keeps `buf` as the spare unless there is one already.
+    fn put(&self, buf: Vec<u8>) {
+        let mut spare = self.lock();
+        if spare.is_none() {
+            *spare = Some(buf);
+        }
+    }
+
+    /// Frees the spare (nobody reads every moment any more).
+    pub fn clear(&self) {
+        let spare = self.lock().take();
+        drop(spare);
+    }
+
+    /// Bytes held by the spare.
+    pub fn spare_bytes(&self) -> usize {
+        self.lock().as_ref().map_or(0, Vec::capacity)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Vec<u8>>> {
+        self.spare.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A text buffer that goes back to its pool when the last response using it is sent.
+struct Pooled {
+    buf: Vec<u8>,
+    pool: Weak<BodyPool>,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.upgrade() {
+            pool.put(std::mem::take(&mut self.buf));
+        }
+    }
+}
+
 /// Every listed domain's samples at one moment, ready to be written.
 pub struct Snapshot {
     domains: Vec<DomainSnapshot>,
     len: usize,
     /// The text, written on the first read.
     body: OnceLock<Bytes>,
+    /// Where the text's buffer comes from and goes back to (the all-domains moments).
+    pool: Option<Arc<BodyPool>>,
 }
 
 /// Where writing a snapshot stands: the unit being written and how much of it is out.
@@ -59,10 +132,16 @@ enum Unit {
 impl Snapshot {
     /// `domains` in the order they are written (callers sort them by UUID).
     pub fn new(domains: Vec<DomainSnapshot>) -> Self {
+        Self::with_pool(domains, None)
+    }
+
+    /// As [`new`](Self::new), with the text written into `pool`'s spare buffer.
+    pub fn with_pool(domains: Vec<DomainSnapshot>, pool: Option<Arc<BodyPool>>) -> Self {
         let mut s = Self {
             domains,
             len: 0,
             body: OnceLock::new(),
+            pool,
         };
         let mut unit = Unit::Open;
         while unit != Unit::Done {
@@ -125,7 +204,10 @@ impl Snapshot {
     pub fn body(&self) -> Bytes {
         self.body
             .get_or_init(|| {
-                let mut out = Vec::with_capacity(self.len);
+                let mut out = match &self.pool {
+                    Some(pool) => pool.take(self.len),
+                    None => Vec::with_capacity(self.len),
+                };
                 let mut unit = Unit::Open;
                 while unit != Unit::Done {
                     for piece in self.pieces(unit) {
@@ -133,7 +215,13 @@ impl Snapshot {
                     }
                     unit = self.next(unit);
                 }
-                Bytes::from(out)
+                match &self.pool {
+                    Some(pool) => Bytes::from_owner(Pooled {
+                        buf: out,
+                        pool: Arc::downgrade(pool),
+                    }),
+                    None => Bytes::from(out),
+                }
             })
             .clone()
     }
@@ -177,5 +265,43 @@ mod tests {
         assert_eq!(snap.body().as_ptr(), whole.as_ptr());
         assert_eq!(snap.to_vec(), whole.to_vec());
         assert_eq!(Snapshot::new(vec![]).to_vec(), b"{}");
+    }
+
+    fn pooled(pool: &Arc<BodyPool>) -> Snapshot {
+        let big = format!("{{\"x\":\"{}\"}}", "y".repeat(100_000));
+        Snapshot::with_pool(
+            vec![DomainSnapshot::new("a", "na", vec![fragment(&big)])],
+            Some(pool.clone()),
+        )
+    }
+
+    #[test]
+    fn the_next_moment_writes_over_the_buffer_the_last_one_sent() {
+        let pool = Arc::new(BodyPool::default());
+        let first = pooled(&pool);
+        let sent = first.body();
+        let at = sent.as_ptr();
+        drop(first);
+        assert_eq!(pool.spare_bytes(), 0, "a response still sends it");
+        drop(sent);
+        assert!(
+            pool.spare_bytes() >= 100_000,
+            "back once its last response is sent"
+        );
+        let second = pooled(&pool);
+        let text = second.body();
+        assert_eq!(text.as_ptr(), at, "written over, not allocated anew");
+        assert_eq!(pool.spare_bytes(), 0, "taken");
+        let v: serde_json::Value = serde_json::from_slice(&text).unwrap();
+        assert_eq!(v["a"][0]["x"].as_str().unwrap().len(), 100_000);
+        // A spare too small for the next text, or more than twice its size, is not used.
+        drop((second, text));
+        assert_eq!(pool.take(1_000_000).capacity(), 1_125_000);
+        pool.put(Vec::with_capacity(1_000_000));
+        assert_eq!(pool.take(10_000).capacity(), 11_250);
+        // Cleared: the spare is freed.
+        pool.put(Vec::with_capacity(1_000));
+        pool.clear();
+        assert_eq!(pool.spare_bytes(), 0);
     }
 }

@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime};
 
 use vadvisor_api::{Batch, DomainState, HealthView, MetricDesc};
 
-use super::body::{DomainSnapshot, Snapshot};
+use super::body::{BodyPool, DomainSnapshot, Snapshot};
 use super::sample::{self, same_str, sections_of, Fragment, Part, Template};
 use crate::json_render::{prepare_with, PathPlan, Preparer};
 
@@ -100,6 +100,8 @@ pub struct StoreFootprint {
     pub open_samples: usize,
     /// Bytes of JSON text held by sealed samples.
     pub sealed_json_bytes: usize,
+    /// Bytes of the spare buffer kept for the next all-domains text.
+    pub spare_body_bytes: usize,
 }
 
 pub struct HistoryStore {
@@ -122,6 +124,8 @@ pub struct HistoryStore {
     reads: AtomicU64,
     /// Set by a change that replaced a snapshot someone read: prepare the next one.
     prepare_next: AtomicBool,
+    /// The all-domains text's spare buffer, kept while someone reads every moment.
+    bodies: Arc<BodyPool>,
     /// Per collector: its metric declarations' paths and sections, worked out once for
     /// as long as it declares the same metrics.
     plans: Mutex<HashMap<Arc<str>, CollectorPlan>>,
@@ -148,6 +152,7 @@ impl HistoryStore {
             ingested: AtomicBool::new(false),
             reads: AtomicU64::new(0),
             prepare_next: AtomicBool::new(false),
+            bodies: Arc::new(BodyPool::default()),
             plans: Mutex::new(HashMap::new()),
         }
     }
@@ -202,7 +207,17 @@ impl HistoryStore {
         if self.reads.swap(0, Ordering::AcqRel) > 0 {
             self.prepare_next.store(true, Ordering::Release);
         }
-        *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let replaced = self
+            .snapshot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        // Dropped here, its text's buffer goes back to the pool (unless a response still
+        // sends it); a moment nobody read frees the spare.
+        drop(replaced);
+        if !self.prepare_next.load(Ordering::Acquire) {
+            self.bodies.clear();
+        }
     }
 
     /// Adds a batch: its collector's values become the domain's latest, placed in the
@@ -452,7 +467,7 @@ impl HistoryStore {
                 let mut keys: Vec<&Arc<str>> = domains.keys().collect();
                 keys.sort();
                 let all = keys.into_iter().map(|u| snap(u, &domains[u])).collect();
-                Arc::new(Snapshot::new(all))
+                Arc::new(Snapshot::with_pool(all, Some(self.bodies.clone())))
             }
         };
         drop(domains);
@@ -494,6 +509,7 @@ impl HistoryStore {
         let domains = self.domains.read().unwrap_or_else(|e| e.into_inner());
         let mut f = StoreFootprint {
             domains: domains.len(),
+            spare_body_bytes: self.bodies.spare_bytes(),
             ..StoreFootprint::default()
         };
         for s in domains.values().flat_map(|h| h.samples.iter()) {

@@ -501,6 +501,66 @@ fn the_next_snapshot_is_prepared_only_while_someone_reads() {
     );
 }
 
+#[test]
+fn the_text_buffer_is_kept_while_someone_reads_every_tick_and_freed_after() {
+    // A full history of 3 samples: the text's length stays about the same.
+    let store = HistoryStore::new(Duration::from_secs(60), 3);
+    let t0 = SystemTime::now() - Duration::from_secs(50);
+    let tick = |t: u64| {
+        let at = t0 + Duration::from_secs(t);
+        store.ingest(&batch(at, 0, &["a", "b"], t as f64));
+        store.ingest(&batch(at, 1, &["a"], t as f64));
+    };
+    let read = || store.snapshot(None).unwrap().body();
+    (0..4).for_each(tick);
+    let first = read();
+    let at = first.as_ptr();
+    drop(first);
+    assert_eq!(
+        store.footprint().spare_body_bytes,
+        0,
+        "the moment still holds it"
+    );
+    tick(4);
+    assert!(
+        store.footprint().spare_body_bytes >= at_least(&store),
+        "the replaced moment was read: its buffer is kept"
+    );
+    store.prepare();
+    let second = read();
+    assert_eq!(second.as_ptr(), at, "the next text is written over it");
+    drop(second);
+    tick(5);
+    assert!(store.prepare());
+    assert_eq!(
+        store.footprint().spare_body_bytes,
+        0,
+        "taken by the prepared text"
+    );
+    let third = read();
+    assert_eq!(third.as_ptr(), at, "the same buffer, tick after tick");
+    drop(third);
+    tick(6);
+    assert!(
+        store.footprint().spare_body_bytes > 0,
+        "kept while read every tick"
+    );
+    // Tick 6's prepared text goes unread: the tick after frees the buffer.
+    assert!(store.prepare());
+    tick(7);
+    assert!(!store.prepare());
+    assert_eq!(
+        store.footprint().spare_body_bytes,
+        0,
+        "nobody reads any more"
+    );
+}
+
+/// The length of the all-domains text now.
+fn at_least(store: &HistoryStore) -> usize {
+    store.render_bytes(None).map_or(0, |b| b.len()) / 2
+}
+
 /// The history stays bounded: a sample per tick up to `max_samples`, only the newest
 /// sample of a domain keeps its values, and the rest is text of a bounded size.
 #[test]
