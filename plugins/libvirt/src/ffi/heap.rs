@@ -82,27 +82,26 @@ mod threshold_tests {
 
     #[test]
     fn the_user_s_malloc_thresholds_stand() {
-        assert!(!thresholds_set_by_user(env_of(&[])));
-        assert!(!thresholds_set_by_user(env_of(&[(
-            "GLIBC_TUNABLES",
-            "glibc.malloc.arena_max=2"
-        )])));
-        assert!(thresholds_set_by_user(env_of(&[(
-            "GLIBC_TUNABLES",
-            "glibc.malloc.arena_max=2:glibc.malloc.trim_threshold=1048576"
-        )])));
-        assert!(thresholds_set_by_user(env_of(&[(
-            "GLIBC_TUNABLES",
-            "glibc.malloc.mmap_threshold=65536"
-        )])));
-        assert!(thresholds_set_by_user(env_of(&[(
-            "MALLOC_TRIM_THRESHOLD_",
-            "0"
-        )])));
-        assert!(thresholds_set_by_user(env_of(&[(
-            "MALLOC_MMAP_THRESHOLD_",
-            "0"
-        )])));
+        let cases: &[(&'static [(&'static str, &'static str)], bool)] = &[
+            (&[], false),
+            (&[("GLIBC_TUNABLES", "glibc.malloc.arena_max=2")], false),
+            (
+                &[(
+                    "GLIBC_TUNABLES",
+                    "glibc.malloc.arena_max=2:glibc.malloc.trim_threshold=1048576",
+                )],
+                true,
+            ),
+            (
+                &[("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=65536")],
+                true,
+            ),
+            (&[("MALLOC_TRIM_THRESHOLD_", "0")], true),
+            (&[("MALLOC_MMAP_THRESHOLD_", "0")], true),
+        ];
+        for (env, set) in cases {
+            assert_eq!(thresholds_set_by_user(env_of(env)), *set, "{env:?}");
+        }
     }
 }
 

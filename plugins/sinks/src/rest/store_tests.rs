@@ -469,15 +469,21 @@ fn the_served_body_is_the_rendered_text_shared_until_the_next_tick() {
     assert_eq!(v["b"].as_array().unwrap().len(), 41);
 }
 
-#[test]
-fn the_next_snapshot_is_prepared_only_while_someone_reads() {
-    let store = HistoryStore::new(Duration::from_secs(60), 60);
+/// Tick `t` (seconds after a start 50 s ago) of two collectors: one reporting domains
+/// `a` and `b`, the other `a`.
+fn two_collectors_ticking(store: &HistoryStore) -> impl Fn(u64) + '_ {
     let t0 = SystemTime::now() - Duration::from_secs(50);
-    let tick = |t: u64| {
+    move |t| {
         let at = t0 + Duration::from_secs(t);
         store.ingest(&batch(at, 0, &["a", "b"], t as f64));
         store.ingest(&batch(at, 1, &["a"], t as f64));
-    };
+    }
+}
+
+#[test]
+fn the_next_snapshot_is_prepared_only_while_someone_reads() {
+    let store = HistoryStore::new(Duration::from_secs(60), 60);
+    let tick = two_collectors_ticking(&store);
     tick(0);
     tick(1);
     assert!(!store.wants_prepare() && !store.prepare(), "nobody read");
@@ -505,14 +511,9 @@ fn the_next_snapshot_is_prepared_only_while_someone_reads() {
 fn the_text_buffer_is_kept_while_someone_reads_every_tick_and_freed_after() {
     // A full history of 3 samples: the text's length stays about the same.
     let store = HistoryStore::new(Duration::from_secs(60), 3);
-    let t0 = SystemTime::now() - Duration::from_secs(50);
-    let tick = |t: u64| {
-        let at = t0 + Duration::from_secs(t);
-        store.ingest(&batch(at, 0, &["a", "b"], t as f64));
-        store.ingest(&batch(at, 1, &["a"], t as f64));
-    };
+    let tick = two_collectors_ticking(&store);
     let read = || store.snapshot(None).unwrap().body();
-    (0..4).for_each(tick);
+    (0..4).for_each(&tick);
     let first = read();
     let at = first.as_ptr();
     drop(first);
